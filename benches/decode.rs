@@ -1,0 +1,2 @@
+//! PLACEHOLDER: the decode throughput bench is written with the decoder.
+fn main() {}
