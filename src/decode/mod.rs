@@ -15,6 +15,9 @@ pub mod hetu;
 
 mod archive;
 mod cda;
+mod entries;
+mod prohibition;
+mod tree;
 mod xml;
 
 use serde::{Deserialize, Serialize};
@@ -135,4 +138,23 @@ pub fn decode_with(
     codes: &CodeSystems,
 ) -> Result<DecodedDocument, DecodeError> {
     cda::decode(bytes, limits, codes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode(&bytes, &Limits::default());
+        }
+
+        #[test]
+        fn arbitrary_markup_never_panics(s in "(<[a-z:]{0,3}( [a-z:]{1,3}=['\"][^<]{0,4}['\"])?/?>|</[a-z:]{0,3}>|&[#a-z0-9]{0,5};|[a-z <>&;]){0,40}") {
+            let _ = decode(s.as_bytes(), &Limits::default());
+        }
+    }
 }

@@ -1,1 +1,843 @@
-//! PLACEHOLDER
+//! A checked streaming XML reader over `&[u8]`: quick-xml's `NsReader` with
+//! the well-formedness and resource checks quick-xml leaves out, and events
+//! whose element and attribute names are resolved to namespace + local name
+//! (callers match namespaces, never prefixes).
+//!
+//! Checks run in the order of the error classes, so one input gets one class:
+//! [`precheck`] refuses the input as a whole (byte limit, then encoding, then
+//! DOCTYPE) before anything is parsed; [`XmlReader`] then refuses what is not
+//! well-formed and what exceeds a limit while it streams. The byte limit is
+//! checked first of all: an oversized input is not read further, whatever
+//! else is wrong with it. Elsewhere a limit can trip before a later
+//! well-formedness error in the same input: stopping early is what keeps
+//! memory and time bounded.
+//!
+//! Encodings: the whole input must be UTF-8; a UTF-8 byte-order mark is
+//! allowed; a UTF-16/UTF-32 byte-order mark, or an XML declaration naming an
+//! encoding other than `UTF-8` (compared case-insensitively; aliases such as
+//! `utf8` are refused), is class `encoding`.
+//!
+//! Errors name the problem and a byte position, never document content.
+
+use std::borrow::Cow;
+
+use quick_xml::errors::{Error as QxError, IllFormedError};
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::{NamespaceError, QName, ResolveResult};
+use quick_xml::reader::NsReader;
+
+use super::{DecodeError, ErrorClass, Limits};
+
+pub(crate) const NS_V3: &str = "urn:hl7-org:v3";
+pub(crate) const NS_FI: &str = "urn:hl7finland";
+pub(crate) const NS_XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
+const NS_XML: &str = "http://www.w3.org/XML/1998/namespace";
+
+/// The namespaces the decoder tells apart; everything else is `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ns {
+    None,
+    V3,
+    Fi,
+    Xsi,
+    Xml,
+    Other,
+}
+
+impl Ns {
+    fn of(uri: &str) -> Ns {
+        match uri {
+            "" => Ns::None,
+            NS_V3 => Ns::V3,
+            NS_FI => Ns::Fi,
+            NS_XSI => Ns::Xsi,
+            NS_XML => Ns::Xml,
+            _ => Ns::Other,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Attr {
+    pub ns: Ns,
+    pub local: String,
+    /// The value with references resolved and whitespace normalised.
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Element {
+    pub ns: Ns,
+    pub local: String,
+    /// Attributes other than namespace declarations.
+    pub attrs: Vec<Attr>,
+}
+
+impl Element {
+    /// The value of the attribute with no namespace named `local`.
+    pub fn attr(&self, local: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|a| a.ns == Ns::None && a.local == local)
+            .map(|a| a.value.as_str())
+    }
+
+    /// `xsi:type` without any prefix on its value (`v3:PQ` → `PQ`).
+    pub fn xsi_type(&self) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|a| a.ns == Ns::Xsi && a.local == "type")
+            .map(|a| a.value.rsplit(':').next().unwrap_or(&a.value).trim())
+    }
+
+    pub fn is(&self, ns: Ns, local: &str) -> bool {
+        self.ns == ns && self.local == local
+    }
+
+    pub fn is_v3(&self, local: &str) -> bool {
+        self.is(Ns::V3, local)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum XmlEvent<'a> {
+    Start(Element),
+    End,
+    /// A piece of character data (text, a resolved reference or CDATA).
+    Text(Cow<'a, str>),
+    Eof,
+}
+
+fn err(class: ErrorClass, detail: impl Into<String>) -> DecodeError {
+    DecodeError::new(class, detail)
+}
+
+fn nwf(detail: impl Into<String>) -> DecodeError {
+    err(ErrorClass::NotWellFormed, detail)
+}
+
+/// Whole-input checks before any parsing: byte limit, encoding, DOCTYPE.
+/// Returns the text after an optional UTF-8 byte-order mark.
+pub(crate) fn precheck<'a>(bytes: &'a [u8], limits: &Limits) -> Result<&'a str, DecodeError> {
+    precheck_sized(bytes, limits.max_document_bytes)
+}
+
+pub(crate) fn precheck_sized(bytes: &[u8], max_bytes: usize) -> Result<&str, DecodeError> {
+    if bytes.len() > max_bytes {
+        return Err(err(
+            ErrorClass::LimitExceeded,
+            format!(
+                "document of {} bytes exceeds the limit of {max_bytes} bytes",
+                bytes.len()
+            ),
+        ));
+    }
+    if bytes.starts_with(&[0xFE, 0xFF])
+        || bytes.starts_with(&[0xFF, 0xFE])
+        || bytes.starts_with(&[0, 0, 0xFE, 0xFF])
+    {
+        return Err(err(
+            ErrorClass::Encoding,
+            "UTF-16 or UTF-32 byte-order mark: only UTF-8 is accepted",
+        ));
+    }
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(err(
+                ErrorClass::Encoding,
+                format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+            ));
+        }
+    };
+    let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
+    if let Some(enc) = declared_encoding(text)
+        && !enc.eq_ignore_ascii_case("utf-8")
+    {
+        return Err(err(
+            ErrorClass::Encoding,
+            "the XML declaration names an encoding other than UTF-8",
+        ));
+    }
+    if let Some(pos) = find_doctype(text) {
+        return Err(err(
+            ErrorClass::Doctype,
+            format!("DOCTYPE declaration at byte {pos}: DTDs are refused"),
+        ));
+    }
+    Ok(text)
+}
+
+/// The `encoding` pseudo-attribute of a leading XML declaration, if any.
+fn declared_encoding(text: &str) -> Option<&str> {
+    let rest = text.strip_prefix("<?xml")?;
+    if !rest.starts_with([' ', '\t', '\r', '\n']) {
+        return None;
+    }
+    let decl = &rest[..rest.find("?>")?];
+    let at = decl.find("encoding")?;
+    let after = decl[at + "encoding".len()..].trim_start();
+    let after = after.strip_prefix('=')?.trim_start();
+    let quote = after.chars().next()?;
+    if quote != '"' && quote != '\'' {
+        return Some("");
+    }
+    let body = &after[1..];
+    Some(body.find(quote).map_or(body, |end| &body[..end]))
+}
+
+/// The byte position of a `<!DOCTYPE` (any case) outside comments and CDATA
+/// sections.
+fn find_doctype(text: &str) -> Option<usize> {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while let Some(off) = memchr(b'<', &b[i..]) {
+        let at = i + off;
+        let rest = &b[at..];
+        if rest.starts_with(b"<!--") {
+            match find_sub(&rest[4..], b"-->") {
+                Some(end) => i = at + 4 + end + 3,
+                None => return None,
+            }
+        } else if rest.starts_with(b"<![CDATA[") {
+            match find_sub(&rest[9..], b"]]>") {
+                Some(end) => i = at + 9 + end + 3,
+                None => return None,
+            }
+        } else if rest.len() >= 9 && rest[..9].eq_ignore_ascii_case(b"<!DOCTYPE") {
+            return Some(at);
+        } else {
+            i = at + 1;
+        }
+    }
+    None
+}
+
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&c| c == needle)
+}
+
+fn find_sub(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// XML 1.0 `Char`.
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+fn is_name_start(c: char) -> bool {
+    matches!(c,
+        'A'..='Z' | 'a'..='z' | '_'
+        | '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{F6}' | '\u{F8}'..='\u{2FF}'
+        | '\u{370}'..='\u{37D}' | '\u{37F}'..='\u{1FFF}' | '\u{200C}'..='\u{200D}'
+        | '\u{2070}'..='\u{218F}' | '\u{2C00}'..='\u{2FEF}' | '\u{3001}'..='\u{D7FF}'
+        | '\u{F900}'..='\u{FDCF}' | '\u{FDF0}'..='\u{FFFD}' | '\u{10000}'..='\u{EFFFF}')
+}
+
+fn is_name_char(c: char) -> bool {
+    is_name_start(c)
+        || matches!(c, '-' | '.' | '0'..='9' | '\u{B7}' | '\u{300}'..='\u{36F}' | '\u{203F}'..='\u{2040}')
+}
+
+fn is_ncname(s: &str) -> bool {
+    let mut cs = s.chars();
+    cs.next().is_some_and(is_name_start) && cs.all(is_name_char)
+}
+
+/// A namespace-well-formed QName: `NCName` or `NCName:NCName`.
+fn is_qname(s: &str) -> bool {
+    match s.split_once(':') {
+        Some((p, l)) => is_ncname(p) && is_ncname(l),
+        None => is_ncname(s),
+    }
+}
+
+/// The first character that is not an XML `Char`, by byte position.
+fn bad_char(s: &str) -> Option<usize> {
+    s.char_indices()
+        .find(|&(_, c)| !is_xml_char(c))
+        .map(|(i, _)| i)
+}
+
+/// Resolves one reference body (between `&` and `;`).
+fn resolve_ref(name: &str) -> Result<char, String> {
+    match name {
+        "lt" => return Ok('<'),
+        "gt" => return Ok('>'),
+        "amp" => return Ok('&'),
+        "apos" => return Ok('\''),
+        "quot" => return Ok('"'),
+        _ => {}
+    }
+    let Some(num) = name.strip_prefix('#') else {
+        return Err(
+            "reference to an undeclared entity (only the five predefined ones exist without a DTD)"
+                .into(),
+        );
+    };
+    let (digits, radix) = match num.strip_prefix('x') {
+        Some(hex) => (hex, 16),
+        None => (num, 10),
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return Err("malformed character reference".into());
+    }
+    let code = u32::from_str_radix(digits, radix)
+        .map_err(|_| "character reference out of range".to_string())?;
+    match char::from_u32(code) {
+        Some(c) if is_xml_char(c) => Ok(c),
+        _ => Err("character reference to a character XML does not allow".into()),
+    }
+}
+
+/// An attribute value as written → its normalised value.
+fn attr_value(raw: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(i) = rest.find(['&', '<', '\t', '\n', '\r']) {
+        out.push_str(&rest[..i]);
+        let c = rest.as_bytes()[i];
+        match c {
+            b'<' => return Err("'<' in an attribute value".into()),
+            b'&' => {
+                let tail = &rest[i + 1..];
+                let end = tail
+                    .find(';')
+                    .filter(|&e| e <= 12)
+                    .ok_or_else(|| "unterminated reference in an attribute value".to_string())?;
+                out.push(resolve_ref(&tail[..end])?);
+                rest = &tail[end + 1..];
+                continue;
+            }
+            b'\r' if rest.as_bytes().get(i + 1) == Some(&b'\n') => {
+                out.push(' ');
+                rest = &rest[i + 2..];
+                continue;
+            }
+            _ => out.push(' '),
+        }
+        rest = &rest[i + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The checked reader. Yields `Start`/`End` pairs (an empty element gives
+/// both), text inside the root, and `Eof` once the document is complete.
+pub(crate) struct XmlReader<'a> {
+    inner: NsReader<&'a [u8]>,
+    limits: Limits,
+    depth: usize,
+    root_seen: bool,
+    pending_end: bool,
+    ns_total: usize,
+    text_run: usize,
+    events: usize,
+    done: bool,
+}
+
+impl std::fmt::Debug for XmlReader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XmlReader")
+            .field("depth", &self.depth)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> XmlReader<'a> {
+    /// A reader over `text`, which has passed [`precheck`].
+    pub fn new(text: &'a str, limits: &Limits) -> XmlReader<'a> {
+        let mut inner = NsReader::from_str(text);
+        let cfg = inner.config_mut();
+        cfg.check_end_names = true;
+        cfg.check_comments = true;
+        cfg.allow_unmatched_ends = false;
+        cfg.expand_empty_elements = false;
+        cfg.trim_text(false);
+        inner
+            .resolver_mut()
+            .set_max_namespace_bindings(limits.max_namespace_declarations_total);
+        XmlReader {
+            inner,
+            limits: limits.clone(),
+            depth: 0,
+            root_seen: false,
+            pending_end: false,
+            ns_total: 0,
+            text_run: 0,
+            events: 0,
+            done: false,
+        }
+    }
+
+    fn pos(&self) -> u64 {
+        self.inner.buffer_position()
+    }
+
+    fn map_err(&self, e: QxError) -> DecodeError {
+        let pos = self.pos();
+        match e {
+            QxError::Namespace(NamespaceError::TooManyBindings(n)) => err(
+                ErrorClass::LimitExceeded,
+                format!("more than {n} namespace declarations in scope at byte {pos}"),
+            ),
+            QxError::Namespace(NamespaceError::TooDeeplyNested(n)) => err(
+                ErrorClass::LimitExceeded,
+                format!("elements nested deeper than {n} at byte {pos}"),
+            ),
+            QxError::Namespace(_) => nwf(format!(
+                "reserved namespace prefix or name misused at byte {pos}"
+            )),
+            QxError::IllFormed(IllFormedError::MismatchedEndTag { expected, found }) => nwf(
+                format!("end tag </{found}> does not match open <{expected}> at byte {pos}"),
+            ),
+            QxError::IllFormed(IllFormedError::UnmatchedEndTag(name)) => nwf(format!(
+                "end tag </{name}> without a start tag at byte {pos}"
+            )),
+            QxError::IllFormed(IllFormedError::DoubleHyphenInComment) => {
+                nwf(format!("'--' inside a comment at byte {pos}"))
+            }
+            QxError::IllFormed(_) => nwf(format!("ill-formed markup at byte {pos}")),
+            QxError::Syntax(s) => nwf(format!("syntax error ({s}) at byte {pos}")),
+            QxError::InvalidAttr(_) => nwf(format!("malformed attribute at byte {pos}")),
+            QxError::Escape(_) => nwf(format!("malformed reference at byte {pos}")),
+            QxError::Encoding(_) => err(
+                ErrorClass::Encoding,
+                format!("encoding error at byte {pos}"),
+            ),
+            QxError::Io(_) => nwf(format!("read error at byte {pos}")),
+        }
+    }
+
+    fn check_text_len(&mut self, n: usize) -> Result<(), DecodeError> {
+        self.text_run = self.text_run.saturating_add(n);
+        if self.text_run > self.limits.max_text_bytes {
+            return Err(err(
+                ErrorClass::LimitExceeded,
+                format!(
+                    "text node longer than {} bytes at byte {}",
+                    self.limits.max_text_bytes,
+                    self.pos()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn element(&mut self, e: &BytesStart<'_>) -> Result<Element, DecodeError> {
+        let pos = self.pos();
+        let name = e.name();
+        if !is_qname(name.0) {
+            return Err(nwf(format!("malformed element name at byte {pos}")));
+        }
+        if name.0.starts_with("xmlns:") {
+            return Err(nwf(format!(
+                "element with the reserved prefix xmlns at byte {pos}"
+            )));
+        }
+        let mut keys: Vec<&str> = Vec::new();
+        let mut raw: Vec<(QName<'_>, String)> = Vec::new();
+        let mut ns_decls = 0usize;
+        for a in e.attributes().with_checks(false) {
+            if keys.len() >= self.limits.max_attributes {
+                return Err(err(
+                    ErrorClass::LimitExceeded,
+                    format!(
+                        "more than {} attributes on one element at byte {pos}",
+                        self.limits.max_attributes
+                    ),
+                ));
+            }
+            let a = a.map_err(|_| nwf(format!("malformed attribute at byte {pos}")))?;
+            let key = a.key.0;
+            if !is_qname(key) {
+                return Err(nwf(format!("malformed attribute name at byte {pos}")));
+            }
+            if keys.contains(&key) {
+                return Err(nwf(format!(
+                    "duplicate attribute on one element at byte {pos}"
+                )));
+            }
+            keys.push(key);
+            if let Some(b) = bad_char(&a.value) {
+                let _ = b;
+                return Err(nwf(format!(
+                    "character not allowed in XML in an attribute value at byte {pos}"
+                )));
+            }
+            let value = attr_value(&a.value).map_err(|m| nwf(format!("{m} at byte {pos}")))?;
+            if key == "xmlns" || key.starts_with("xmlns:") {
+                ns_decls += 1;
+                self.ns_total += 1;
+                if ns_decls > self.limits.max_namespace_declarations {
+                    return Err(err(
+                        ErrorClass::LimitExceeded,
+                        format!(
+                            "more than {} namespace declarations on one element at byte {pos}",
+                            self.limits.max_namespace_declarations
+                        ),
+                    ));
+                }
+                if self.ns_total > self.limits.max_namespace_declarations_total {
+                    return Err(err(
+                        ErrorClass::LimitExceeded,
+                        format!(
+                            "more than {} namespace declarations in the document at byte {pos}",
+                            self.limits.max_namespace_declarations_total
+                        ),
+                    ));
+                }
+                if key != "xmlns" && value.is_empty() {
+                    return Err(nwf(format!(
+                        "namespace prefix bound to an empty name at byte {pos}"
+                    )));
+                }
+                continue;
+            }
+            raw.push((a.key, value));
+        }
+        let resolver = self.inner.resolver();
+        let ns = match resolver.resolve_element(name).0 {
+            ResolveResult::Bound(n) => Ns::of(n.0),
+            ResolveResult::Unbound => Ns::None,
+            ResolveResult::Unknown(_) => {
+                return Err(nwf(format!(
+                    "element prefix not bound to a namespace at byte {pos}"
+                )));
+            }
+        };
+        let local = name.0.rsplit(':').next().unwrap_or(name.0).to_owned();
+        let mut attrs: Vec<Attr> = Vec::with_capacity(raw.len());
+        for (key, value) in raw {
+            let ans = if key.prefix().is_none() {
+                Ns::None
+            } else {
+                match resolver.resolve_attribute(key).0 {
+                    ResolveResult::Bound(n) => Ns::of(n.0),
+                    ResolveResult::Unbound => Ns::None,
+                    ResolveResult::Unknown(_) => {
+                        return Err(nwf(format!(
+                            "attribute prefix not bound to a namespace at byte {pos}"
+                        )));
+                    }
+                }
+            };
+            let alocal = key.0.rsplit(':').next().unwrap_or(key.0);
+            if ans != Ns::None
+                && ans != Ns::Other
+                && attrs.iter().any(|x| x.ns == ans && x.local == alocal)
+            {
+                return Err(nwf(format!(
+                    "duplicate attribute on one element at byte {pos}"
+                )));
+            }
+            attrs.push(Attr {
+                ns: ans,
+                local: alocal.to_owned(),
+                value,
+            });
+        }
+        Ok(Element { ns, local, attrs })
+    }
+
+    /// The next event. After an error the reader must not be used again.
+    pub fn next(&mut self) -> Result<XmlEvent<'a>, DecodeError> {
+        if self.pending_end {
+            self.pending_end = false;
+            self.depth -= 1;
+            return Ok(XmlEvent::End);
+        }
+        if self.done {
+            return Ok(XmlEvent::Eof);
+        }
+        loop {
+            let ev = match self.inner.read_event() {
+                Ok(ev) => ev,
+                Err(e) => return Err(self.map_err(e)),
+            };
+            self.events += 1;
+            let first = self.events == 1;
+            let pos = self.pos();
+            match ev {
+                Event::Decl(d) => {
+                    if !first {
+                        return Err(nwf(format!(
+                            "XML declaration not at the start at byte {pos}"
+                        )));
+                    }
+                    match d.version() {
+                        Ok(v) if v.as_ref() == "1.0" => {}
+                        _ => return Err(nwf("XML declaration without version 1.0")),
+                    }
+                }
+                Event::DocType(_) => {
+                    return Err(err(
+                        ErrorClass::Doctype,
+                        format!("DOCTYPE declaration at byte {pos}"),
+                    ));
+                }
+                Event::PI(pi) => {
+                    let target = pi.target();
+                    if !is_ncname(target) || target.eq_ignore_ascii_case("xml") {
+                        return Err(nwf(format!(
+                            "malformed processing instruction at byte {pos}"
+                        )));
+                    }
+                    if bad_char(pi.content()).is_some() {
+                        return Err(nwf(format!(
+                            "character not allowed in XML in a processing instruction at byte {pos}"
+                        )));
+                    }
+                    self.text_run = 0;
+                }
+                Event::Comment(c) => {
+                    let body = c.into_inner();
+                    if body.ends_with('-') {
+                        return Err(nwf(format!("comment ending in '-' at byte {pos}")));
+                    }
+                    if bad_char(&body).is_some() {
+                        return Err(nwf(format!(
+                            "character not allowed in XML in a comment at byte {pos}"
+                        )));
+                    }
+                }
+                Event::Start(e) | Event::Empty(e) if self.depth == 0 && self.root_seen => {
+                    let _ = e;
+                    return Err(nwf(format!("second root element at byte {pos}")));
+                }
+                Event::Start(e) => {
+                    let el = self.open(&e)?;
+                    return Ok(XmlEvent::Start(el));
+                }
+                Event::Empty(e) => {
+                    let el = self.open(&e)?;
+                    self.pending_end = true;
+                    return Ok(XmlEvent::Start(el));
+                }
+                Event::End(_) => {
+                    self.text_run = 0;
+                    self.depth = self.depth.saturating_sub(1);
+                    return Ok(XmlEvent::End);
+                }
+                Event::Text(t) => {
+                    let body = t.into_inner();
+                    if bad_char(&body).is_some() {
+                        return Err(nwf(format!(
+                            "character not allowed in XML in text at byte {pos}"
+                        )));
+                    }
+                    if body.contains("]]>") {
+                        return Err(nwf(format!("']]>' in text at byte {pos}")));
+                    }
+                    if self.depth == 0 {
+                        if !body.chars().all(|c| matches!(c, ' ' | '\t' | '\r' | '\n')) {
+                            return Err(nwf(format!(
+                                "text outside the root element at byte {pos}"
+                            )));
+                        }
+                        continue;
+                    }
+                    self.check_text_len(body.len())?;
+                    return Ok(XmlEvent::Text(body));
+                }
+                Event::CData(t) => {
+                    if self.depth == 0 {
+                        return Err(nwf(format!("CDATA outside the root element at byte {pos}")));
+                    }
+                    let body = t.into_inner();
+                    if bad_char(&body).is_some() {
+                        return Err(nwf(format!(
+                            "character not allowed in XML in CDATA at byte {pos}"
+                        )));
+                    }
+                    self.check_text_len(body.len())?;
+                    return Ok(XmlEvent::Text(body));
+                }
+                Event::GeneralRef(r) => {
+                    if self.depth == 0 {
+                        return Err(nwf(format!(
+                            "reference outside the root element at byte {pos}"
+                        )));
+                    }
+                    let name = r.into_inner();
+                    let c = resolve_ref(&name).map_err(|m| nwf(format!("{m} at byte {pos}")))?;
+                    self.check_text_len(c.len_utf8())?;
+                    return Ok(XmlEvent::Text(Cow::Owned(c.to_string())));
+                }
+                Event::Eof => {
+                    if !self.root_seen {
+                        return Err(nwf("no root element"));
+                    }
+                    if self.depth > 0 {
+                        return Err(nwf(format!(
+                            "{} element(s) not closed at the end of the input",
+                            self.depth
+                        )));
+                    }
+                    self.done = true;
+                    return Ok(XmlEvent::Eof);
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, e: &BytesStart<'_>) -> Result<Element, DecodeError> {
+        self.text_run = 0;
+        if self.depth >= self.limits.max_depth {
+            return Err(err(
+                ErrorClass::LimitExceeded,
+                format!(
+                    "elements nested deeper than {} at byte {}",
+                    self.limits.max_depth,
+                    self.pos()
+                ),
+            ));
+        }
+        let el = self.element(e)?;
+        self.depth += 1;
+        self.root_seen = true;
+        Ok(el)
+    }
+
+    /// Reads to the end of the element whose `Start` was just returned,
+    /// checking everything on the way.
+    pub fn skip(&mut self) -> Result<(), DecodeError> {
+        let mut open = 1usize;
+        while open > 0 {
+            match self.next()? {
+                XmlEvent::Start(_) => open += 1,
+                XmlEvent::End => open -= 1,
+                XmlEvent::Text(_) => {}
+                XmlEvent::Eof => return Err(nwf("element not closed at the end of the input")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the rest of the document, checking it.
+    pub fn finish(&mut self) -> Result<(), DecodeError> {
+        loop {
+            if let XmlEvent::Eof = self.next()? {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Checks a whole input: pre-checks plus a full streaming pass.
+#[cfg(test)]
+pub(crate) fn check(bytes: &[u8], limits: &Limits) -> Result<(), DecodeError> {
+    let text = precheck(bytes, limits)?;
+    let mut r = XmlReader::new(text, limits);
+    r.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(doc: &str) -> Option<ErrorClass> {
+        check(doc.as_bytes(), &Limits::default())
+            .err()
+            .map(|e| e.class)
+    }
+
+    #[test]
+    fn well_formed_documents_pass() {
+        assert_eq!(class("<a/>"), None);
+        assert_eq!(
+            class(
+                "\u{FEFF}<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<a x='1'>t&amp;&#x41;&#65;<![CDATA[<>]]><!-- c --><?pi x?></a>\n"
+            ),
+            None
+        );
+        assert_eq!(class("<a xmlns:p='u'><p:b p:c='1'/></a>"), None);
+        assert_eq!(class("<a xml:lang='fi'/>"), None);
+    }
+
+    #[test]
+    fn well_formedness_errors() {
+        let nwf = Some(ErrorClass::NotWellFormed);
+        assert_eq!(class("<a><b></a></b>"), nwf, "mismatched end tag");
+        assert_eq!(class("<a><b></b>"), nwf, "unclosed at EOF");
+        assert_eq!(class("<a/><b/>"), nwf, "two roots");
+        assert_eq!(class("<a/>text"), nwf, "text after root");
+        assert_eq!(class("<a>&#xFFFFFFFFFF;</a>"), nwf, "char ref overflow");
+        assert_eq!(class("<a>&#0;</a>"), nwf, "char ref to NUL");
+        assert_eq!(class("<a>&nbsp;</a>"), nwf, "undeclared entity");
+        assert_eq!(class("<a x='\u{16}'/>"), nwf, "control char in attribute");
+        assert_eq!(class("<a p:x='1'/>"), nwf, "unbound attribute prefix");
+        assert_eq!(class("<p:a/>"), nwf, "unbound element prefix");
+        assert_eq!(class("<a x='1' x='2'/>"), nwf, "duplicate attribute");
+        assert_eq!(
+            class("<a xmlns:p='u' xmlns:q='u' p:x='1' q:x='2'/>"),
+            nwf,
+            "duplicate expanded attribute"
+        );
+        assert_eq!(class("<a x='<'/>"), nwf, "lt in attribute");
+        assert_eq!(class(""), nwf, "empty");
+        assert_eq!(class("<a><<b/></a>"), nwf, "stray <<");
+        assert_eq!(
+            class("<a><!-- x -- y --></a>"),
+            nwf,
+            "double hyphen in comment"
+        );
+        assert_eq!(class("<a>\u{1}</a>"), nwf, "control char in text");
+        assert_eq!(class(" <?xml version='1.0'?><a/>"), nwf, "late declaration");
+    }
+
+    #[test]
+    fn encoding_and_doctype_come_first() {
+        assert_eq!(
+            class("<?xml version='1.0' encoding='ISO-8859-1'?><a/>"),
+            Some(ErrorClass::Encoding)
+        );
+        assert_eq!(
+            check(b"<a>\xff</a>", &Limits::default())
+                .err()
+                .map(|e| e.class),
+            Some(ErrorClass::Encoding)
+        );
+        assert_eq!(
+            check(b"\xff\xfe<\0a\0/\0>\0", &Limits::default())
+                .err()
+                .map(|e| e.class),
+            Some(ErrorClass::Encoding)
+        );
+        assert_eq!(class("<!DOCTYPE a><a></b>"), Some(ErrorClass::Doctype));
+        assert_eq!(class("<a><!-- <!DOCTYPE x> --></a>"), None);
+    }
+
+    #[test]
+    fn limits() {
+        let limits = Limits {
+            max_depth: 3,
+            ..Limits::default()
+        };
+        let e = check(b"<a><b><c><d/></c></b></a>", &limits).err();
+        assert_eq!(e.map(|e| e.class), Some(ErrorClass::LimitExceeded));
+        let many: String = (0..300).map(|i| format!(" a{i}='1'")).collect();
+        assert_eq!(
+            class(&format!("<a{many}/>")),
+            Some(ErrorClass::LimitExceeded)
+        );
+    }
+
+    #[test]
+    fn names_resolve_to_namespaces() {
+        let doc = "<x:a xmlns:x='urn:hl7-org:v3' xmlns:xsi='http://www.w3.org/2001/XMLSchema-instance'><b xmlns='urn:hl7finland' xsi:type='v3:PQ' v='a&amp;b'/></x:a>";
+        let limits = Limits::default();
+        let mut r = XmlReader::new(doc, &limits);
+        let XmlEvent::Start(a) = r.next().expect("ok") else {
+            panic!("start")
+        };
+        assert!(a.is_v3("a"));
+        let XmlEvent::Start(b) = r.next().expect("ok") else {
+            panic!("start")
+        };
+        assert!(b.is(Ns::Fi, "b"));
+        assert_eq!(b.xsi_type(), Some("PQ"));
+        assert_eq!(b.attr("v"), Some("a&b"));
+    }
+}

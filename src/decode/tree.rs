@@ -1,0 +1,139 @@
+//! Small captured subtrees: one header element or one `entry` at a time, so
+//! the decoder never holds a tree of the whole document.
+//!
+//! Capture prunes what no record needs and what identifies people: narrative
+//! `text`, names, addresses, telecoms and the people around a statement
+//! (author, performer, participant, informant) are read past, not kept.
+//! Character data is kept only for a `value` of type ST (a short textual
+//! result).
+
+use super::DecodeError;
+use super::xml::{Element, Ns, XmlEvent, XmlReader};
+
+#[derive(Debug, Clone)]
+pub(crate) struct Node {
+    pub el: Element,
+    pub children: Vec<Node>,
+    pub text: String,
+}
+
+/// Elements (in the CDA namespace) whose subtrees are never captured.
+const PRUNED: &[&str] = &[
+    "text",
+    "name",
+    "addr",
+    "telecom",
+    "author",
+    "performer",
+    "participant",
+    "informant",
+    "legalAuthenticator",
+    "authenticator",
+    "originalText",
+];
+
+fn pruned(el: &Element) -> bool {
+    match el.ns {
+        Ns::V3 => PRUNED.contains(&el.local.as_str()),
+        Ns::Fi => el.local == "signatureCollection",
+        Ns::Other => true,
+        _ => false,
+    }
+}
+
+fn keeps_text(el: &Element) -> bool {
+    el.is_v3("value") && el.xsi_type() == Some("ST")
+}
+
+/// Captures the element whose `Start` the reader just returned, up to and
+/// including its `End`.
+pub(crate) fn capture(r: &mut XmlReader<'_>, el: Element) -> Result<Node, DecodeError> {
+    let mut stack: Vec<Node> = vec![Node {
+        el,
+        children: Vec::new(),
+        text: String::new(),
+    }];
+    loop {
+        match r.next()? {
+            XmlEvent::Start(child) => {
+                if pruned(&child) {
+                    r.skip()?;
+                } else {
+                    stack.push(Node {
+                        el: child,
+                        children: Vec::new(),
+                        text: String::new(),
+                    });
+                }
+            }
+            XmlEvent::Text(t) => {
+                if let Some(top) = stack.last_mut()
+                    && keeps_text(&top.el)
+                {
+                    top.text.push_str(&t);
+                }
+            }
+            XmlEvent::End => {
+                let Some(done) = stack.pop() else {
+                    return Err(DecodeError::new(
+                        super::ErrorClass::NotWellFormed,
+                        "unbalanced element",
+                    ));
+                };
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(done),
+                    None => return Ok(done),
+                }
+            }
+            XmlEvent::Eof => {
+                return Err(DecodeError::new(
+                    super::ErrorClass::NotWellFormed,
+                    "element not closed at the end of the input",
+                ));
+            }
+        }
+    }
+}
+
+impl Node {
+    pub fn attr(&self, local: &str) -> Option<&str> {
+        self.el.attr(local).map(str::trim).filter(|v| !v.is_empty())
+    }
+
+    pub fn is(&self, local: &str) -> bool {
+        self.el.is_v3(local)
+    }
+
+    /// Child elements in the CDA namespace named `local`.
+    pub fn all<'s>(&'s self, local: &'s str) -> impl Iterator<Item = &'s Node> + 's {
+        self.children.iter().filter(move |c| c.is(local))
+    }
+
+    pub fn child(&self, local: &str) -> Option<&Node> {
+        self.children.iter().find(|c| c.is(local))
+    }
+
+    /// Follows a path of CDA child names, first match at every step.
+    pub fn path(&self, names: &[&str]) -> Option<&Node> {
+        names.iter().try_fold(self, |n, name| n.child(name))
+    }
+
+    pub fn has_template(&self, root: &str) -> bool {
+        self.all("templateId").any(|t| t.attr("root") == Some(root))
+    }
+
+    pub fn null_flavored(&self) -> bool {
+        self.attr("nullFlavor").is_some()
+    }
+
+    /// Depth-first over this node and its descendants.
+    pub fn descendants(&self) -> Vec<&Node> {
+        let mut out = Vec::new();
+        let mut stack = vec![self];
+        while let Some(n) = stack.pop() {
+            out.push(n);
+            stack.extend(n.children.iter().rev());
+        }
+        out
+    }
+}
