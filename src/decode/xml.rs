@@ -509,12 +509,24 @@ impl<'a> XmlReader<'a> {
         };
         let local = name.0.rsplit(':').next().unwrap_or(name.0).to_owned();
         let mut attrs: Vec<Attr> = Vec::with_capacity(raw.len());
+        let mut expanded: Vec<(String, &str)> = Vec::new();
         for (key, value) in raw {
+            let alocal = key.0.rsplit(':').next().unwrap_or(key.0);
             let ans = if key.prefix().is_none() {
                 Ns::None
             } else {
                 match resolver.resolve_attribute(key).0 {
-                    ResolveResult::Bound(n) => Ns::of(n.0),
+                    ResolveResult::Bound(n) => {
+                        // Two prefixes bound to one namespace name the same
+                        // attribute: compare expanded names.
+                        if expanded.iter().any(|(u, l)| u == n.0 && *l == alocal) {
+                            return Err(nwf(format!(
+                                "duplicate attribute on one element at byte {pos}"
+                            )));
+                        }
+                        expanded.push((n.0.to_owned(), alocal));
+                        Ns::of(n.0)
+                    }
                     ResolveResult::Unbound => Ns::None,
                     ResolveResult::Unknown(_) => {
                         return Err(nwf(format!(
@@ -523,15 +535,6 @@ impl<'a> XmlReader<'a> {
                     }
                 }
             };
-            let alocal = key.0.rsplit(':').next().unwrap_or(key.0);
-            if ans != Ns::None
-                && ans != Ns::Other
-                && attrs.iter().any(|x| x.ns == ans && x.local == alocal)
-            {
-                return Err(nwf(format!(
-                    "duplicate attribute on one element at byte {pos}"
-                )));
-            }
             attrs.push(Attr {
                 ns: ans,
                 local: alocal.to_owned(),
