@@ -32,7 +32,10 @@ const EXPECTED: &[(&str, ErrorClass)] = &[
     ("libxml2__charref1.xml", ErrorClass::NotWellFormed),
     ("libxml2__empty.xml", ErrorClass::NotWellFormed),
     ("libxml2__extra-content.xml", ErrorClass::NotWellFormed),
-    ("libxml2__invalid-start-tag-1.xml", ErrorClass::NotWellFormed),
+    (
+        "libxml2__invalid-start-tag-1.xml",
+        ErrorClass::NotWellFormed,
+    ),
     ("libxml2__issue151.xml", ErrorClass::NotWellFormed),
     ("libxml2__ns-undeclared.xml", ErrorClass::NotWellFormed),
     ("libxml2__unclosed-element.xml", ErrorClass::NotWellFormed),
@@ -47,7 +50,12 @@ fn every_bad_xml_file_is_refused_with_its_class() {
     let dir = shared_or_skip!("external/bad-xml");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .expect("bad-xml is listable")
-        .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     names.sort();
     let mut listed: Vec<&str> = EXPECTED.iter().map(|(n, _)| *n).collect();
@@ -84,7 +92,10 @@ fn refused_cheaply(doc: &[u8], max_growth_mib: i64) {
     let e = result.expect_err("refused");
     assert_eq!(e.class, ErrorClass::LimitExceeded, "{e}");
     assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
-    assert!(growth_mib <= max_growth_mib, "peak RSS grew by {growth_mib} MiB");
+    assert!(
+        growth_mib <= max_growth_mib,
+        "peak RSS grew by {growth_mib} MiB"
+    );
 }
 
 #[test]
@@ -127,7 +138,11 @@ fn nesting_past_max_depth() {
     let just = limits.max_depth;
     let ok_depth = format!("{}{}", "<a>".repeat(just), "</a>".repeat(just));
     let e = decode(ok_depth.as_bytes(), &limits).expect_err("not a CDA document");
-    assert_eq!(e.class, ErrorClass::NotCda, "depth == max_depth is allowed: {e}");
+    assert_eq!(
+        e.class,
+        ErrorClass::NotCda,
+        "depth == max_depth is allowed: {e}"
+    );
 }
 
 #[test]
