@@ -9,6 +9,7 @@
 //! retract row has `null` in every column. Strings are escaped as serde_json
 //! does (non-ASCII written as UTF-8, not `\u` escapes).
 
+use std::collections::HashMap;
 use std::io::{BufRead, Write};
 
 use chrono::NaiveDate;
@@ -94,6 +95,11 @@ fn push_value(line: &mut String, v: &Value) {
 
 /// Reads a whole JSON Lines batch, checking every line's keys against
 /// `columns`.
+///
+/// Lines are parsed as flat JSON objects (string, number, boolean or null
+/// values: the shape the writer produces; nested values are refused). Number
+/// tokens go through Rust's correctly rounded `f64`/`i64` parsing, so every
+/// number the writer wrote reads back exactly.
 pub fn read<R: BufRead>(r: R, columns: &[Column]) -> Result<Vec<Row>, FeedError> {
     let mut rows = Vec::new();
     for (i, line) in r.lines().enumerate() {
@@ -103,19 +109,18 @@ pub fn read<R: BufRead>(r: R, columns: &[Column]) -> Result<Vec<Row>, FeedError>
             reason,
         };
         let line = line.map_err(FeedError::Write)?;
-        let obj: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&line).map_err(|_| err("not a JSON object".into()))?;
+        let obj = flat_object(&line).map_err(|r| err(r.into()))?;
         if obj.len() != columns.len() + 2 {
             return Err(err("keys do not match the declared columns".into()));
         }
-        let Some(serde_json::Value::String(record_id)) = obj.get("record_id") else {
+        let Some(Token::String(record_id)) = obj.get("record_id") else {
             return Err(err("record_id is not a string".into()));
         };
-        let op = obj
-            .get("op")
-            .and_then(|v| v.as_str())
-            .and_then(Op::parse)
-            .ok_or_else(|| err("op is not upsert or retract".into()))?;
+        let op = match obj.get("op") {
+            Some(Token::String(s)) => Op::parse(s),
+            _ => None,
+        }
+        .ok_or_else(|| err("op is not upsert or retract".into()))?;
         let mut values = Vec::with_capacity(columns.len());
         for c in columns {
             let v = obj
@@ -138,17 +143,127 @@ pub fn read<R: BufRead>(r: R, columns: &[Column]) -> Result<Vec<Row>, FeedError>
     Ok(rows)
 }
 
-fn parse_value(v: &serde_json::Value, ty: ColumnType) -> Option<Value> {
-    use serde_json::Value as J;
+/// A scalar JSON value, numbers kept as their text.
+#[derive(Debug, PartialEq)]
+enum Token {
+    String(String),
+    Number(String),
+    Bool(bool),
+    Null,
+}
+
+/// Parses a flat JSON object. Strings are unescaped by serde_json; number
+/// tokens are checked against the JSON grammar's alphabet and kept as text.
+fn flat_object(line: &str) -> Result<HashMap<String, Token>, &'static str> {
+    let b = line.as_bytes();
+    let mut i = 0;
+    let ws = |i: &mut usize| {
+        while *i < b.len() && matches!(b[*i], b' ' | b'\t' | b'\r' | b'\n') {
+            *i += 1;
+        }
+    };
+    // The end (exclusive) of the JSON string starting at `start` (a quote).
+    let string_end = |start: usize| -> Result<usize, &'static str> {
+        let mut j = start + 1;
+        while j < b.len() {
+            match b[j] {
+                b'\\' => j += 2,
+                b'"' => return Ok(j + 1),
+                _ => j += 1,
+            }
+        }
+        Err("unterminated string")
+    };
+    let string = |s: &str| serde_json::from_str::<String>(s).map_err(|_| "invalid string");
+    let mut out = HashMap::new();
+    ws(&mut i);
+    if b.get(i) != Some(&b'{') {
+        return Err("not a JSON object");
+    }
+    i += 1;
+    ws(&mut i);
+    if b.get(i) == Some(&b'}') {
+        i += 1;
+    } else {
+        loop {
+            ws(&mut i);
+            if b.get(i) != Some(&b'"') {
+                return Err("expected a key");
+            }
+            let end = string_end(i)?;
+            let key = string(&line[i..end])?;
+            i = end;
+            ws(&mut i);
+            if b.get(i) != Some(&b':') {
+                return Err("expected ':'");
+            }
+            i += 1;
+            ws(&mut i);
+            let token = match b.get(i) {
+                Some(b'"') => {
+                    let end = string_end(i)?;
+                    let t = Token::String(string(&line[i..end])?);
+                    i = end;
+                    t
+                }
+                Some(_) => {
+                    let start = i;
+                    while i < b.len() && !matches!(b[i], b',' | b'}' | b' ' | b'\t' | b'\r' | b'\n')
+                    {
+                        i += 1;
+                    }
+                    match &line[start..i] {
+                        "null" => Token::Null,
+                        "true" => Token::Bool(true),
+                        "false" => Token::Bool(false),
+                        t if !t.is_empty()
+                            && t.bytes()
+                                .all(|c| c.is_ascii_digit() || b"-+.eE".contains(&c)) =>
+                        {
+                            Token::Number(t.to_string())
+                        }
+                        _ => return Err("unsupported value (only flat scalars)"),
+                    }
+                }
+                None => return Err("truncated object"),
+            };
+            if out.insert(key, token).is_some() {
+                return Err("duplicate key");
+            }
+            ws(&mut i);
+            match b.get(i) {
+                Some(b',') => i += 1,
+                Some(b'}') => {
+                    i += 1;
+                    break;
+                }
+                _ => return Err("expected ',' or '}'"),
+            }
+        }
+    }
+    ws(&mut i);
+    if i != b.len() {
+        return Err("text after the object");
+    }
+    Ok(out)
+}
+
+fn parse_value(v: &Token, ty: ColumnType) -> Option<Value> {
     Some(match (v, ty) {
-        (J::Null, _) => Value::Null,
-        (J::String(s), ColumnType::Text) => Value::Text(s.clone()),
-        (J::Number(n), ColumnType::Integer) => Value::Integer(n.as_i64()?),
-        (J::Number(n), ColumnType::Number) => Value::Number(n.as_f64()?),
-        (J::String(s), ColumnType::Date) if s.len() == 10 => {
+        (Token::Null, _) => Value::Null,
+        (Token::String(s), ColumnType::Text) => Value::Text(s.clone()),
+        (Token::Number(n), ColumnType::Integer) => Value::Integer(n.parse().ok()?),
+        (Token::Number(n), ColumnType::Number) => {
+            let x: f64 = n.parse().ok()?;
+            if !x.is_finite() {
+                return None;
+            }
+            Value::Number(x)
+        }
+        (Token::String(s), ColumnType::Date) if s.len() == 10 => {
             Value::Date(NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?)
         }
-        (J::Bool(b), ColumnType::Boolean) => Value::Bool(*b),
+        (Token::Bool(b), ColumnType::Boolean) => Value::Bool(*b),
         _ => return None,
     })
 }
