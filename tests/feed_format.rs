@@ -662,3 +662,40 @@ fn a_concurrent_reader_never_sees_a_partial_file() {
     let sightings = watcher.join().expect("watcher found no partial file");
     assert!(sightings >= 1);
 }
+
+#[test]
+fn batch_files_are_not_world_readable() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let info = feed::write_data_file(
+        dir.path(),
+        "f",
+        1,
+        Format::Csv,
+        &golden_columns(),
+        golden_rows(),
+    )
+    .expect("sealed");
+    let mode = fs::metadata(dir.path().join(&info.file))
+        .expect("file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o007, 0, "mode {mode:o}");
+}
+
+#[test]
+fn jsonl_reader_refuses_nested_and_malformed_lines() {
+    let cols = vec![Column::new("t", ColumnType::Text)];
+    let rid = id('a');
+    for line in [
+        format!("{{\"record_id\":\"{rid}\",\"op\":\"upsert\",\"t\":[1]}}"),
+        format!("{{\"record_id\":\"{rid}\",\"op\":\"upsert\",\"t\":\"x\",\"t\":\"y\"}}"),
+        format!("{{\"record_id\":\"{rid}\",\"op\":\"upsert\",\"t\":\"x\"}} trailing"),
+        format!("{{\"record_id\":\"{rid}\",\"op\":\"delete\",\"t\":null}}"),
+    ] {
+        assert!(jsonl::read(line.as_bytes(), &cols).is_err());
+    }
+    let ok = format!("{{ \"record_id\" : \"{rid}\", \"op\":\"upsert\", \"t\":\"\\u00e4\\\"\" }}");
+    let rows = jsonl::read(ok.as_bytes(), &cols).expect("reads");
+    assert!(rows[0].values[0] == Value::Text("ä\"".into()));
+}

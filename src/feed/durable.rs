@@ -4,7 +4,9 @@
 //! after a crash the final name holds either the old or the new bytes.
 //!
 //! Temporary names are `.<name>.tmp-<pid>`: dot-files, which file-drop
-//! receivers and regfeed's own `archive_dir` source ignore.
+//! receivers and regfeed's own `archive_dir` source ignore. Files are created
+//! mode 0640 (less if the umask says so): batches hold health data, readable
+//! by the owner and a receiving group, never by everyone.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -43,6 +45,7 @@ impl TempFile {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o640)
             .custom_flags(libc::O_CLOEXEC)
             .open(&path)?;
         Ok((TempFile { path, keep: false }, file))
