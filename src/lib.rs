@@ -6,9 +6,16 @@
 //! - [`codes`]: the table of code systems and their versioned OIDs.
 //! - [`decode`]: CDA R2 and RCMR archive messages → records; hetu;
 //!   well-formedness and limits.
+//! - [`identity`]: keys from files or systemd credentials; person index,
+//!   pseudonyms and record ids (keyed HMAC-SHA-256).
+//! - [`feed`]: batch data files (CSV, JSON Lines) and manifests, sealed to disk.
+//! - [`deliver`]: getting sealed batches to registers (file drop).
 //! - [`cli`]: the command line (clap); the binary is a thin shell over it.
 
 pub mod cli;
 pub mod codes;
 pub mod decode;
+pub mod deliver;
+pub mod feed;
+pub mod identity;
 pub mod record;
