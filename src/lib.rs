@@ -6,16 +6,30 @@
 //! - [`codes`]: the table of code systems and their versioned OIDs.
 //! - [`decode`]: CDA R2 and RCMR archive messages → records; hetu;
 //!   well-formedness and limits.
+//! - [`config`]: the TOML shape → validated config, with file/line/field errors.
+//! - [`source`]: where documents come from (`archive_dir`); every source is
+//!   also a locator that re-reads what it yielded.
+//! - [`mapping`]: register feeds as data — cohort, selection, columns.
 //! - [`identity`]: keys from files or systemd credentials; person index,
 //!   pseudonyms and record ids (keyed HMAC-SHA-256).
+//! - [`store`]: SQLite state: seen files, documents, cohort, row index,
+//!   held records, runs, the outbox.
+//! - [`pipeline`]: one feed run, source to staged batch.
 //! - [`feed`]: batch data files (CSV, JSON Lines) and manifests, sealed to disk.
 //! - [`deliver`]: getting sealed batches to registers (file drop).
+//! - [`app`]: the composition root: keys, store, stage → seal → deliver.
 //! - [`cli`]: the command line (clap); the binary is a thin shell over it.
 
+pub mod app;
 pub mod cli;
 pub mod codes;
+pub mod config;
 pub mod decode;
 pub mod deliver;
 pub mod feed;
 pub mod identity;
+pub mod mapping;
+pub mod pipeline;
 pub mod record;
+pub mod source;
+pub mod store;

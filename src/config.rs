@@ -1,0 +1,789 @@
+//! Configuration: the raw TOML shape (`deny_unknown_fields`) in one place,
+//! converted once into a validated [`Config`] that the rest of the crate
+//! takes. Every problem is reported with the file, line and field it is in.
+//!
+//! Single keys can be overridden from the environment as
+//! `REGFEED_<SECTION>__<KEY>` (see [`ENV_OVERRIDES`]). This module reads files
+//! and the environment; it opens no database and loads no key.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::decode::Limits;
+pub use crate::feed::manifest::{Art6, Art9, IdentityKind, Purpose};
+use crate::identity::KeySource;
+use crate::mapping::{self, Mapping};
+
+/// Default config path.
+pub const DEFAULT_PATH: &str = "/etc/regfeed/regfeed.toml";
+
+/// The keys that `REGFEED_<SECTION>__<KEY>` may override.
+pub const ENV_OVERRIDES: &[&str] = &[
+    "REGFEED_DAEMON__STATE_DIR",
+    "REGFEED_DATABASE__URL",
+    "REGFEED_KEYS__INDEX",
+    "REGFEED_LOG__LEVEL",
+    "REGFEED_LOG__FORMAT",
+];
+
+// ---------------------------------------------------------------- raw shape
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    daemon: RawDaemon,
+    #[serde(default)]
+    database: RawDatabase,
+    keys: RawKeys,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    controllers: Vec<RawController>,
+    #[serde(default)]
+    sources: Vec<RawSource>,
+    #[serde(default)]
+    recipients: Vec<RawRecipient>,
+    #[serde(default)]
+    feeds: Vec<RawFeed>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    state_dir: Spanned<String>,
+    /// Documents decoded per staged batch at most (bounds memory).
+    #[serde(default = "default_max_documents_per_batch")]
+    max_documents_per_batch: usize,
+}
+
+fn default_max_documents_per_batch() -> usize {
+    20_000
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeys {
+    index: Spanned<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<String>,
+    format: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawController {
+    id: Spanned<String>,
+    name: String,
+    oids: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: Spanned<String>,
+    kind: Spanned<String>,
+    path: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecipient {
+    name: Spanned<String>,
+    pseudonym_key: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFeed {
+    name: Spanned<String>,
+    register: Option<Spanned<String>>,
+    mapping: Spanned<String>,
+    source: Spanned<String>,
+    recipient: Option<Spanned<String>>,
+    record_key: Spanned<String>,
+    #[serde(default)]
+    test: bool,
+    legal_basis: Option<Spanned<RawLegalBasis>>,
+    sink: Option<Spanned<RawSink>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLegalBasis {
+    purpose: Option<Spanned<String>>,
+    gdpr_art6: Option<Spanned<String>>,
+    gdpr_art9: Option<Spanned<String>>,
+    statute: Option<Spanned<String>>,
+    channel: Option<Spanned<String>>,
+    identity: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSink {
+    kind: Spanned<String>,
+    dir: Option<Spanned<String>>,
+}
+
+// ---------------------------------------------------------- validated form
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    pub state_dir: PathBuf,
+    pub database_url: String,
+    pub index_key: KeySource,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub limits: Limits,
+    pub max_documents_per_batch: usize,
+    pub controllers: Vec<Controller>,
+    pub sources: Vec<SourceConfig>,
+    pub recipients: Vec<Recipient>,
+    pub feeds: Vec<FeedConfig>,
+}
+
+/// A data controller and every OID (or OID prefix) that names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Controller {
+    pub id: String,
+    pub name: String,
+    pub oids: Vec<String>,
+}
+
+impl Controller {
+    /// An OID names this controller when it equals one of its OIDs or
+    /// continues one with a further arc.
+    pub fn matches(&self, oid: &str) -> bool {
+        self.oids.iter().any(|p| {
+            oid == p
+                || (oid.len() > p.len()
+                    && oid.starts_with(p.as_str())
+                    && oid.as_bytes()[p.len()] == b'.')
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A folder of documents (bare CDA or archive messages).
+    ArchiveDir { path: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceConfig {
+    pub name: String,
+    pub kind: SourceKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub name: String,
+    pub pseudonym_key: KeySource,
+}
+
+/// How the feed reaches its recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// Straight to the register.
+    Direct,
+    /// Through Findata (a data permit): objections made to Findata apply.
+    Findata,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegalBasis {
+    pub purpose: Purpose,
+    pub art6: Art6,
+    pub art9: Art9,
+    pub statute: Option<String>,
+    pub channel: Channel,
+    pub identity: IdentityKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkConfig {
+    /// Write sealed batches into a folder (temporary name, fsync, rename).
+    FileDrop { dir: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub struct FeedConfig {
+    pub name: String,
+    pub register: String,
+    pub mapping_path: PathBuf,
+    pub mapping: Mapping,
+    pub source: String,
+    /// The recipient whose pseudonym key this feed uses (pseudonym feeds).
+    pub recipient: Option<String>,
+    pub record_key: KeySource,
+    pub test: bool,
+    pub legal_basis: LegalBasis,
+    pub sink: SinkConfig,
+}
+
+// ------------------------------------------------------------------ errors
+
+/// One problem, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    /// 1-based; 0 when the problem has no place in the file.
+    pub line: usize,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(
+                f,
+                "{}:{}: {}: {}",
+                self.file.display(),
+                self.line,
+                self.field,
+                self.message
+            )
+        } else {
+            write!(
+                f,
+                "{}: {}: {}",
+                self.file.display(),
+                self.field,
+                self.message
+            )
+        }
+    }
+}
+
+/// Everything wrong with a configuration (and its mappings).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Byte offset → 1-based line number.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+struct Collector<'a> {
+    file: &'a Path,
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Collector<'_> {
+    fn at(&mut self, span: Range<usize>, field: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            file: self.file.to_path_buf(),
+            line: line_of(self.text, span.start),
+            field: field.to_owned(),
+            message: message.into(),
+        });
+    }
+}
+
+fn parse_enum<T: for<'de> Deserialize<'de>>(s: &str) -> Option<T> {
+    T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(s)).ok()
+}
+
+/// `credential:NAME` names a systemd credential; anything else is a file,
+/// relative to the config file's folder.
+fn key_ref(raw: &str, base: &Path) -> KeySource {
+    match KeySource::parse(raw) {
+        KeySource::File(p) => KeySource::File(resolve(base, &p.to_string_lossy())),
+        cred => cred,
+    }
+}
+
+/// A relative path in a config file is relative to the file's folder.
+fn resolve(base: &Path, raw: &str) -> PathBuf {
+    let p = Path::new(raw);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+impl Config {
+    /// Where the config is: `--config`, else `REGFEED_CONFIG`, else the default.
+    pub fn locate(flag: Option<&Path>) -> PathBuf {
+        if let Some(p) = flag {
+            return p.to_path_buf();
+        }
+        match std::env::var_os("REGFEED_CONFIG") {
+            Some(p) => PathBuf::from(p),
+            None => PathBuf::from(DEFAULT_PATH),
+        }
+    }
+
+    /// Reads, parses and validates a config file and every mapping it names.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            problems: vec![Problem {
+                file: path.to_path_buf(),
+                line: 0,
+                field: "-".into(),
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        Config::from_str_at(&text, path, |k| std::env::var(k).ok())
+    }
+
+    /// Parses `text` as if read from `path`, with `env` answering overrides.
+    pub fn from_str_at(
+        text: &str,
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut c = Collector {
+            file: path,
+            text,
+            problems: Vec::new(),
+        };
+        let raw: RawConfig = match toml::from_str(text) {
+            Ok(r) => r,
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                c.at(span, "-", e.message().to_owned());
+                return Err(ConfigError {
+                    problems: c.problems,
+                });
+            }
+        };
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+
+        let state_dir = env("REGFEED_DAEMON__STATE_DIR")
+            .unwrap_or_else(|| raw.daemon.state_dir.get_ref().clone());
+        if state_dir.is_empty() {
+            c.at(
+                raw.daemon.state_dir.span(),
+                "daemon.state_dir",
+                "must not be empty",
+            );
+        }
+        let state_dir = resolve(&base, &state_dir);
+        let database_url = match env("REGFEED_DATABASE__URL")
+            .or_else(|| raw.database.url.as_ref().map(|u| u.get_ref().clone()))
+        {
+            Some(u) => u,
+            None => format!("sqlite://{}", state_dir.join("regfeed.db").display()),
+        };
+        if !database_url.starts_with("sqlite:") {
+            let span = raw.database.url.as_ref().map(|u| u.span()).unwrap_or(0..0);
+            c.at(
+                span,
+                "database.url",
+                "only sqlite: URLs are supported by this build (PostgreSQL arrives later)",
+            );
+        }
+        let index_key = key_ref(
+            &env("REGFEED_KEYS__INDEX").unwrap_or_else(|| raw.keys.index.get_ref().clone()),
+            &base,
+        );
+        let log_level = env("REGFEED_LOG__LEVEL")
+            .or(raw.log.level.clone())
+            .unwrap_or_else(|| "info".into());
+        let log_format = match env("REGFEED_LOG__FORMAT")
+            .or_else(|| raw.log.format.as_ref().map(|f| f.get_ref().clone()))
+            .as_deref()
+        {
+            None | Some("plain") => LogFormat::Plain,
+            Some("json") => LogFormat::Json,
+            Some(_) => {
+                let span = raw.log.format.as_ref().map(|f| f.span()).unwrap_or(0..0);
+                c.at(span, "log.format", "must be \"plain\" or \"json\"");
+                LogFormat::Plain
+            }
+        };
+        if raw.daemon.max_documents_per_batch == 0 {
+            c.at(
+                raw.daemon.state_dir.span(),
+                "daemon.max_documents_per_batch",
+                "must be at least 1",
+            );
+        }
+
+        let mut controllers = Vec::new();
+        let mut ids = BTreeSet::new();
+        for ctl in &raw.controllers {
+            if !ids.insert(ctl.id.get_ref().clone()) {
+                c.at(ctl.id.span(), "controllers.id", "duplicate controller id");
+            }
+            let mut oids = Vec::new();
+            for o in &ctl.oids {
+                if !crate::codes::is_oid(o.get_ref()) {
+                    c.at(o.span(), "controllers.oids", "not a well-formed OID");
+                }
+                oids.push(o.get_ref().clone());
+            }
+            if oids.is_empty() {
+                c.at(
+                    ctl.id.span(),
+                    "controllers.oids",
+                    "a controller needs at least one OID",
+                );
+            }
+            controllers.push(Controller {
+                id: ctl.id.get_ref().clone(),
+                name: ctl.name.clone(),
+                oids,
+            });
+        }
+
+        let mut sources = Vec::new();
+        for s in &raw.sources {
+            if sources
+                .iter()
+                .any(|x: &SourceConfig| &x.name == s.name.get_ref())
+            {
+                c.at(s.name.span(), "sources.name", "duplicate source name");
+            }
+            let kind = match s.kind.get_ref().as_str() {
+                "archive_dir" => match &s.path {
+                    Some(p) => SourceKind::ArchiveDir {
+                        path: resolve(&base, p.get_ref()),
+                    },
+                    None => {
+                        c.at(s.kind.span(), "sources.path", "archive_dir needs a path");
+                        continue;
+                    }
+                },
+                other => {
+                    c.at(
+                        s.kind.span(),
+                        "sources.kind",
+                        format!("unknown source kind {other:?} (known: archive_dir)"),
+                    );
+                    continue;
+                }
+            };
+            sources.push(SourceConfig {
+                name: s.name.get_ref().clone(),
+                kind,
+            });
+        }
+
+        let mut recipients = Vec::new();
+        for r in &raw.recipients {
+            if recipients
+                .iter()
+                .any(|x: &Recipient| &x.name == r.name.get_ref())
+            {
+                c.at(r.name.span(), "recipients.name", "duplicate recipient name");
+            }
+            recipients.push(Recipient {
+                name: r.name.get_ref().clone(),
+                pseudonym_key: key_ref(r.pseudonym_key.get_ref(), &base),
+            });
+        }
+
+        let mut feeds = Vec::new();
+        for f in &raw.feeds {
+            if let Some(feed) = validate_feed(f, &base, &sources, &recipients, &mut c) {
+                if feeds.iter().any(|x: &FeedConfig| x.name == feed.name) {
+                    c.at(f.name.span(), "feeds.name", "duplicate feed name");
+                }
+                feeds.push(feed);
+            }
+        }
+
+        if !c.problems.is_empty() {
+            return Err(ConfigError {
+                problems: c.problems,
+            });
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            state_dir,
+            database_url,
+            index_key,
+            log_level,
+            log_format,
+            limits: raw.limits,
+            max_documents_per_batch: raw.daemon.max_documents_per_batch,
+            controllers,
+            sources,
+            recipients,
+            feeds,
+        })
+    }
+
+    pub fn feed(&self, name: &str) -> Option<&FeedConfig> {
+        self.feeds.iter().find(|f| f.name == name)
+    }
+
+    pub fn source(&self, name: &str) -> Option<&SourceConfig> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+
+    /// The configured controller an OID names, if any.
+    pub fn controller_of(&self, oid: &str) -> Option<&Controller> {
+        self.controllers.iter().find(|c| c.matches(oid))
+    }
+}
+
+fn feed_name_ok(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+}
+
+fn validate_feed(
+    f: &RawFeed,
+    base: &Path,
+    sources: &[SourceConfig],
+    recipients: &[Recipient],
+    c: &mut Collector<'_>,
+) -> Option<FeedConfig> {
+    let name = f.name.get_ref().clone();
+    let before = c.problems.len();
+    if !feed_name_ok(&name) {
+        c.at(
+            f.name.span(),
+            "feeds.name",
+            "must match ^[a-z0-9][a-z0-9-]{0,62}$",
+        );
+    }
+    let register = match &f.register {
+        Some(r) if !r.get_ref().is_empty() => r.get_ref().clone(),
+        _ => {
+            c.at(
+                f.name.span(),
+                "feeds.register",
+                "every feed must name its register",
+            );
+            String::new()
+        }
+    };
+    if !sources.iter().any(|s| &s.name == f.source.get_ref()) {
+        c.at(
+            f.source.span(),
+            "feeds.source",
+            "no source of that name is configured",
+        );
+    }
+
+    let legal = match &f.legal_basis {
+        None => {
+            c.at(
+                f.name.span(),
+                "feeds.legal_basis",
+                "every feed must declare its legal basis (purpose, gdpr_art6, gdpr_art9, statute, channel, identity)",
+            );
+            None
+        }
+        Some(lb) => validate_legal_basis(lb, c),
+    };
+
+    let recipient = f.recipient.as_ref().map(|r| r.get_ref().clone());
+    if let Some(l) = &legal {
+        match (l.identity, &f.recipient) {
+            (IdentityKind::Pseudonym, None) => c.at(
+                f.name.span(),
+                "feeds.recipient",
+                "a pseudonym feed must name the recipient whose pseudonym key it uses",
+            ),
+            (IdentityKind::Pseudonym, Some(r))
+                if !recipients.iter().any(|x| &x.name == r.get_ref()) =>
+            {
+                c.at(
+                    r.span(),
+                    "feeds.recipient",
+                    "no recipient of that name is configured",
+                )
+            }
+            (IdentityKind::Hetu, _) if l.art6 != Art6::LegalObligation => c.at(
+                f.name.span(),
+                "feeds.legal_basis.identity",
+                "only a statutory feed (gdpr_art6 = \"6.1.c\" with a statute) may carry the hetu",
+            ),
+            _ => {}
+        }
+    }
+
+    let sink = match &f.sink {
+        None => {
+            c.at(f.name.span(), "feeds.sink", "every feed needs a sink");
+            None
+        }
+        Some(s) => match (s.get_ref().kind.get_ref().as_str(), &s.get_ref().dir) {
+            ("file_drop", Some(d)) => Some(SinkConfig::FileDrop {
+                dir: resolve(base, d.get_ref()),
+            }),
+            ("file_drop", None) => {
+                c.at(s.span(), "feeds.sink.dir", "a file_drop sink needs a dir");
+                None
+            }
+            (other, _) => {
+                c.at(
+                    s.get_ref().kind.span(),
+                    "feeds.sink.kind",
+                    format!("unknown sink kind {other:?} (known: file_drop)"),
+                );
+                None
+            }
+        },
+    };
+
+    let mapping_path = resolve(base, f.mapping.get_ref());
+    let mapping = match mapping::load(&mapping_path) {
+        Ok(m) => Some(m),
+        Err(problems) => {
+            if problems.is_empty() {
+                c.at(f.mapping.span(), "feeds.mapping", "mapping is invalid");
+            }
+            c.problems.extend(problems);
+            None
+        }
+    };
+
+    if c.problems.len() > before {
+        return None;
+    }
+    Some(FeedConfig {
+        name,
+        register,
+        mapping_path,
+        mapping: mapping?,
+        source: f.source.get_ref().clone(),
+        recipient,
+        record_key: key_ref(f.record_key.get_ref(), base),
+        test: f.test,
+        legal_basis: legal?,
+        sink: sink?,
+    })
+}
+
+fn validate_legal_basis(lb: &Spanned<RawLegalBasis>, c: &mut Collector<'_>) -> Option<LegalBasis> {
+    let span = lb.span();
+    let lb = lb.get_ref();
+    fn req<T: for<'de> Deserialize<'de>>(
+        v: &Option<Spanned<String>>,
+        span: &Range<usize>,
+        field: &str,
+        allowed: &str,
+        c: &mut Collector<'_>,
+    ) -> Option<T> {
+        match v {
+            None => {
+                c.at(span.clone(), field, format!("must be stated ({allowed})"));
+                None
+            }
+            Some(s) => {
+                let parsed = parse_enum::<T>(s.get_ref());
+                if parsed.is_none() {
+                    c.at(s.span(), field, format!("must be one of {allowed}"));
+                }
+                parsed
+            }
+        }
+    }
+    let purpose: Option<Purpose> = req(
+        &lb.purpose,
+        &span,
+        "feeds.legal_basis.purpose",
+        "statistics, scientific_research, development_and_innovation, education, knowledge_management, steering_and_supervision, authority_planning_and_reporting",
+        c,
+    );
+    let art6: Option<Art6> = req(
+        &lb.gdpr_art6,
+        &span,
+        "feeds.legal_basis.gdpr_art6",
+        "\"6.1.c\", \"6.1.e\"",
+        c,
+    );
+    let art9: Option<Art9> = req(
+        &lb.gdpr_art9,
+        &span,
+        "feeds.legal_basis.gdpr_art9",
+        "\"9.2.g\", \"9.2.h\", \"9.2.i\", \"9.2.j\"",
+        c,
+    );
+    let channel: Option<Channel> = req(
+        &lb.channel,
+        &span,
+        "feeds.legal_basis.channel",
+        "direct, findata",
+        c,
+    );
+    let identity: Option<IdentityKind> = req(
+        &lb.identity,
+        &span,
+        "feeds.legal_basis.identity",
+        "pseudonym, hetu",
+        c,
+    );
+    let statute = lb.statute.as_ref().map(|s| s.get_ref().trim().to_owned());
+    match (art6, &statute) {
+        (Some(Art6::LegalObligation), None) => c.at(
+            span.clone(),
+            "feeds.legal_basis.statute",
+            "a legal obligation (6.1.c) must name its statute",
+        ),
+        (_, Some(s)) if s.is_empty() => c.at(
+            lb.statute
+                .as_ref()
+                .map(|s| s.span())
+                .unwrap_or(span.clone()),
+            "feeds.legal_basis.statute",
+            "must not be empty (leave it out, or name the statute)",
+        ),
+        _ => {}
+    }
+    Some(LegalBasis {
+        purpose: purpose?,
+        art6: art6?,
+        art9: art9?,
+        statute,
+        channel: channel?,
+        identity: identity?,
+    })
+}

@@ -1,0 +1,716 @@
+//! One feed run: source → decode → (policy, later) → cohort & mapping →
+//! staged batch, with its counts. Staging the batch, recording the documents
+//! seen and advancing the feed's cursor happen in one store transaction per
+//! chunk: a crash leaves all or nothing.
+//!
+//! How a run decides rows: every new document is decoded once and its records
+//! mapped (cohort evidence, and the rows it would contribute, indexed by hash
+//! in the store). Then every person with a new document is re-evaluated over
+//! their whole history from the store's index: current versions only, withdrawn
+//! sets and invalidated dispensings ignored. The rows they should have are
+//! compared with the rows the register holds: new or changed rows are upserted,
+//! rows no longer wanted are retracted. Row content the run does not have in
+//! memory (a person entering the cohort late) is re-read through the source's
+//! locator. The store never keeps clinical content outside staged batches.
+//!
+//! Logs name feeds, counts and document digests, never paths or people.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{Months, NaiveDate};
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, FeedConfig, IdentityKind};
+use crate::decode::{self, hetu::Hetu};
+use crate::feed::{ColumnType, Value};
+use crate::identity::{self, Key, KeyRing};
+use crate::mapping::Mapping;
+use crate::mapping::eval::Person;
+use crate::record::{DecodedDocument, MedicationEvent, RecordBody};
+use crate::source::{Listed, Source};
+use crate::store::{
+    self, BatchRow, DocRow, LiveRow, NewBatch, NewDocument, Quarantined, Seen, Store,
+};
+
+/// People evaluated per store round trip.
+const PERSON_GROUP: usize = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("source {source_name}: {error}")]
+    Source {
+        source_name: String,
+        error: std::io::Error,
+    },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RunReport {
+    pub feed: String,
+    pub files_listed: u64,
+    pub files_new: u64,
+    pub files_unreadable: u64,
+    pub documents_decoded: u64,
+    pub documents_duplicate: u64,
+    pub documents_quarantined: u64,
+    pub documents_temporary_id: u64,
+    pub bytes_decoded: u64,
+    pub persons_evaluated: u64,
+    pub cohort_entered: u64,
+    pub cohort_left: u64,
+    pub upserts: u64,
+    pub retracts: u64,
+    pub held: BTreeMap<String, u64>,
+    pub quarantined: BTreeMap<String, u64>,
+    /// Sequences of the batches this run staged.
+    pub staged: Vec<i64>,
+}
+
+/// The keys one feed run needs.
+#[derive(Debug, Clone, Copy)]
+pub struct FeedKeys<'a> {
+    pub index: &'a Key,
+    pub record: &'a Key,
+    /// The recipient's pseudonym key (pseudonym feeds).
+    pub pseudonym: Option<&'a Key>,
+}
+
+impl<'a> FeedKeys<'a> {
+    pub fn for_feed(keys: &'a KeyRing, feed: &FeedConfig) -> Result<FeedKeys<'a>, PipelineError> {
+        let record = keys.record_key(&feed.name).ok_or_else(|| {
+            PipelineError::Config(format!("feed {}: record key not loaded", feed.name))
+        })?;
+        let pseudonym = match feed.legal_basis.identity {
+            IdentityKind::Hetu => None,
+            IdentityKind::Pseudonym => {
+                let r = feed.recipient.as_deref().unwrap_or_default();
+                Some(keys.pseudonym_key(r).ok_or_else(|| {
+                    PipelineError::Config(format!(
+                        "feed {}: pseudonym key of recipient {r} not loaded",
+                        feed.name
+                    ))
+                })?)
+            }
+        };
+        Ok(FeedKeys {
+            index: keys.index(),
+            record,
+            pseudonym,
+        })
+    }
+}
+
+/// A document's contribution to one feed, computed from its records.
+#[derive(Debug, Clone, Default)]
+struct Mapped {
+    evidence: bool,
+    rows: Vec<(DocRow, Vec<Value>)>,
+}
+
+/// Everything a run needs to map and stage.
+struct Ctx<'a> {
+    feed: &'a FeedConfig,
+    mapping: &'a Mapping,
+    cfg: &'a Config,
+    keys: FeedKeys<'a>,
+    source: &'a Source,
+    cutoff: NaiveDate,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A value as JSON, for staging and row hashes.
+pub fn value_to_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Null => serde_json::Value::Null,
+        Value::Text(s) => serde_json::Value::String(s.clone()),
+        Value::Integer(i) => serde_json::Value::from(*i),
+        Value::Number(x) => serde_json::Number::from_f64(*x)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Value::Date(d) => serde_json::Value::String(d.format("%Y-%m-%d").to_string()),
+        Value::Bool(b) => serde_json::Value::Bool(*b),
+    }
+}
+
+/// A staged JSON value back into its column's type.
+pub fn json_to_value(j: &serde_json::Value, ty: ColumnType) -> Value {
+    match (j, ty) {
+        (serde_json::Value::Null, _) => Value::Null,
+        (serde_json::Value::String(s), ColumnType::Date) => {
+            NaiveDate::parse_from_str(s, "%Y-%m-%d").map_or(Value::Null, Value::Date)
+        }
+        (serde_json::Value::String(s), _) => Value::Text(s.clone()),
+        (serde_json::Value::Number(n), ColumnType::Integer) => {
+            n.as_i64().map_or(Value::Null, Value::Integer)
+        }
+        (serde_json::Value::Number(n), _) => n.as_f64().map_or(Value::Null, Value::Number),
+        (serde_json::Value::Bool(b), _) => Value::Bool(*b),
+        _ => Value::Null,
+    }
+}
+
+fn row_json(values: &[Value]) -> String {
+    serde_json::Value::Array(values.iter().map(value_to_json).collect()).to_string()
+}
+
+impl Ctx<'_> {
+    fn person(&self, hetu: &Hetu) -> Person {
+        let id = match (self.feed.legal_basis.identity, self.keys.pseudonym) {
+            (IdentityKind::Pseudonym, Some(k)) => identity::pseudonym(k, hetu),
+            // validate() refuses a pseudonym feed without a key: a hetu
+            // feed is the only way here.
+            _ => hetu.as_str().to_owned(),
+        };
+        Person {
+            id,
+            birth_date: Some(hetu.birth_date()),
+            sex: Some(if hetu.is_male() { "male" } else { "female" }),
+        }
+    }
+
+    /// Maps one decoded document (whose patient is a valid hetu) for the feed.
+    fn map(&self, doc_key: i64, dd: &DecodedDocument, hetu: &Hetu) -> Mapped {
+        let person = self.person(hetu);
+        let controller_id = dd
+            .document
+            .controller
+            .as_deref()
+            .and_then(|o| self.cfg.controller_of(o))
+            .map(|c| c.id.as_str());
+        let mut out = Mapped::default();
+        for rec in &dd.records {
+            if self.mapping.is_evidence(rec) {
+                out.evidence = true;
+            }
+            let Some(sel) = self.mapping.select(&dd.document, rec) else {
+                continue;
+            };
+            let values = self
+                .mapping
+                .row(&person, &dd.document, controller_id, rec, &sel);
+            let json = row_json(&values);
+            out.rows.push((
+                DocRow {
+                    doc_key,
+                    ordinal: i64::from(rec.ordinal),
+                    record_id: identity::record_id(
+                        self.keys.record,
+                        &dd.document.set_id,
+                        rec.ordinal,
+                    ),
+                    row_hash: sha256_hex(json.as_bytes()),
+                    event_date: sel.date.map(|d| d.format("%Y-%m-%d").to_string()),
+                    held: sel.held.map(|h| h.as_str().to_owned()),
+                },
+                values,
+            ));
+        }
+        out
+    }
+
+    /// Re-reads a document through the source's locator and maps it.
+    fn remap(&self, doc_key: i64, path: &str, sha256: &str) -> Option<Mapped> {
+        let bytes = match self.source.locate(path) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(feed = %self.feed.name, doc_sha256 = %&sha256[..16.min(sha256.len())], error = %e, "A document could not be re-read through its locator.");
+                return None;
+            }
+        };
+        if sha256_hex(&bytes) != sha256 {
+            tracing::warn!(feed = %self.feed.name, doc_sha256 = %&sha256[..16.min(sha256.len())], "A document changed after it was read: sources must keep documents immutable.");
+            return None;
+        }
+        let dd = decode::decode(&bytes, &self.cfg.limits).ok()?;
+        let hetu = Hetu::parse(&dd.document.patient.extension).ok()?;
+        Some(self.map(doc_key, &dd, &hetu))
+    }
+}
+
+/// The invalidation target of a Prescription Centre invalidation document.
+fn invalidates(dd: &DecodedDocument) -> Option<String> {
+    dd.records
+        .iter()
+        .find_map(|r| match &r.body {
+            RecordBody::Medication(m) if m.event == MedicationEvent::DispensingInvalidation => {
+                m.invalidates.clone()
+            }
+            _ => None,
+        })
+        .or_else(|| {
+            (dd.document.prescription_centre_type() == Some("11"))
+                .then(|| {
+                    dd.document
+                        .related
+                        .iter()
+                        .find(|r| r.type_code == "APND")
+                        .and_then(|r| r.id.clone())
+                })
+                .flatten()
+        })
+}
+
+/// The decision for one person, from the store's index.
+struct PersonPlan {
+    member: bool,
+    /// record id → (doc key, ordinal, row hash) of rows the register should hold.
+    desired: HashMap<String, (i64, i64, String)>,
+    held: Vec<(String, String)>,
+}
+
+fn plan_person(
+    docs: &[&store::PersonDoc],
+    rows: &HashMap<i64, Vec<DocRow>>,
+    live: &HashSet<&str>,
+    cutoff: NaiveDate,
+    everyone: bool,
+) -> PersonPlan {
+    // The current version of each set.
+    let mut current: HashMap<&str, &store::PersonDoc> = HashMap::new();
+    for d in docs {
+        let e = current.entry(d.set_id.as_str()).or_insert(d);
+        if d.version > e.version || (d.version == e.version && d.doc_key > e.doc_key) {
+            *e = d;
+        }
+    }
+    // Dispensings voided by a current (not withdrawn) invalidation.
+    let voided_ids: HashSet<&str> = current
+        .values()
+        .filter(|d| !d.withdrawal)
+        .filter_map(|d| d.invalidates.as_deref())
+        .collect();
+    let voided_sets: HashSet<&str> = docs
+        .iter()
+        .filter(|d| voided_ids.contains(d.doc_id.as_str()))
+        .map(|d| d.set_id.as_str())
+        .collect();
+    let valid: Vec<&&store::PersonDoc> = current
+        .values()
+        .filter(|d| !d.withdrawal && !voided_sets.contains(d.set_id.as_str()))
+        .collect();
+    let member = everyone || valid.iter().any(|d| d.evidence == Some(true));
+    let mut desired = HashMap::new();
+    let mut held = Vec::new();
+    if member {
+        for d in &valid {
+            for r in rows.get(&d.doc_key).map(Vec::as_slice).unwrap_or_default() {
+                if let Some(reason) = &r.held {
+                    held.push((r.record_id.clone(), reason.clone()));
+                    continue;
+                }
+                let recent = r
+                    .event_date
+                    .as_deref()
+                    .and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+                    .is_some_and(|date| date >= cutoff);
+                if recent || live.contains(r.record_id.as_str()) {
+                    desired.insert(
+                        r.record_id.clone(),
+                        (r.doc_key, r.ordinal, r.row_hash.clone()),
+                    );
+                }
+            }
+        }
+    }
+    PersonPlan {
+        member,
+        desired,
+        held,
+    }
+}
+
+/// Runs one feed once: stages zero or more batches (one per chunk of new
+/// documents that changes anything). Sealing and delivery are separate.
+pub async fn stage(
+    cfg: &Config,
+    feed: &FeedConfig,
+    store: &Store,
+    keys: FeedKeys<'_>,
+    today: NaiveDate,
+) -> Result<RunReport, PipelineError> {
+    let source_cfg = cfg
+        .source(&feed.source)
+        .ok_or_else(|| PipelineError::Config(format!("feed {}: unknown source", feed.name)))?;
+    let source = Source::build(source_cfg);
+    let cutoff = today
+        .checked_sub_months(Months::new(feed.mapping.lookback_years.saturating_mul(12)))
+        .unwrap_or(NaiveDate::MIN);
+    let cx = Ctx {
+        feed,
+        mapping: &feed.mapping,
+        cfg,
+        keys,
+        source: &source,
+        cutoff,
+    };
+    let mut report = RunReport {
+        feed: feed.name.clone(),
+        ..RunReport::default()
+    };
+
+    let seen = store.seen(source.name()).await?;
+    let listed = match &source {
+        Source::ArchiveDir(a) => a.list().map_err(|error| PipelineError::Source {
+            source_name: source.name().to_owned(),
+            error,
+        })?,
+    };
+    report.files_listed = listed.len() as u64;
+    let candidates: Vec<Listed> = listed
+        .into_iter()
+        .filter(|l| {
+            seen.get(&l.path)
+                .is_none_or(|s| s.size != l.size as i64 || s.mtime_ns != l.mtime_ns)
+        })
+        .collect();
+    report.files_new = candidates.len() as u64;
+
+    let chunk_size = cfg.max_documents_per_batch.max(1);
+    if candidates.is_empty() {
+        // Even with no new files, other feeds may have ingested documents
+        // this feed has not processed yet.
+        stage_chunk(&cx, store, &seen, &[], &mut report).await?;
+    }
+    for chunk in candidates.chunks(chunk_size) {
+        stage_chunk(&cx, store, &seen, chunk, &mut report).await?;
+    }
+    Ok(report)
+}
+
+async fn stage_chunk(
+    cx: &Ctx<'_>,
+    store: &Store,
+    seen: &HashMap<String, Seen>,
+    files: &[Listed],
+    report: &mut RunReport,
+) -> Result<(), PipelineError> {
+    let feed = &cx.feed.name;
+    let source_name = cx.source.name().to_owned();
+    let mut seen_rows = Vec::new();
+    let mut quarantined = Vec::new();
+    // (path, sha256, decoded) of documents decoded in this chunk.
+    let mut decoded: Vec<(String, String, DecodedDocument)> = Vec::new();
+    for l in files {
+        let bytes = match cx.source.locate(&l.path) {
+            Ok(b) => b,
+            Err(e) => {
+                // Not marked seen: it is tried again next run.
+                report.files_unreadable += 1;
+                tracing::warn!(feed = %feed, error = %e, "A source file could not be read; it will be tried again.");
+                continue;
+            }
+        };
+        let sha = sha256_hex(&bytes);
+        seen_rows.push(Seen {
+            path: l.path.clone(),
+            size: l.size as i64,
+            mtime_ns: l.mtime_ns,
+            sha256: sha.clone(),
+        });
+        if seen.get(&l.path).is_some_and(|s| s.sha256 == sha) {
+            continue; // touched or copied over with the same bytes
+        }
+        let result = if bytes.len() > cx.cfg.limits.max_document_bytes {
+            Err(decode::DecodeError::new(
+                decode::ErrorClass::LimitExceeded,
+                format!(
+                    "document is larger than max_document_bytes ({})",
+                    cx.cfg.limits.max_document_bytes
+                ),
+            ))
+        } else {
+            decode::decode(&bytes, &cx.cfg.limits)
+        };
+        match result {
+            Ok(dd) => {
+                report.bytes_decoded += bytes.len() as u64;
+                report.documents_decoded += 1;
+                decoded.push((l.path.clone(), sha, dd));
+            }
+            Err(e) => {
+                tracing::warn!(feed = %feed, doc_sha256 = %&sha[..16], class = %e.class, detail = %e.detail, "A document was quarantined.");
+                *report
+                    .quarantined
+                    .entry(e.class.as_str().to_owned())
+                    .or_default() += 1;
+                report.documents_quarantined += 1;
+                quarantined.push(Quarantined {
+                    source: source_name.clone(),
+                    path: l.path.clone(),
+                    sha256: sha,
+                    class: e.class.as_str().to_owned(),
+                    detail: e.detail,
+                });
+            }
+        }
+    }
+
+    let mut tx = store.begin().await?;
+    // The same document id and version arriving twice: a copy with the same
+    // bytes is a duplicate; different bytes are quarantined.
+    let ids: Vec<&str> = decoded
+        .iter()
+        .map(|(_, _, d)| d.document.id.as_str())
+        .collect();
+    let mut known = tx.known_documents(&ids).await?;
+    let mut new_docs = Vec::new();
+    let mut new_decoded = Vec::new();
+    for (path, sha, dd) in decoded {
+        match known.get(&dd.document.id) {
+            Some(existing) if *existing == sha => {
+                report.documents_duplicate += 1;
+                continue;
+            }
+            Some(_) => {
+                tracing::warn!(feed = %feed, doc_sha256 = %&sha[..16], "A document id and version arrived again with different content; quarantined.");
+                *report
+                    .quarantined
+                    .entry("conflicting_version".into())
+                    .or_default() += 1;
+                report.documents_quarantined += 1;
+                quarantined.push(Quarantined {
+                    source: source_name.clone(),
+                    path,
+                    sha256: sha,
+                    class: "conflicting_version".into(),
+                    detail:
+                        "a document with this id and version but other content was recorded before"
+                            .into(),
+                });
+                continue;
+            }
+            None => {}
+        }
+        known.insert(dd.document.id.clone(), sha.clone());
+        let hetu = if dd.document.patient.is_hetu() {
+            Hetu::parse(&dd.document.patient.extension).ok()
+        } else {
+            report.documents_temporary_id += 1;
+            None
+        };
+        let person = hetu
+            .as_ref()
+            .map(|h| identity::person_index(cx.keys.index, h).into_string());
+        let doc = &dd.document;
+        new_docs.push(NewDocument {
+            doc_id: doc.id.clone(),
+            set_id: doc.set_id.clone(),
+            version: i64::from(doc.version),
+            person,
+            source: source_name.clone(),
+            path,
+            sha256: sha,
+            packaging: serde_json::to_value(dd.packaging)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            controller: doc.controller.clone(),
+            code_system: doc.code.as_ref().map(|c| c.system.clone()),
+            code: doc.code.as_ref().map(|c| c.code.clone()),
+            withdrawal: doc.is_withdrawal(),
+            invalidates: invalidates(&dd),
+            sensitive: doc.flags.sensitive,
+            records: dd.records.len() as i64,
+        });
+        new_decoded.push((dd, hetu));
+    }
+    let doc_keys = tx.insert_documents(&new_docs).await?;
+
+    // Map this chunk's documents for the feed while they are in memory.
+    let mut contents: HashMap<(i64, i64), Vec<Value>> = HashMap::new();
+    let mut feed_docs = Vec::new();
+    let mut feed_rows = Vec::new();
+    for ((dd, hetu), (key, nd)) in new_decoded.iter().zip(doc_keys.iter().zip(&new_docs)) {
+        let (Some(hetu), Some(person)) = (hetu, &nd.person) else {
+            continue;
+        };
+        let m = cx.map(*key, dd, hetu);
+        feed_docs.push((*key, person.clone(), m.evidence));
+        for (r, values) in m.rows {
+            contents.insert((r.doc_key, r.ordinal), values);
+            feed_rows.push(r);
+        }
+    }
+    drop(new_decoded);
+    tx.put_feed_docs(feed, &feed_docs, &feed_rows).await?;
+    tx.put_seen(&source_name, &seen_rows).await?;
+    tx.quarantine(&quarantined).await?;
+
+    // Re-evaluate everyone with a document this feed has not processed.
+    let cursor = tx.cursor(feed).await?;
+    let upto = tx.max_doc_key().await?;
+    let persons = tx.persons_between(cursor, upto).await?;
+    let mut batch_rows: Vec<BatchRow> = Vec::new();
+    let mut upserts: Vec<LiveRow> = Vec::new();
+    let mut retracts: Vec<String> = Vec::new();
+    let mut held_all: Vec<(String, String, String)> = Vec::new();
+    let mut held_counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut cohort_changes = Vec::new();
+    for group in persons.chunks(PERSON_GROUP) {
+        report.persons_evaluated += group.len() as u64;
+        let docs = tx.person_docs(feed, group, upto).await?;
+        // Documents this feed never mapped (ingested by another feed's run,
+        // or before this feed existed): re-read and map them now.
+        let mut late_docs = Vec::new();
+        let mut late_rows = Vec::new();
+        for d in docs.iter().filter(|d| d.evidence.is_none()) {
+            let m = cx.remap(d.doc_key, &d.path, &d.sha256).unwrap_or_default();
+            late_docs.push((d.doc_key, d.person.clone(), m.evidence));
+            for (r, values) in m.rows {
+                contents.insert((r.doc_key, r.ordinal), values);
+                late_rows.push(r);
+            }
+        }
+        tx.put_feed_docs(feed, &late_docs, &late_rows).await?;
+        let late_evidence: HashMap<i64, bool> =
+            late_docs.iter().map(|(k, _, e)| (*k, *e)).collect();
+
+        let keys: Vec<i64> = docs.iter().map(|d| d.doc_key).collect();
+        let mut rows_by_doc: HashMap<i64, Vec<DocRow>> = HashMap::new();
+        for r in tx.doc_rows(feed, &keys).await? {
+            rows_by_doc.entry(r.doc_key).or_default().push(r);
+        }
+        let docs: Vec<store::PersonDoc> = docs
+            .into_iter()
+            .map(|mut d| {
+                if d.evidence.is_none() {
+                    d.evidence = late_evidence.get(&d.doc_key).copied();
+                }
+                d
+            })
+            .collect();
+        let live = tx.live_rows(feed, group).await?;
+        let was_member = tx.cohort(feed, group).await?;
+        let mut docs_by_person: HashMap<&str, Vec<&store::PersonDoc>> = HashMap::new();
+        for d in &docs {
+            docs_by_person.entry(d.person.as_str()).or_default().push(d);
+        }
+        let mut live_by_person: HashMap<&str, Vec<&LiveRow>> = HashMap::new();
+        for r in &live {
+            live_by_person.entry(r.person.as_str()).or_default().push(r);
+        }
+        let path_of: HashMap<i64, (&str, &str)> = docs
+            .iter()
+            .map(|d| (d.doc_key, (d.path.as_str(), d.sha256.as_str())))
+            .collect();
+
+        for person in group {
+            let pdocs = docs_by_person
+                .get(person.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let plive = live_by_person
+                .get(person.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let live_ids: HashSet<&str> = plive.iter().map(|r| r.record_id.as_str()).collect();
+            let plan = plan_person(
+                pdocs,
+                &rows_by_doc,
+                &live_ids,
+                cx.cutoff,
+                cx.mapping.cohort_everyone,
+            );
+            let before = was_member.get(person).copied().unwrap_or(false);
+            if plan.member != before {
+                cohort_changes.push((person.clone(), plan.member));
+                if plan.member {
+                    report.cohort_entered += 1;
+                } else {
+                    report.cohort_left += 1;
+                }
+            }
+            for (id, reason) in &plan.held {
+                *held_counts.entry(reason.clone()).or_default() += 1;
+                held_all.push((id.clone(), person.clone(), reason.clone()));
+            }
+            // Retract what the register holds and should not.
+            let mut retract_ids: Vec<&str> = plive
+                .iter()
+                .filter(|r| !plan.desired.contains_key(&r.record_id))
+                .map(|r| r.record_id.as_str())
+                .collect();
+            retract_ids.sort_unstable();
+            for id in retract_ids {
+                retracts.push(id.to_owned());
+                batch_rows.push(BatchRow {
+                    record_id: id.to_owned(),
+                    op: "retract".into(),
+                    row: "[]".into(),
+                });
+            }
+            // Upsert what is new or changed, in document order.
+            let live_hash: HashMap<&str, &str> = plive
+                .iter()
+                .map(|r| (r.record_id.as_str(), r.row_hash.as_str()))
+                .collect();
+            let mut wanted: Vec<(&String, &(i64, i64, String))> = plan
+                .desired
+                .iter()
+                .filter(|(id, (_, _, hash))| live_hash.get(id.as_str()) != Some(&hash.as_str()))
+                .collect();
+            wanted.sort_by_key(|(_, (k, o, _))| (*k, *o));
+            for (id, (doc_key, ordinal, hash)) in wanted {
+                if !contents.contains_key(&(*doc_key, *ordinal))
+                    && let Some((path, sha)) = path_of.get(doc_key)
+                    && let Some(m) = cx.remap(*doc_key, path, sha)
+                {
+                    for (r, values) in m.rows {
+                        contents.insert((r.doc_key, r.ordinal), values);
+                    }
+                }
+                let Some(values) = contents.get(&(*doc_key, *ordinal)) else {
+                    // The locator failed: leave the row for a later run.
+                    continue;
+                };
+                upserts.push(LiveRow {
+                    record_id: id.clone(),
+                    person: person.clone(),
+                    row_hash: hash.clone(),
+                });
+                batch_rows.push(BatchRow {
+                    record_id: id.clone(),
+                    op: "upsert".into(),
+                    row: row_json(values),
+                });
+            }
+        }
+    }
+
+    for (reason, n) in &held_counts {
+        *report.held.entry(reason.clone()).or_default() += n;
+    }
+    tx.replace_held(feed, &persons, &held_all).await?;
+    tx.set_cohort(feed, &cohort_changes).await?;
+    if !batch_rows.is_empty() {
+        let seq = tx.next_seq(feed).await?;
+        let held_json = serde_json::to_string(&held_counts).unwrap_or_else(|_| "{}".into());
+        tx.insert_batch(
+            &NewBatch {
+                feed: feed.clone(),
+                seq,
+                window_from: (cursor > 0).then_some(cursor),
+                window_to: upto,
+                upserts: upserts.len() as i64,
+                retracts: retracts.len() as i64,
+                held: held_json,
+            },
+            &batch_rows,
+        )
+        .await?;
+        tx.apply_rows(feed, seq, &upserts, &retracts).await?;
+        report.upserts += upserts.len() as u64;
+        report.retracts += retracts.len() as u64;
+        report.staged.push(seq);
+    }
+    tx.set_cursor(feed, upto).await?;
+    tx.commit().await?;
+    Ok(())
+}

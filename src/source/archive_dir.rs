@@ -1,0 +1,132 @@
+//! `archive_dir`: a folder of documents. Each run lists it; the store's
+//! `seen(path, size, mtime, sha256)` table decides what is new or changed
+//! (copied files keep old mtimes, so a time cursor alone would skip them).
+//! Producers write under a temporary name and rename: dot-files, dot-folders
+//! and `*.tmp` / `*.part` files are ignored.
+
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+#[derive(Debug, Clone)]
+pub struct ArchiveDir {
+    name: String,
+    root: PathBuf,
+}
+
+/// A file found by listing, its path relative to the root with `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub path: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+fn ignored(name: &str) -> bool {
+    name.starts_with('.') || name.ends_with(".tmp") || name.ends_with(".part")
+}
+
+impl ArchiveDir {
+    pub fn new(name: &str, root: &Path) -> ArchiveDir {
+        ArchiveDir {
+            name: name.to_owned(),
+            root: root.to_path_buf(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Every document file below the root, sorted by path.
+    pub fn list(&self) -> io::Result<Vec<Listed>> {
+        let mut out = Vec::new();
+        let mut stack = vec![(self.root.clone(), String::new())];
+        while let Some((dir, rel)) = stack.pop() {
+            for entry in std::fs::read_dir(&dir)? {
+                let entry = entry?;
+                let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                    continue; // not UTF-8: cannot be a producer's document name
+                };
+                if ignored(&name) {
+                    continue;
+                }
+                let ft = entry.file_type()?;
+                let child = if rel.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{rel}/{name}")
+                };
+                if ft.is_dir() {
+                    stack.push((entry.path(), child));
+                } else if ft.is_file() {
+                    let meta = entry.metadata()?;
+                    let mtime_ns = meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+                    out.push(Listed {
+                        path: child,
+                        size: meta.len(),
+                        mtime_ns,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// Reads a document by its relative path. Paths that would leave the root
+    /// are refused.
+    pub fn read(&self, rel: &str) -> io::Result<Vec<u8>> {
+        let p = Path::new(rel);
+        if p.components().any(|c| !matches!(c, Component::Normal(_))) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "locator leaves the source folder",
+            ));
+        }
+        std::fs::read(self.root.join(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_documents_and_skips_temporary_and_hidden_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("a/b")).expect("mkdir");
+        std::fs::create_dir_all(root.join(".hidden")).expect("mkdir");
+        for f in [
+            "x.xml",
+            "a/y.xml",
+            "a/b/z.xml",
+            "a/w.xml.tmp",
+            "a/v.part",
+            ".dot.xml",
+            ".hidden/h.xml",
+        ] {
+            std::fs::write(root.join(f), b"<x/>").expect("write");
+        }
+        let src = ArchiveDir::new("t", root);
+        let names: Vec<String> = src
+            .list()
+            .expect("list")
+            .into_iter()
+            .map(|l| l.path)
+            .collect();
+        assert_eq!(names, vec!["a/b/z.xml", "a/y.xml", "x.xml"]);
+        assert_eq!(src.read("a/y.xml").expect("read"), b"<x/>");
+        assert!(src.read("../etc/passwd").is_err());
+        assert!(src.read("/etc/passwd").is_err());
+    }
+}

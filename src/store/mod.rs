@@ -1,0 +1,831 @@
+//! The store: SQLite (a file in the state directory, WAL) behind sqlx, with
+//! its own migrations. It keeps what regfeed has seen, the header facts and
+//! locators of every document version, per-feed cohort state and row index,
+//! held records, runs, and the outbox of staged and sealed batches.
+//!
+//! People appear only as index pseudonyms. Writes go in multi-row statements
+//! (never one row per statement in a hot loop). This module knows SQL and
+//! nothing of documents' clinical meaning.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+
+/// Rows per multi-row statement (well under SQLite's variable limit).
+const CHUNK: usize = 400;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("store migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("store: {0}")]
+    Other(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+fn migrator() -> Migrator {
+    let migrations = vec![Migration::new(
+        1,
+        Cow::Borrowed("initial"),
+        MigrationType::Simple,
+        Cow::Borrowed(include_str!("migrations/sqlite/0001_initial.sql")),
+        false,
+    )];
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+    }
+}
+
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// A file an `archive_dir` source has looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub path: String,
+    pub size: i64,
+    pub mtime_ns: i64,
+    pub sha256: String,
+}
+
+/// A decoded document version to record.
+#[derive(Debug, Clone)]
+pub struct NewDocument {
+    pub doc_id: String,
+    pub set_id: String,
+    pub version: i64,
+    pub person: Option<String>,
+    pub source: String,
+    pub path: String,
+    pub sha256: String,
+    pub packaging: String,
+    pub controller: Option<String>,
+    pub code_system: Option<String>,
+    pub code: Option<String>,
+    pub withdrawal: bool,
+    pub invalidates: Option<String>,
+    pub sensitive: bool,
+    pub records: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Quarantined {
+    pub source: String,
+    pub path: String,
+    pub sha256: String,
+    pub class: String,
+    pub detail: String,
+}
+
+/// A document of a person, with this feed's view of it.
+#[derive(Debug, Clone)]
+pub struct PersonDoc {
+    pub doc_key: i64,
+    pub doc_id: String,
+    pub set_id: String,
+    pub version: i64,
+    pub person: String,
+    pub source: String,
+    pub path: String,
+    pub sha256: String,
+    pub withdrawal: bool,
+    pub invalidates: Option<String>,
+    /// `None` when the feed has not mapped the document yet.
+    pub evidence: Option<bool>,
+}
+
+/// One mapped row of a document, as the feed indexes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocRow {
+    pub doc_key: i64,
+    pub ordinal: i64,
+    pub record_id: String,
+    pub row_hash: String,
+    pub event_date: Option<String>,
+    pub held: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveRow {
+    pub record_id: String,
+    pub person: String,
+    pub row_hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct BatchRow {
+    pub record_id: String,
+    pub op: String,
+    /// The row's column values as a JSON array.
+    pub row: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewBatch {
+    pub feed: String,
+    pub seq: i64,
+    pub window_from: Option<i64>,
+    pub window_to: i64,
+    pub upserts: i64,
+    pub retracts: i64,
+    /// Held records by reason, as a JSON object.
+    pub held: String,
+}
+
+/// What sealing froze: the data file and the manifest's digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealRecord {
+    pub data_file: String,
+    pub data_bytes: i64,
+    pub data_sha256: String,
+    pub manifest_sha256: String,
+    pub sealed_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BatchInfo {
+    pub feed: String,
+    pub seq: i64,
+    pub state: String,
+    pub created_at: String,
+    pub sealed_at: Option<String>,
+    pub delivered_at: Option<String>,
+    pub window_from: Option<i64>,
+    pub window_to: i64,
+    pub upserts: i64,
+    pub retracts: i64,
+    pub held: String,
+    pub data_file: Option<String>,
+    pub data_bytes: Option<i64>,
+    pub data_sha256: Option<String>,
+    pub manifest_sha256: Option<String>,
+    pub receipt: Option<String>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `url` (`sqlite://PATH`) and
+    /// runs its migrations.
+    pub async fn open(url: &str) -> Result<Store> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(std::time::Duration::from_secs(30))
+            .foreign_keys(true);
+        if let Some(parent) = opts.get_filename().parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Other(format!("cannot create the store's folder: {e}")))?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        migrator().run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(Tx {
+            tx: self.pool.begin().await?,
+        })
+    }
+
+    pub async fn seen(&self, source: &str) -> Result<HashMap<String, Seen>> {
+        let rows = sqlx::query("SELECT path, size, mtime_ns, sha256 FROM seen WHERE source = ?")
+            .bind(source)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let s = Seen {
+                    path: r.get(0),
+                    size: r.get(1),
+                    mtime_ns: r.get(2),
+                    sha256: r.get(3),
+                };
+                (s.path.clone(), s)
+            })
+            .collect())
+    }
+
+    pub async fn batch(&self, feed: &str, seq: i64) -> Result<Option<BatchInfo>> {
+        let row = sqlx::query(BATCH_SELECT_WHERE)
+            .bind(feed)
+            .bind(seq)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(batch_info))
+    }
+
+    pub async fn batches(&self, feed: Option<&str>) -> Result<Vec<BatchInfo>> {
+        let rows = match feed {
+            Some(f) => {
+                sqlx::query(&format!("{BATCH_SELECT} WHERE feed = ? ORDER BY feed, seq"))
+                    .bind(f)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query(&format!("{BATCH_SELECT} ORDER BY feed, seq"))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        Ok(rows.into_iter().map(batch_info).collect())
+    }
+
+    /// The rows of a staged batch in file order, `limit` from line `from`.
+    pub async fn batch_rows(
+        &self,
+        feed: &str,
+        seq: i64,
+        from: i64,
+        limit: i64,
+    ) -> Result<Vec<BatchRow>> {
+        let rows = sqlx::query(
+            "SELECT record_id, op, row FROM batch_rows WHERE feed = ? AND seq = ? AND line >= ? ORDER BY line LIMIT ?",
+        )
+        .bind(feed)
+        .bind(seq)
+        .bind(from)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| BatchRow {
+                record_id: r.get(0),
+                op: r.get(1),
+                row: r.get(2),
+            })
+            .collect())
+    }
+
+    pub async fn mark_sealed(&self, feed: &str, seq: i64, s: &SealRecord) -> Result<()> {
+        sqlx::query(
+            "UPDATE batches SET state = 'sealed', sealed_at = ?, data_file = ?, data_bytes = ?, data_sha256 = ?, manifest_sha256 = ? WHERE feed = ? AND seq = ? AND state = 'staged'",
+        )
+        .bind(&s.sealed_at)
+        .bind(&s.data_file)
+        .bind(s.data_bytes)
+        .bind(&s.data_sha256)
+        .bind(&s.manifest_sha256)
+        .bind(feed)
+        .bind(seq)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn mark_delivered(&self, feed: &str, seq: i64, receipt: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE batches SET state = 'delivered', delivered_at = ?, receipt = ? WHERE feed = ? AND seq = ? AND state = 'sealed'",
+        )
+        .bind(now())
+        .bind(receipt)
+        .bind(feed)
+        .bind(seq)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The manifest digest of the batch sealed before `seq` (the chain link).
+    pub async fn previous_manifest(&self, feed: &str, seq: i64) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT manifest_sha256 FROM batches WHERE feed = ? AND seq < ? AND manifest_sha256 IS NOT NULL ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(feed)
+        .bind(seq)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.and_then(|r| r.get(0)))
+    }
+
+    /// Held records: counts by feed and reason.
+    pub async fn held_counts(&self) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT feed, reason, COUNT(*) FROM held GROUP BY feed, reason ORDER BY feed, reason",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    /// Quarantined documents: counts by error class.
+    pub async fn quarantine_counts(&self) -> Result<Vec<(String, i64)>> {
+        let rows =
+            sqlx::query("SELECT class, COUNT(*) FROM quarantine GROUP BY class ORDER BY class")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    pub async fn finish_run(&self, id: i64, outcome: &str, counts: &str) -> Result<()> {
+        sqlx::query("UPDATE runs SET finished_at = ?, outcome = ?, counts = ? WHERE id = ?")
+            .bind(now())
+            .bind(outcome)
+            .bind(counts)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn start_run(&self, feed: &str) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO runs (feed, started_at, outcome) VALUES (?, ?, 'running') RETURNING id",
+        )
+        .bind(feed)
+        .bind(now())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.get(0))
+    }
+
+    pub async fn feed_cursor(&self, feed: &str) -> Result<i64> {
+        let row = sqlx::query("SELECT doc_key FROM feed_cursor WHERE feed = ?")
+            .bind(feed)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)).unwrap_or(0))
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+const BATCH_SELECT: &str = "SELECT feed, seq, state, created_at, sealed_at, delivered_at, window_from, window_to, upserts, retracts, held, data_file, data_bytes, data_sha256, manifest_sha256, receipt FROM batches";
+const BATCH_SELECT_WHERE: &str = "SELECT feed, seq, state, created_at, sealed_at, delivered_at, window_from, window_to, upserts, retracts, held, data_file, data_bytes, data_sha256, manifest_sha256, receipt FROM batches WHERE feed = ? AND seq = ?";
+
+fn batch_info(r: sqlx::sqlite::SqliteRow) -> BatchInfo {
+    BatchInfo {
+        feed: r.get(0),
+        seq: r.get(1),
+        state: r.get(2),
+        created_at: r.get(3),
+        sealed_at: r.get(4),
+        delivered_at: r.get(5),
+        window_from: r.get(6),
+        window_to: r.get(7),
+        upserts: r.get(8),
+        retracts: r.get(9),
+        held: r.get(10),
+        data_file: r.get(11),
+        data_bytes: r.get(12),
+        data_sha256: r.get(13),
+        manifest_sha256: r.get(14),
+        receipt: r.get(15),
+    }
+}
+
+/// One store transaction: a feed run's staging is all or nothing.
+#[derive(Debug)]
+pub struct Tx {
+    tx: Transaction<'static, Sqlite>,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn put_seen(&mut self, source: &str, rows: &[Seen]) -> Result<()> {
+        let at = now();
+        for chunk in rows.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO seen (source, path, size, mtime_ns, sha256, seen_at) ",
+            );
+            q.push_values(chunk, |mut b, s| {
+                b.push_bind(source)
+                    .push_bind(&s.path)
+                    .push_bind(s.size)
+                    .push_bind(s.mtime_ns)
+                    .push_bind(&s.sha256)
+                    .push_bind(&at);
+            });
+            q.push(
+                " ON CONFLICT (source, path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256, seen_at = excluded.seen_at",
+            );
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Digests of documents already recorded, by document id.
+    pub async fn known_documents(&mut self, ids: &[&str]) -> Result<HashMap<String, String>> {
+        let mut out = HashMap::new();
+        for chunk in ids.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT doc_id, sha256 FROM documents WHERE doc_id IN (",
+            );
+            let mut sep = q.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id);
+            }
+            q.push(")");
+            for r in q.build().fetch_all(&mut *self.tx).await? {
+                out.insert(r.get(0), r.get(1));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records documents; returns their keys in input order.
+    pub async fn insert_documents(&mut self, docs: &[NewDocument]) -> Result<Vec<i64>> {
+        let at = now();
+        let mut keys = Vec::with_capacity(docs.len());
+        for chunk in docs.chunks(CHUNK / 2) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO documents (doc_id, set_id, version, person, source, path, sha256, packaging, controller, code_system, code, withdrawal, invalidates, sensitive, records, ingested_at) ",
+            );
+            q.push_values(chunk, |mut b, d| {
+                b.push_bind(&d.doc_id)
+                    .push_bind(&d.set_id)
+                    .push_bind(d.version)
+                    .push_bind(&d.person)
+                    .push_bind(&d.source)
+                    .push_bind(&d.path)
+                    .push_bind(&d.sha256)
+                    .push_bind(&d.packaging)
+                    .push_bind(&d.controller)
+                    .push_bind(&d.code_system)
+                    .push_bind(&d.code)
+                    .push_bind(d.withdrawal)
+                    .push_bind(&d.invalidates)
+                    .push_bind(d.sensitive)
+                    .push_bind(d.records)
+                    .push_bind(&at);
+            });
+            q.push(" RETURNING doc_key");
+            let rows = q.build().fetch_all(&mut *self.tx).await?;
+            keys.extend(rows.into_iter().map(|r| r.get::<i64, _>(0)));
+        }
+        Ok(keys)
+    }
+
+    pub async fn quarantine(&mut self, rows: &[Quarantined]) -> Result<()> {
+        let at = now();
+        for chunk in rows.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO quarantine (source, path, sha256, class, detail, at) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(&r.source)
+                    .push_bind(&r.path)
+                    .push_bind(&r.sha256)
+                    .push_bind(&r.class)
+                    .push_bind(&r.detail)
+                    .push_bind(&at);
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn cursor(&mut self, feed: &str) -> Result<i64> {
+        let row = sqlx::query("SELECT doc_key FROM feed_cursor WHERE feed = ?")
+            .bind(feed)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(row.map(|r| r.get(0)).unwrap_or(0))
+    }
+
+    pub async fn set_cursor(&mut self, feed: &str, doc_key: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO feed_cursor (feed, doc_key) VALUES (?, ?) ON CONFLICT (feed) DO UPDATE SET doc_key = excluded.doc_key",
+        )
+        .bind(feed)
+        .bind(doc_key)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn max_doc_key(&mut self) -> Result<i64> {
+        let row = sqlx::query("SELECT COALESCE(MAX(doc_key), 0) FROM documents")
+            .fetch_one(&mut *self.tx)
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// People with documents in `(after, upto]`.
+    pub async fn persons_between(&mut self, after: i64, upto: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT person FROM documents WHERE doc_key > ? AND doc_key <= ? AND person IS NOT NULL ORDER BY person",
+        )
+        .bind(after)
+        .bind(upto)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Every document of these people (up to `upto`), with the feed's
+    /// evidence flag where the feed has mapped it.
+    pub async fn person_docs(
+        &mut self,
+        feed: &str,
+        persons: &[String],
+        upto: i64,
+    ) -> Result<Vec<PersonDoc>> {
+        let mut out = Vec::new();
+        for chunk in persons.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT d.doc_key, d.doc_id, d.set_id, d.version, d.person, d.source, d.path, d.sha256, d.withdrawal, d.invalidates, f.evidence FROM documents d LEFT JOIN feed_docs f ON f.feed = ",
+            );
+            q.push_bind(feed);
+            q.push(" AND f.doc_key = d.doc_key WHERE d.doc_key <= ");
+            q.push_bind(upto);
+            q.push(" AND d.person IN (");
+            let mut sep = q.separated(", ");
+            for p in chunk {
+                sep.push_bind(p);
+            }
+            q.push(") ORDER BY d.doc_key");
+            for r in q.build().fetch_all(&mut *self.tx).await? {
+                out.push(PersonDoc {
+                    doc_key: r.get(0),
+                    doc_id: r.get(1),
+                    set_id: r.get(2),
+                    version: r.get(3),
+                    person: r.get(4),
+                    source: r.get(5),
+                    path: r.get(6),
+                    sha256: r.get(7),
+                    withdrawal: r.get(8),
+                    invalidates: r.get(9),
+                    evidence: r.get::<Option<bool>, _>(10),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn doc_rows(&mut self, feed: &str, doc_keys: &[i64]) -> Result<Vec<DocRow>> {
+        let mut out = Vec::new();
+        for chunk in doc_keys.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT doc_key, ordinal, record_id, row_hash, event_date, held FROM feed_doc_rows WHERE feed = ",
+            );
+            q.push_bind(feed);
+            q.push(" AND doc_key IN (");
+            let mut sep = q.separated(", ");
+            for k in chunk {
+                sep.push_bind(*k);
+            }
+            q.push(") ORDER BY doc_key, ordinal");
+            for r in q.build().fetch_all(&mut *self.tx).await? {
+                out.push(DocRow {
+                    doc_key: r.get(0),
+                    ordinal: r.get(1),
+                    record_id: r.get(2),
+                    row_hash: r.get(3),
+                    event_date: r.get(4),
+                    held: r.get(5),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records a feed's mapping of documents: evidence flags and row index.
+    pub async fn put_feed_docs(
+        &mut self,
+        feed: &str,
+        docs: &[(i64, String, bool)],
+        rows: &[DocRow],
+    ) -> Result<()> {
+        for chunk in docs.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT OR REPLACE INTO feed_docs (feed, doc_key, person, evidence) ",
+            );
+            q.push_values(chunk, |mut b, (k, p, e)| {
+                b.push_bind(feed).push_bind(*k).push_bind(p).push_bind(*e);
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
+        for chunk in rows.chunks(CHUNK / 2) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT OR REPLACE INTO feed_doc_rows (feed, doc_key, ordinal, record_id, row_hash, event_date, held) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(feed)
+                    .push_bind(r.doc_key)
+                    .push_bind(r.ordinal)
+                    .push_bind(&r.record_id)
+                    .push_bind(&r.row_hash)
+                    .push_bind(&r.event_date)
+                    .push_bind(&r.held);
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    /// The rows the register currently holds for these people.
+    pub async fn live_rows(&mut self, feed: &str, persons: &[String]) -> Result<Vec<LiveRow>> {
+        let mut out = Vec::new();
+        for chunk in persons.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT record_id, person, row_hash FROM feed_rows WHERE live = 1 AND feed = ",
+            );
+            q.push_bind(feed);
+            q.push(" AND person IN (");
+            let mut sep = q.separated(", ");
+            for p in chunk {
+                sep.push_bind(p);
+            }
+            q.push(")");
+            for r in q.build().fetch_all(&mut *self.tx).await? {
+                out.push(LiveRow {
+                    record_id: r.get(0),
+                    person: r.get(1),
+                    row_hash: r.get(2),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Marks rows as sent (live) or retracted in batch `seq`.
+    pub async fn apply_rows(
+        &mut self,
+        feed: &str,
+        seq: i64,
+        upserts: &[LiveRow],
+        retracts: &[String],
+    ) -> Result<()> {
+        for chunk in upserts.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO feed_rows (feed, record_id, person, row_hash, live, batch_seq) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(feed)
+                    .push_bind(&r.record_id)
+                    .push_bind(&r.person)
+                    .push_bind(&r.row_hash)
+                    .push_bind(true)
+                    .push_bind(seq);
+            });
+            q.push(
+                " ON CONFLICT (feed, record_id) DO UPDATE SET person = excluded.person, row_hash = excluded.row_hash, live = 1, batch_seq = excluded.batch_seq",
+            );
+            q.build().execute(&mut *self.tx).await?;
+        }
+        for chunk in retracts.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new("UPDATE feed_rows SET live = 0, batch_seq = ");
+            q.push_bind(seq);
+            q.push(" WHERE feed = ");
+            q.push_bind(feed);
+            q.push(" AND record_id IN (");
+            let mut sep = q.separated(", ");
+            for id in chunk {
+                sep.push_bind(id);
+            }
+            q.push(")");
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the held records of these people with `held`
+    /// (record id, person, reason).
+    pub async fn replace_held(
+        &mut self,
+        feed: &str,
+        persons: &[String],
+        held: &[(String, String, String)],
+    ) -> Result<()> {
+        for chunk in persons.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM held WHERE feed = ");
+            q.push_bind(feed);
+            q.push(" AND person IN (");
+            let mut sep = q.separated(", ");
+            for p in chunk {
+                sep.push_bind(p);
+            }
+            q.push(")");
+            q.build().execute(&mut *self.tx).await?;
+        }
+        let at = now();
+        for chunk in held.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT OR REPLACE INTO held (feed, record_id, person, reason, since) ",
+            );
+            q.push_values(chunk, |mut b, (id, p, r)| {
+                b.push_bind(feed)
+                    .push_bind(id)
+                    .push_bind(p)
+                    .push_bind(r)
+                    .push_bind(&at);
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Current cohort membership of these people, as stored.
+    pub async fn cohort(
+        &mut self,
+        feed: &str,
+        persons: &[String],
+    ) -> Result<HashMap<String, bool>> {
+        let mut out = HashMap::new();
+        for chunk in persons.chunks(CHUNK) {
+            let mut q =
+                QueryBuilder::<Sqlite>::new("SELECT person, member FROM cohort WHERE feed = ");
+            q.push_bind(feed);
+            q.push(" AND person IN (");
+            let mut sep = q.separated(", ");
+            for p in chunk {
+                sep.push_bind(p);
+            }
+            q.push(")");
+            for r in q.build().fetch_all(&mut *self.tx).await? {
+                out.insert(r.get(0), r.get(1));
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn set_cohort(&mut self, feed: &str, changes: &[(String, bool)]) -> Result<()> {
+        let at = now();
+        for chunk in changes.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO cohort (feed, person, member, changed_at) ",
+            );
+            q.push_values(chunk, |mut b, (p, m)| {
+                b.push_bind(feed).push_bind(p).push_bind(*m).push_bind(&at);
+            });
+            q.push(" ON CONFLICT (feed, person) DO UPDATE SET member = excluded.member, changed_at = excluded.changed_at");
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn next_seq(&mut self, feed: &str) -> Result<i64> {
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE feed = ?")
+            .bind(feed)
+            .fetch_one(&mut *self.tx)
+            .await?;
+        Ok(row.get(0))
+    }
+
+    pub async fn insert_batch(&mut self, b: &NewBatch, rows: &[BatchRow]) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO batches (feed, seq, state, created_at, window_from, window_to, upserts, retracts, held) VALUES (?, ?, 'staged', ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&b.feed)
+        .bind(b.seq)
+        .bind(now())
+        .bind(b.window_from)
+        .bind(b.window_to)
+        .bind(b.upserts)
+        .bind(b.retracts)
+        .bind(&b.held)
+        .execute(&mut *self.tx)
+        .await?;
+        let mut line = 0i64;
+        for chunk in rows.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO batch_rows (feed, seq, line, record_id, op, row) ",
+            );
+            q.push_values(chunk, |mut bld, r| {
+                line += 1;
+                bld.push_bind(&b.feed)
+                    .push_bind(b.seq)
+                    .push_bind(line)
+                    .push_bind(&r.record_id)
+                    .push_bind(&r.op)
+                    .push_bind(&r.row);
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+}
