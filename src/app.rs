@@ -288,6 +288,7 @@ impl App {
             };
             let receipt = match &feed.sink {
                 SinkConfig::FileDrop { dir: target } => {
+                    std::fs::create_dir_all(target).context("creating the file-drop folder")?;
                     let sink = FileDrop::new(target.clone());
                     tokio::task::spawn_blocking(move || sink.deliver(&sealed))
                         .await

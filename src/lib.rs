@@ -17,6 +17,7 @@
 //! - [`pipeline`]: one feed run, source to staged batch.
 //! - [`feed`]: batch data files (CSV, JSON Lines) and manifests, sealed to disk.
 //! - [`deliver`]: getting sealed batches to registers (file drop).
+//! - [`demo`]: the embedded default: keys, mappings and a config in a folder.
 //! - [`app`]: the composition root: keys, store, stage → seal → deliver.
 //! - [`cli`]: the command line (clap); the binary is a thin shell over it.
 
@@ -26,6 +27,7 @@ pub mod codes;
 pub mod config;
 pub mod decode;
 pub mod deliver;
+pub mod demo;
 pub mod feed;
 pub mod identity;
 pub mod mapping;

@@ -1,0 +1,177 @@
+//! The embedded default, ready to run: writes keys (mode 0600), the shipped
+//! mappings and a config into a folder, for `regfeed demo` and for tests.
+//! Everything it writes is synthetic; the keys are fresh random keys.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::identity;
+
+/// The shipped mappings, embedded so a demo folder is self-contained.
+pub const MAPPINGS: &[(&str, &str)] = &[
+    ("diabetes.toml", include_str!("../mappings/diabetes.toml")),
+    (
+        "vaccination.toml",
+        include_str!("../mappings/vaccination.toml"),
+    ),
+];
+
+/// Controllers the demo config knows: the wellbeing services counties and
+/// providers the fixtures and the synthetic corpus use, and Kela.
+pub const CONTROLLERS: &[(&str, &str, &[&str])] = &[
+    (
+        "pirkanmaa",
+        "Pirkanmaan hyvinvointialue (synthetic)",
+        &["1.2.246.10.32213086"],
+    ),
+    (
+        "private-99999912",
+        "Private provider (synthetic)",
+        &["1.2.246.10.99999912"],
+    ),
+    ("kela", "Kela", &["1.2.246.10.2462460"]),
+];
+
+/// A feed the demo configures.
+#[derive(Debug, Clone)]
+pub struct DemoFeed {
+    pub name: &'static str,
+    pub register: &'static str,
+    pub mapping: &'static str,
+    pub recipient: &'static str,
+    pub purpose: &'static str,
+    pub art6: &'static str,
+    pub art9: &'static str,
+    pub statute: Option<&'static str>,
+    pub channel: &'static str,
+}
+
+pub const FEEDS: &[DemoFeed] = &[
+    DemoFeed {
+        name: "thl-diabetes",
+        register: "thl-diabetes",
+        mapping: "diabetes.toml",
+        recipient: "thl",
+        purpose: "statistics",
+        art6: "6.1.c",
+        art9: "9.2.i",
+        statute: Some("THL Act 668/2008 §5"),
+        channel: "direct",
+    },
+    DemoFeed {
+        name: "thl-vaccination",
+        register: "thl-vaccination",
+        mapping: "vaccination.toml",
+        recipient: "thl-vaccination",
+        purpose: "statistics",
+        art6: "6.1.c",
+        art9: "9.2.i",
+        statute: Some("Communicable Diseases Act 1227/2016 §49"),
+        channel: "direct",
+    },
+];
+
+/// Paths of a written setup.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub corpus: PathBuf,
+    pub delivered: PathBuf,
+}
+
+/// Writes keys, mappings and `regfeed.toml` into `dir` for a corpus folder.
+/// Existing keys are kept (a re-run keeps pseudonyms stable).
+pub fn write_setup(dir: &Path, corpus: &Path) -> anyhow::Result<Setup> {
+    let dir = std::path::absolute(dir).context("demo folder")?;
+    let corpus = std::path::absolute(corpus).context("corpus folder")?;
+    let keys = dir.join("keys");
+    let mappings = dir.join("mappings");
+    let delivered = dir.join("delivered");
+    for d in [&keys, &mappings, &delivered] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let mut key_names = vec!["index.key".to_owned()];
+    for f in FEEDS {
+        key_names.push(format!("{}.pseudonym.key", f.recipient));
+        key_names.push(format!("{}.record.key", f.name));
+    }
+    for k in &key_names {
+        let p = keys.join(k);
+        if !p.exists() {
+            identity::generate_key_file(&p).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+    }
+    for (name, text) in MAPPINGS {
+        std::fs::write(mappings.join(name), text).context("writing a mapping")?;
+    }
+    let config = dir.join("regfeed.toml");
+    std::fs::write(&config, config_text(&corpus)).context("writing the config")?;
+    Ok(Setup {
+        dir,
+        config,
+        corpus,
+        delivered,
+    })
+}
+
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+/// The demo config; paths other than the corpus are relative to its folder.
+pub fn config_text(corpus: &Path) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "# regfeed demo configuration (synthetic data, fresh keys).\n\n[daemon]\nstate_dir = \"state\"\n\n[keys]\nindex = \"keys/index.key\"\n"
+    );
+    for (id, name, oids) in CONTROLLERS {
+        let oids: Vec<String> = oids.iter().map(|o| toml_str(o)).collect();
+        let _ = writeln!(
+            t,
+            "[[controllers]]\nid = {}\nname = {}\noids = [{}]\n",
+            toml_str(id),
+            toml_str(name),
+            oids.join(", ")
+        );
+    }
+    let _ = writeln!(
+        t,
+        "[[sources]]\nname = \"kanta-archive\"\nkind = \"archive_dir\"\npath = {}\n",
+        toml_str(&corpus.to_string_lossy())
+    );
+    let mut recipients: Vec<&str> = FEEDS.iter().map(|f| f.recipient).collect();
+    recipients.dedup();
+    for r in recipients {
+        let _ = writeln!(
+            t,
+            "[[recipients]]\nname = {}\npseudonym_key = {}\n",
+            toml_str(r),
+            toml_str(&format!("keys/{r}.pseudonym.key"))
+        );
+    }
+    for f in FEEDS {
+        let _ = writeln!(
+            t,
+            "[[feeds]]\nname = {name}\nregister = {reg}\nmapping = {map}\nsource = \"kanta-archive\"\nrecipient = {rec}\nrecord_key = {rk}\n\n[feeds.legal_basis]\npurpose = {p}\ngdpr_art6 = {a6}\ngdpr_art9 = {a9}\n{statute}channel = {ch}\nidentity = \"pseudonym\"\n\n[feeds.sink]\nkind = \"file_drop\"\ndir = {sink}\n",
+            name = toml_str(f.name),
+            reg = toml_str(f.register),
+            map = toml_str(&format!("mappings/{}", f.mapping)),
+            rec = toml_str(f.recipient),
+            rk = toml_str(&format!("keys/{}.record.key", f.name)),
+            p = toml_str(f.purpose),
+            a6 = toml_str(f.art6),
+            a9 = toml_str(f.art9),
+            statute = f
+                .statute
+                .map(|s| format!("statute = {}\n", toml_str(s)))
+                .unwrap_or_default(),
+            ch = toml_str(f.channel),
+            sink = toml_str(&format!("delivered/{}", f.name)),
+        );
+    }
+    t
+}
