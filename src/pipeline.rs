@@ -32,6 +32,16 @@ use crate::store::{
     self, BatchRow, DocRow, LiveRow, NewBatch, NewDocument, Quarantined, Seen, Store,
 };
 
+/// Awaits a store call, adding its wall time to `$acc` (nanoseconds).
+macro_rules! timed {
+    ($acc:expr, $e:expr) => {{
+        let t = std::time::Instant::now();
+        let r = $e.await;
+        $acc += t.elapsed().as_nanos() as u64;
+        r
+    }};
+}
+
 /// People evaluated per store round trip.
 const PERSON_GROUP: usize = 500;
 
@@ -69,6 +79,12 @@ pub struct RunReport {
     pub quarantined: BTreeMap<String, u64>,
     /// Sequences of the batches this run staged.
     pub staged: Vec<i64>,
+    /// Wall time reading and decoding source files.
+    pub decode_ns: u64,
+    /// Wall time waiting for the store.
+    pub store_ns: u64,
+    /// Wall time of the whole run.
+    pub total_ns: u64,
 }
 
 /// The keys one feed run needs.
@@ -355,7 +371,8 @@ pub async fn stage(
         ..RunReport::default()
     };
 
-    let seen = store.seen(source.name()).await?;
+    let started = std::time::Instant::now();
+    let seen = timed!(report.store_ns, store.seen(source.name()))?;
     let listed = match &source {
         Source::ArchiveDir(a) => a.list().map_err(|error| PipelineError::Source {
             source_name: source.name().to_owned(),
@@ -381,6 +398,7 @@ pub async fn stage(
     for chunk in candidates.chunks(chunk_size) {
         stage_chunk(&cx, store, &seen, chunk, &mut report).await?;
     }
+    report.total_ns = started.elapsed().as_nanos() as u64;
     Ok(report)
 }
 
@@ -397,6 +415,7 @@ async fn stage_chunk(
     let mut quarantined = Vec::new();
     // (path, sha256, decoded) of documents decoded in this chunk.
     let mut decoded: Vec<(String, String, DecodedDocument)> = Vec::new();
+    let decode_started = std::time::Instant::now();
     for l in files {
         let bytes = match cx.source.locate(&l.path) {
             Ok(b) => b,
@@ -452,14 +471,15 @@ async fn stage_chunk(
         }
     }
 
-    let mut tx = store.begin().await?;
+    report.decode_ns += decode_started.elapsed().as_nanos() as u64;
+    let mut tx = timed!(report.store_ns, store.begin())?;
     // The same document id and version arriving twice: a copy with the same
     // bytes is a duplicate; different bytes are quarantined.
     let ids: Vec<&str> = decoded
         .iter()
         .map(|(_, _, d)| d.document.id.as_str())
         .collect();
-    let mut known = tx.known_documents(&ids).await?;
+    let mut known = timed!(report.store_ns, tx.known_documents(&ids))?;
     let mut new_docs = Vec::new();
     let mut new_decoded = Vec::new();
     for (path, sha, dd) in decoded {
@@ -521,7 +541,7 @@ async fn stage_chunk(
         });
         new_decoded.push((dd, hetu));
     }
-    let doc_keys = tx.insert_documents(&new_docs).await?;
+    let doc_keys = timed!(report.store_ns, tx.insert_documents(&new_docs))?;
 
     // Map this chunk's documents for the feed while they are in memory.
     let mut contents: HashMap<(i64, i64), Vec<Value>> = HashMap::new();
@@ -539,14 +559,14 @@ async fn stage_chunk(
         }
     }
     drop(new_decoded);
-    tx.put_feed_docs(feed, &feed_docs, &feed_rows).await?;
-    tx.put_seen(&source_name, &seen_rows).await?;
-    tx.quarantine(&quarantined).await?;
+    timed!(report.store_ns, tx.put_feed_docs(feed, &feed_docs, &feed_rows))?;
+    timed!(report.store_ns, tx.put_seen(&source_name, &seen_rows))?;
+    timed!(report.store_ns, tx.quarantine(&quarantined))?;
 
     // Re-evaluate everyone with a document this feed has not processed.
-    let cursor = tx.cursor(feed).await?;
-    let upto = tx.max_doc_key().await?;
-    let persons = tx.persons_between(cursor, upto).await?;
+    let cursor = timed!(report.store_ns, tx.cursor(feed))?;
+    let upto = timed!(report.store_ns, tx.max_doc_key())?;
+    let persons = timed!(report.store_ns, tx.persons_between(cursor, upto))?;
     let mut batch_rows: Vec<BatchRow> = Vec::new();
     let mut upserts: Vec<LiveRow> = Vec::new();
     let mut retracts: Vec<String> = Vec::new();
@@ -555,7 +575,7 @@ async fn stage_chunk(
     let mut cohort_changes = Vec::new();
     for group in persons.chunks(PERSON_GROUP) {
         report.persons_evaluated += group.len() as u64;
-        let docs = tx.person_docs(feed, group, upto).await?;
+        let docs = timed!(report.store_ns, tx.person_docs(feed, group, upto))?;
         // Documents this feed never mapped (ingested by another feed's run,
         // or before this feed existed): re-read and map them now.
         let mut late_docs = Vec::new();
@@ -568,13 +588,13 @@ async fn stage_chunk(
                 late_rows.push(r);
             }
         }
-        tx.put_feed_docs(feed, &late_docs, &late_rows).await?;
+        timed!(report.store_ns, tx.put_feed_docs(feed, &late_docs, &late_rows))?;
         let late_evidence: HashMap<i64, bool> =
             late_docs.iter().map(|(k, _, e)| (*k, *e)).collect();
 
         let keys: Vec<i64> = docs.iter().map(|d| d.doc_key).collect();
         let mut rows_by_doc: HashMap<i64, Vec<DocRow>> = HashMap::new();
-        for r in tx.doc_rows(feed, &keys).await? {
+        for r in timed!(report.store_ns, tx.doc_rows(feed, &keys))? {
             rows_by_doc.entry(r.doc_key).or_default().push(r);
         }
         let docs: Vec<store::PersonDoc> = docs
@@ -586,8 +606,8 @@ async fn stage_chunk(
                 d
             })
             .collect();
-        let live = tx.live_rows(feed, group).await?;
-        let was_member = tx.cohort(feed, group).await?;
+        let live = timed!(report.store_ns, tx.live_rows(feed, group))?;
+        let was_member = timed!(report.store_ns, tx.cohort(feed, group))?;
         let mut docs_by_person: HashMap<&str, Vec<&store::PersonDoc>> = HashMap::new();
         for d in &docs {
             docs_by_person.entry(d.person.as_str()).or_default().push(d);
@@ -687,12 +707,12 @@ async fn stage_chunk(
     for (reason, n) in &held_counts {
         *report.held.entry(reason.clone()).or_default() += n;
     }
-    tx.replace_held(feed, &persons, &held_all).await?;
-    tx.set_cohort(feed, &cohort_changes).await?;
+    timed!(report.store_ns, tx.replace_held(feed, &persons, &held_all))?;
+    timed!(report.store_ns, tx.set_cohort(feed, &cohort_changes))?;
     if !batch_rows.is_empty() {
-        let seq = tx.next_seq(feed).await?;
+        let seq = timed!(report.store_ns, tx.next_seq(feed))?;
         let held_json = serde_json::to_string(&held_counts).unwrap_or_else(|_| "{}".into());
-        tx.insert_batch(
+        timed!(report.store_ns, tx.insert_batch(
             &NewBatch {
                 feed: feed.clone(),
                 seq,
@@ -703,14 +723,13 @@ async fn stage_chunk(
                 held: held_json,
             },
             &batch_rows,
-        )
-        .await?;
-        tx.apply_rows(feed, seq, &upserts, &retracts).await?;
+        ))?;
+        timed!(report.store_ns, tx.apply_rows(feed, seq, &upserts, &retracts))?;
         report.upserts += upserts.len() as u64;
         report.retracts += retracts.len() as u64;
         report.staged.push(seq);
     }
-    tx.set_cursor(feed, upto).await?;
-    tx.commit().await?;
+    timed!(report.store_ns, tx.set_cursor(feed, upto))?;
+    timed!(report.store_ns, tx.commit())?;
     Ok(())
 }
