@@ -7,8 +7,11 @@
 //! - [`decode`]: CDA R2 and RCMR archive messages → records; hetu;
 //!   well-formedness and limits.
 //! - [`cli`]: the command line (clap); the binary is a thin shell over it.
+//!   [`cli::decode`] prints decoded documents with pseudonymised patients.
+//! - [`telemetry`]: tracing subscriber (plain or JSON, to stderr); peak RSS.
 
 pub mod cli;
 pub mod codes;
 pub mod decode;
 pub mod record;
+pub mod telemetry;
