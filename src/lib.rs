@@ -20,6 +20,8 @@
 //! - [`demo`]: the embedded default: keys, mappings and a config in a folder.
 //! - [`app`]: the composition root: keys, store, stage → seal → deliver.
 //! - [`cli`]: the command line (clap); the binary is a thin shell over it.
+//!   [`cli::decode`] prints decoded documents with pseudonymised patients.
+//! - [`telemetry`]: tracing subscriber (plain or JSON, to stderr); peak RSS.
 
 pub mod app;
 pub mod cli;
@@ -35,3 +37,4 @@ pub mod pipeline;
 pub mod record;
 pub mod source;
 pub mod store;
+pub mod telemetry;

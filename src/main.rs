@@ -1,5 +1,17 @@
-//! The `regfeed` binary: parse the command line and hand over to the library.
+//! The `regfeed` binary: parse the command line, start telemetry, hand over
+//! to the library.
 
-fn main() -> std::process::ExitCode {
-    regfeed::cli::main()
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = regfeed::cli::Cli::parse();
+    if let Err(e) = regfeed::telemetry::init(cli.log_format, &regfeed::telemetry::filter_from_env())
+    {
+        eprintln!("regfeed: {e}");
+        // The same code clap uses for a usage error: the invocation is wrong.
+        return ExitCode::from(2);
+    }
+    regfeed::cli::run(cli)
 }
