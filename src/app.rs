@@ -13,7 +13,7 @@ use crate::deliver::file_drop::{FileDrop, SealedBatch};
 use crate::feed::manifest::{Counts, DataRef, Identity, LegalBasis, Manifest, MappingRef, Window};
 use crate::feed::{self, Op, Row};
 use crate::identity::{KeyRing, KeyRole};
-use crate::pipeline::{self, FeedKeys, RunReport};
+use crate::pipeline::{self, FeedKeys, Mode, RunReport};
 use crate::store::{BatchInfo, SealRecord, Store};
 
 /// Rows read from the store per page while sealing.
@@ -74,7 +74,7 @@ impl App {
         let keys = FeedKeys::for_feed(&self.keys, feed)?;
         let today = Utc::now().date_naive();
         let run_id = self.store.start_run(&feed.name).await?;
-        let run = match pipeline::stage(&self.cfg, feed, &self.store, keys, today).await {
+        let run = match pipeline::stage(&self.cfg, feed, &self.store, keys, today, Mode::Commit).await {
             Ok(r) => r,
             Err(e) => {
                 self.store.finish_run(run_id, "failed", "{}").await?;
@@ -99,6 +99,15 @@ impl App {
             sealed,
             delivered,
         })
+    }
+
+    /// A dry run of one feed: the rows its next run would stage, changing
+    /// nothing.
+    pub async fn preview(&self, feed_name: &str) -> anyhow::Result<RunReport> {
+        let feed = self.feed(feed_name)?;
+        let keys = FeedKeys::for_feed(&self.keys, feed)?;
+        let today = Utc::now().date_naive();
+        Ok(pipeline::stage(&self.cfg, feed, &self.store, keys, today, Mode::DryRun).await?)
     }
 
     /// The outbox folder of a feed: sealed files wait here until delivered.

@@ -59,7 +59,7 @@ pub enum PipelineError {
 }
 
 /// What one run did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct RunReport {
     pub feed: String,
     pub files_listed: u64,
@@ -85,6 +85,27 @@ pub struct RunReport {
     pub store_ns: u64,
     /// Wall time of the whole run.
     pub total_ns: u64,
+    /// A dry run's rows (empty when committing).
+    #[serde(skip)]
+    pub preview: Vec<PreviewRow>,
+}
+
+/// Whether a run commits what it stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Stage batches, record documents seen, advance the cursor.
+    Commit,
+    /// Compute the first chunk's rows and roll everything back.
+    DryRun,
+}
+
+/// A row a dry run would stage.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PreviewRow {
+    pub record_id: String,
+    pub op: String,
+    /// The row's values, as JSON, in column order (empty for a retract).
+    pub values: serde_json::Value,
 }
 
 /// The keys one feed run needs.
@@ -136,6 +157,7 @@ struct Ctx<'a> {
     keys: FeedKeys<'a>,
     source: &'a Source,
     cutoff: NaiveDate,
+    mode: Mode,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -350,6 +372,7 @@ pub async fn stage(
     store: &Store,
     keys: FeedKeys<'_>,
     today: NaiveDate,
+    mode: Mode,
 ) -> Result<RunReport, PipelineError> {
     let source_cfg = cfg
         .source(&feed.source)
@@ -365,6 +388,7 @@ pub async fn stage(
         keys,
         source: &source,
         cutoff,
+        mode,
     };
     let mut report = RunReport {
         feed: feed.name.clone(),
@@ -397,6 +421,9 @@ pub async fn stage(
     }
     for chunk in candidates.chunks(chunk_size) {
         stage_chunk(&cx, store, &seen, chunk, &mut report).await?;
+        if mode == Mode::DryRun {
+            break;
+        }
     }
     report.total_ns = started.elapsed().as_nanos() as u64;
     Ok(report)
@@ -706,6 +733,20 @@ async fn stage_chunk(
 
     for (reason, n) in &held_counts {
         *report.held.entry(reason.clone()).or_default() += n;
+    }
+    if cx.mode == Mode::DryRun {
+        report.upserts += upserts.len() as u64;
+        report.retracts += retracts.len() as u64;
+        report.preview = batch_rows
+            .into_iter()
+            .map(|r| PreviewRow {
+                values: serde_json::from_str(&r.row).unwrap_or_default(),
+                record_id: r.record_id,
+                op: r.op,
+            })
+            .collect();
+        // Dropping the transaction rolls everything back.
+        return Ok(());
     }
     timed!(report.store_ns, tx.replace_held(feed, &persons, &held_all))?;
     timed!(report.store_ns, tx.set_cohort(feed, &cohort_changes))?;

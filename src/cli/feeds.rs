@@ -1,0 +1,259 @@
+//! Commands that run feeds: `demo`, `gen`, `validate`, `once`, `preview`,
+//! `held list`. Each prints a short human summary; none prints a hetu, a
+//! name or a source path.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::app::{self, App};
+use crate::config::{Config, ConfigError, IdentityKind};
+
+/// Exit status for an invalid configuration (sysexits EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+fn fail(e: &anyhow::Error) -> ExitCode {
+    eprintln!("regfeed: {e:#}");
+    ExitCode::FAILURE
+}
+
+fn load(config: Option<&Path>) -> Result<Config, ExitCode> {
+    let path = Config::locate(config);
+    Config::load(&path).map_err(|e: ConfigError| {
+        eprintln!("{e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn open(config: Option<&Path>) -> Result<(tokio::runtime::Runtime, App), ExitCode> {
+    let cfg = load(config)?;
+    let rt = runtime().map_err(|e| fail(&e.into()))?;
+    let app = rt.block_on(App::open(cfg)).map_err(|e| fail(&e))?;
+    Ok((rt, app))
+}
+
+/// `regfeed validate`: config, every mapping, and every key it names.
+pub fn validate(config: Option<&Path>) -> ExitCode {
+    let cfg = match load(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Err(e) = app::load_keys(&cfg) {
+        eprintln!("{}: keys: {e:#}", cfg.path.display());
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    println!(
+        "{}: valid ({} feeds, {} sources, {} controllers)",
+        cfg.path.display(),
+        cfg.feeds.len(),
+        cfg.sources.len(),
+        cfg.controllers.len()
+    );
+    ExitCode::SUCCESS
+}
+
+fn count_line(report: &crate::pipeline::RunReport) -> String {
+    let held: Vec<String> = report.held.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    format!(
+        "decoded {} (new files {}), quarantined {}, temporary ids {}, cohort +{} -{}, upserts {}, retracts {}{}",
+        report.documents_decoded,
+        report.files_new,
+        report.documents_quarantined,
+        report.documents_temporary_id,
+        report.cohort_entered,
+        report.cohort_left,
+        report.upserts,
+        report.retracts,
+        if held.is_empty() {
+            String::new()
+        } else {
+            format!(", held {}", held.join(", "))
+        }
+    )
+}
+
+/// `regfeed once --feed NAME`: one run now, including delivery.
+pub fn once(config: Option<&Path>, feed: &str) -> ExitCode {
+    let (rt, app) = match open(config) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    match rt.block_on(app.once(feed)) {
+        Ok(r) => {
+            println!("{feed}: {}", count_line(&r.run));
+            if r.sealed.is_empty() {
+                println!("{feed}: nothing new to deliver");
+            }
+            for p in &r.delivered {
+                println!("{feed}: delivered {}", p.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// `regfeed preview --feed NAME [--limit N]`: the rows the next run would
+/// stage, as JSON lines; changes nothing. The person column of a hetu feed
+/// is masked.
+pub fn preview(config: Option<&Path>, feed: &str, limit: usize) -> ExitCode {
+    let (rt, app) = match open(config) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let Some(fc) = app.cfg.feed(feed) else {
+        return fail(&anyhow::anyhow!("no feed named {feed:?}"));
+    };
+    let masked: Vec<usize> = if fc.legal_basis.identity == IdentityKind::Hetu {
+        fc.mapping
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.expr == crate::mapping::Expr::PersonId)
+            .map(|(i, _)| i)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let names: Vec<String> = fc.mapping.columns.iter().map(|c| c.name.clone()).collect();
+    match rt.block_on(app.preview(feed)) {
+        Ok(r) => {
+            for row in r.preview.iter().take(limit) {
+                let mut obj = serde_json::Map::new();
+                obj.insert("record_id".into(), row.record_id.clone().into());
+                obj.insert("op".into(), row.op.clone().into());
+                obj.insert("decision".into(), "include".into());
+                obj.insert("rule".into(), "none".into());
+                if let Some(values) = row.values.as_array() {
+                    for (i, (n, v)) in names.iter().zip(values).enumerate() {
+                        let v = if masked.contains(&i) {
+                            serde_json::Value::String("[hetu]".into())
+                        } else {
+                            v.clone()
+                        };
+                        obj.insert(n.clone(), v);
+                    }
+                }
+                println!("{}", serde_json::Value::Object(obj));
+            }
+            eprintln!(
+                "{feed}: preview of the next run (nothing changed): {}; {} rows shown of {}",
+                count_line(&r),
+                r.preview.len().min(limit),
+                r.preview.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// `regfeed held list`: held records by feed and reason.
+pub fn held_list(config: Option<&Path>) -> ExitCode {
+    let (rt, app) = match open(config) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    match rt.block_on(app.store.held_counts()) {
+        Ok(rows) => {
+            if rows.is_empty() {
+                println!("no held records");
+            }
+            for (feed, reason, n) in rows {
+                println!("{feed}\t{reason}\t{n}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.into()),
+    }
+}
+
+/// `regfeed gen`: a deterministic synthetic corpus and its truth.
+pub fn gen_corpus(patients: u32, seed: u64, out: &Path, truth: Option<&Path>) -> ExitCode {
+    let started = std::time::Instant::now();
+    match crate::synth::run_gen(patients, seed, out, truth) {
+        Ok(s) => {
+            println!(
+                "wrote {} documents in {} files ({:.1} MB) for {} synthetic patients ({} in the diabetes cohort) in {:.1} s",
+                s.written.documents,
+                s.written.files,
+                s.written.bytes as f64 / 1e6,
+                s.patients,
+                s.cohort,
+                started.elapsed().as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.into()),
+    }
+}
+
+/// Marks a folder as made by `regfeed demo`, so a re-run may replace it.
+const DEMO_MARKER: &str = ".regfeed-demo";
+
+/// `regfeed demo`: a synthetic corpus, keys and a config in DIR, every
+/// shipped feed run once on SQLite with a file-drop sink.
+pub fn demo(dir: &Path, patients: u32, seed: u64) -> ExitCode {
+    match run_demo(dir, patients, seed) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn run_demo(dir: &Path, patients: u32, seed: u64) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if dir.exists() {
+        anyhow::ensure!(
+            dir.join(DEMO_MARKER).exists() || std::fs::read_dir(dir)?.next().is_none(),
+            "{} exists and was not made by regfeed demo; choose another --dir",
+            dir.display()
+        );
+        std::fs::remove_dir_all(dir).context("removing the previous demo")?;
+    }
+    std::fs::create_dir_all(dir).context("creating the demo folder")?;
+    std::fs::write(dir.join(DEMO_MARKER), b"made by regfeed demo; safe to delete\n")?;
+    let corpus = dir.join("corpus");
+    let started = std::time::Instant::now();
+    let plan = crate::synth::plan(patients, seed);
+    let written = crate::synth::write_corpus(&plan, &corpus).context("writing the corpus")?;
+    println!(
+        "regfeed demo: {} synthetic patients (test-range identities, seed {seed}), {} documents ({:.1} MB) in {}",
+        patients,
+        written.documents,
+        written.bytes as f64 / 1e6,
+        corpus.display()
+    );
+    let setup = crate::demo::write_setup(dir, &corpus)?;
+    let cfg = Config::load(&setup.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let feeds: Vec<String> = cfg.feeds.iter().map(|f| f.name.clone()).collect();
+    let rt = runtime()?;
+    let app = rt.block_on(App::open(cfg))?;
+    for feed in &feeds {
+        let r = rt.block_on(app.once(feed))?;
+        println!("  {feed}: {}", count_line(&r.run));
+        for p in &r.delivered {
+            println!("  {feed}: batch → {}", p.display());
+        }
+    }
+    println!(
+        "Batches (data file + manifest) are in {}/<feed>/. Config: {}",
+        setup.delivered.display(),
+        setup.config.display()
+    );
+    println!(
+        "Next: regfeed once --feed thl-diabetes --config {}   (nothing new: no batch)   ·   {:.1} s",
+        setup.config.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The default demo folder: `regfeed-demo` in the current directory.
+pub fn default_demo_dir() -> PathBuf {
+    PathBuf::from("regfeed-demo")
+}
