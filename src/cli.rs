@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "regfeed", version, about = "Feeds national health registers from Kanta records")]
+#[command(
+    name = "regfeed",
+    version,
+    about = "Feeds national health registers from Kanta records"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -20,6 +24,19 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<std::path::PathBuf>,
     },
+    /// Write a deterministic synthetic Kanta corpus (test-range hetus only).
+    Gen {
+        #[arg(long)]
+        patients: u32,
+        #[arg(long)]
+        seed: u64,
+        /// Corpus folder (documents go under DIR/docs/).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Where to write the truth file (JSON).
+        #[arg(long)]
+        truth: Option<std::path::PathBuf>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -29,5 +46,28 @@ pub fn main() -> ExitCode {
             let _ = paths;
             ExitCode::SUCCESS
         }
+        Command::Gen {
+            patients,
+            seed,
+            out,
+            truth,
+        } => match crate::synth::run_gen(patients, seed, &out, truth.as_deref()) {
+            Ok(s) => {
+                println!(
+                    "wrote {} documents ({} files, {:.1} MB) for {} patients (cohort {}) under {}",
+                    s.written.documents,
+                    s.written.files,
+                    s.written.bytes as f64 / 1e6,
+                    s.patients,
+                    s.cohort,
+                    crate::synth::docs_dir(&out).display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("regfeed gen: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
