@@ -59,11 +59,9 @@ fn well_formed(bytes: &[u8]) -> Result<String, String> {
                 }
                 depth += 1;
             }
-            Event::Empty(e) => {
-                if depth == 0 {
-                    roots += 1;
-                    root = e.local_name().into_inner().to_owned();
-                }
+            Event::Empty(e) if depth == 0 => {
+                roots += 1;
+                root = e.local_name().into_inner().to_owned();
             }
             Event::End(_) => depth = depth.checked_sub(1).ok_or("stray end tag")?,
             Event::Eof => break,
@@ -347,7 +345,13 @@ fn followups_change_the_truth_as_planned() {
     for c in &f.cases {
         let (b, a) = (person(&before, &c.hetu), person(&f.truth, &c.hetu));
         match c.kind.as_str() {
-            "replacement" => assert!(has(&f.upserts, &c.set_id)),
+            "replacement" => {
+                assert!(has(&f.upserts, &c.set_id));
+                assert!(
+                    has(&f.retracts, &c.set_id),
+                    "the dropped last entry is retracted"
+                );
+            }
             "withdrawal" => {
                 assert!(has(&f.retracts, &c.set_id));
                 assert!(!a.rows.iter().any(|r| r.set_id == c.set_id));
@@ -397,5 +401,68 @@ fn timing_for_ten_thousand_patients() {
         w.bytes as f64 / 1e6,
         t3 - t2,
         t.cohort_size
+    );
+}
+
+#[test]
+fn traps_do_not_enter_the_cohort() {
+    use synth::plan::{DocCode, Entry, PcType};
+    let plan = synth::plan(5000, 13);
+    let t = truth::compute(&plan);
+    let (mut negated, mut invalidated, mut temporary) = (0, 0, 0);
+    for (p, pt) in plan.persons.iter().zip(&t.persons) {
+        if p.diabetic {
+            continue;
+        }
+        let a10_dispensings = p
+            .docs
+            .iter()
+            .filter(|d| d.code == DocCode::Prescription(PcType::Dispensing))
+            .filter(|d| {
+                d.entries
+                    .iter()
+                    .any(|e| matches!(e, Entry::Medication { atc, .. } if atc.starts_with("A10")))
+            })
+            .count();
+        let invalidations = p
+            .docs
+            .iter()
+            .filter(|d| d.code == DocCode::Prescription(PcType::Invalidation))
+            .count();
+        let negated_e11 = p.docs.iter().any(|d| {
+            d.entries.iter().any(|e| {
+                matches!(
+                    e,
+                    Entry::Diagnosis {
+                        code: "E11.9",
+                        negated: true,
+                        ..
+                    }
+                )
+            })
+        });
+        let temp_e11 = p.docs.iter().any(|d| {
+            !matches!(d.patient, PatientId::Hetu)
+                && d.entries
+                    .iter()
+                    .any(|e| matches!(e, Entry::Diagnosis { code: "E11.9", .. }))
+        });
+        if a10_dispensings == 0 {
+            if negated_e11 {
+                negated += 1;
+                assert!(!pt.in_cohort, "a negated E11 is not evidence");
+            }
+            if temp_e11 {
+                temporary += 1;
+                assert!(!pt.in_cohort, "a temporary-id document is not evidence");
+            }
+        } else if a10_dispensings == invalidations {
+            invalidated += 1;
+            assert!(!pt.in_cohort, "an invalidated dispensing is not evidence");
+        }
+    }
+    assert!(
+        negated > 0 && invalidated > 0 && temporary > 0,
+        "{negated} {invalidated} {temporary}"
     );
 }

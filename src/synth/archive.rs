@@ -47,9 +47,9 @@ pub fn wrap(doc: &Doc, cda: &str, out: &mut String) {
             );
         }
         Folding::OneLine => {
-            let _ = write!(
+            let _ = writeln!(
                 out,
-                "Content-Type: multipart/related; boundary=\"{boundary}\"\n"
+                "Content-Type: multipart/related; boundary=\"{boundary}\""
             );
         }
     }

@@ -184,12 +184,14 @@ pub fn followup_plan(base: &Plan, seed: u64) -> (Plan, Vec<Case>) {
             return None;
         }
         let p = &plan.persons[i];
+        // The last entry is an in-scope row (its retract is part of the case)
+        // and another in-scope entry gets the changed value.
         let d = p.docs.iter().position(|d| {
             doc_counts(d)
                 && d.view == "LAB"
                 && d.entries.len() >= 2
-                && rows_by_set.contains(d.set_id.as_str())
-                && d.entries.iter().any(is_in_scope_lab)
+                && d.entries.last().is_some_and(is_in_scope_lab)
+                && d.entries[..d.entries.len() - 1].iter().any(is_in_scope_lab)
         })?;
         Some((i, d))
     });

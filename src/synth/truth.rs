@@ -226,10 +226,10 @@ impl<'a> Versions<'a> {
             let counts = d.patient == PatientId::Hetu
                 && d.code == DocCode::Prescription(PcType::Invalidation)
                 && current.get(d.set_id.as_str()).is_some_and(|c| c.id == d.id);
-            if let (true, Some(target)) = (counts, &d.appends) {
-                if let Some(set) = set_of.get(target.id.as_str()) {
-                    invalidated.insert(*set);
-                }
+            if let (true, Some(target)) = (counts, &d.appends)
+                && let Some(set) = set_of.get(target.id.as_str())
+            {
+                invalidated.insert(*set);
             }
         }
         Versions {
