@@ -6,11 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "regfeed",
-    version,
-    about = "Feeds national health registers from Kanta records"
-)]
+#[command(name = "regfeed", version, about = "Feeds national health registers from Kanta records")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -222,10 +222,7 @@ mod tests {
         assert_eq!(t.normalise(VIEWS), VIEWS);
         // An unknown trailing number is not stripped.
         assert_eq!(t.normalise("1.2.246.537.6.1.2042"), "1.2.246.537.6.1.2042");
-        assert_eq!(
-            t.normalise("1.2.246.10.99999912.12.1"),
-            "1.2.246.10.99999912.12.1"
-        );
+        assert_eq!(t.normalise("1.2.246.10.99999912.12.1"), "1.2.246.10.99999912.12.1");
     }
 
     #[test]
@@ -236,10 +233,7 @@ mod tests {
             Err(TableError::Duplicate(_))
         ));
         let bad = "[[system]]\noid=\"1.02\"\nname=\"a\"\ntitle=\"a\"\n";
-        assert!(matches!(
-            CodeSystems::parse(bad),
-            Err(TableError::BadOid(_))
-        ));
+        assert!(matches!(CodeSystems::parse(bad), Err(TableError::BadOid(_))));
         assert!(is_oid("1.2.246.21"));
         assert!(!is_oid("1..2"));
         assert!(!is_oid("1.2a"));

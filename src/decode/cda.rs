@@ -8,8 +8,5 @@ pub(super) fn decode(
     _limits: &Limits,
     _codes: &CodeSystems,
 ) -> Result<DecodedDocument, DecodeError> {
-    Err(DecodeError::new(
-        ErrorClass::NotCda,
-        "decoder not written yet",
-    ))
+    Err(DecodeError::new(ErrorClass::NotCda, "decoder not written yet"))
 }

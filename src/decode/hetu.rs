@@ -112,8 +112,12 @@ impl Hetu {
         let s = &self.0;
         let century = century(s.as_bytes()[6]).unwrap_or(1900);
         let parse = |a: usize, b: usize| s[a..b].parse::<u32>().unwrap_or(1);
-        NaiveDate::from_ymd_opt(century + parse(4, 6) as i32, parse(2, 4), parse(0, 2))
-            .unwrap_or_default()
+        NaiveDate::from_ymd_opt(
+            century + parse(4, 6) as i32,
+            parse(2, 4),
+            parse(0, 2),
+        )
+        .unwrap_or_default()
     }
 
     pub fn individual_number(&self) -> u32 {
@@ -141,7 +145,12 @@ pub fn make(date: NaiveDate, sign: u8, individual: u32) -> Option<Hetu> {
     if date.year() < c || date.year() >= c + 100 || !(2..=999).contains(&individual) {
         return None;
     }
-    let ddmmyy = format!("{:02}{:02}{:02}", date.day(), date.month(), date.year() - c);
+    let ddmmyy = format!(
+        "{:02}{:02}{:02}",
+        date.day(),
+        date.month(),
+        date.year() - c
+    );
     let nnn = format!("{individual:03}");
     let check = check_char(&ddmmyy, &nnn)?;
     Hetu::parse(&format!("{ddmmyy}{}{nnn}{check}", sign as char)).ok()
@@ -216,10 +225,7 @@ mod tests {
         assert_eq!(h.birth_date(), d);
         assert!(!h.is_male());
         assert!(h.is_test_range());
-        assert!(
-            make(d, b'-', 976).is_none(),
-            "century sign must match the year"
-        );
+        assert!(make(d, b'-', 976).is_none(), "century sign must match the year");
     }
 
     #[test]
