@@ -74,13 +74,14 @@ impl App {
         let keys = FeedKeys::for_feed(&self.keys, feed)?;
         let today = Utc::now().date_naive();
         let run_id = self.store.start_run(&feed.name).await?;
-        let run = match pipeline::stage(&self.cfg, feed, &self.store, keys, today, Mode::Commit).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.store.finish_run(run_id, "failed", "{}").await?;
-                return Err(e.into());
-            }
-        };
+        let run =
+            match pipeline::stage(&self.cfg, feed, &self.store, keys, today, Mode::Commit).await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.store.finish_run(run_id, "failed", "{}").await?;
+                    return Err(e.into());
+                }
+            };
         let counts = serde_json::to_string(&run).unwrap_or_else(|_| "{}".into());
         self.store.finish_run(run_id, "ok", &counts).await?;
         tracing::info!(

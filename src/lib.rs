@@ -19,6 +19,8 @@
 //! - [`deliver`]: getting sealed batches to registers (file drop).
 //! - [`demo`]: the embedded default: keys, mappings and a config in a folder.
 //! - [`app`]: the composition root: keys, store, stage → seal → deliver.
+//! - [`synth`]: `regfeed gen`, the deterministic synthetic Kanta corpus and
+//!   its truth file (synthetic identities only).
 //! - [`cli`]: the command line (clap); the binary is a thin shell over it.
 //!   [`cli::decode`] prints decoded documents with pseudonymised patients.
 //! - [`telemetry`]: tracing subscriber (plain or JSON, to stderr); peak RSS.
@@ -37,4 +39,5 @@ pub mod pipeline;
 pub mod record;
 pub mod source;
 pub mod store;
+pub mod synth;
 pub mod telemetry;

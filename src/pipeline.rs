@@ -586,7 +586,10 @@ async fn stage_chunk(
         }
     }
     drop(new_decoded);
-    timed!(report.store_ns, tx.put_feed_docs(feed, &feed_docs, &feed_rows))?;
+    timed!(
+        report.store_ns,
+        tx.put_feed_docs(feed, &feed_docs, &feed_rows)
+    )?;
     timed!(report.store_ns, tx.put_seen(&source_name, &seen_rows))?;
     timed!(report.store_ns, tx.quarantine(&quarantined))?;
 
@@ -615,7 +618,10 @@ async fn stage_chunk(
                 late_rows.push(r);
             }
         }
-        timed!(report.store_ns, tx.put_feed_docs(feed, &late_docs, &late_rows))?;
+        timed!(
+            report.store_ns,
+            tx.put_feed_docs(feed, &late_docs, &late_rows)
+        )?;
         let late_evidence: HashMap<i64, bool> =
             late_docs.iter().map(|(k, _, e)| (*k, *e)).collect();
 
@@ -753,19 +759,25 @@ async fn stage_chunk(
     if !batch_rows.is_empty() {
         let seq = timed!(report.store_ns, tx.next_seq(feed))?;
         let held_json = serde_json::to_string(&held_counts).unwrap_or_else(|_| "{}".into());
-        timed!(report.store_ns, tx.insert_batch(
-            &NewBatch {
-                feed: feed.clone(),
-                seq,
-                window_from: (cursor > 0).then_some(cursor),
-                window_to: upto,
-                upserts: upserts.len() as i64,
-                retracts: retracts.len() as i64,
-                held: held_json,
-            },
-            &batch_rows,
-        ))?;
-        timed!(report.store_ns, tx.apply_rows(feed, seq, &upserts, &retracts))?;
+        timed!(
+            report.store_ns,
+            tx.insert_batch(
+                &NewBatch {
+                    feed: feed.clone(),
+                    seq,
+                    window_from: (cursor > 0).then_some(cursor),
+                    window_to: upto,
+                    upserts: upserts.len() as i64,
+                    retracts: retracts.len() as i64,
+                    held: held_json,
+                },
+                &batch_rows,
+            )
+        )?;
+        timed!(
+            report.store_ns,
+            tx.apply_rows(feed, seq, &upserts, &retracts)
+        )?;
         report.upserts += upserts.len() as u64;
         report.retracts += retracts.len() as u64;
         report.staged.push(seq);

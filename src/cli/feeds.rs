@@ -58,7 +58,11 @@ pub fn validate(config: Option<&Path>) -> ExitCode {
 }
 
 fn count_line(report: &crate::pipeline::RunReport) -> String {
-    let held: Vec<String> = report.held.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    let held: Vec<String> = report
+        .held
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect();
     format!(
         "decoded {} (new files {}), quarantined {}, temporary ids {}, cohort +{} -{}, upserts {}, retracts {}{}",
         report.documents_decoded,
@@ -216,7 +220,10 @@ fn run_demo(dir: &Path, patients: u32, seed: u64) -> anyhow::Result<()> {
         std::fs::remove_dir_all(dir).context("removing the previous demo")?;
     }
     std::fs::create_dir_all(dir).context("creating the demo folder")?;
-    std::fs::write(dir.join(DEMO_MARKER), b"made by regfeed demo; safe to delete\n")?;
+    std::fs::write(
+        dir.join(DEMO_MARKER),
+        b"made by regfeed demo; safe to delete\n",
+    )?;
     let corpus = dir.join("corpus");
     let started = std::time::Instant::now();
     let plan = crate::synth::plan(patients, seed);
