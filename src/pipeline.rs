@@ -704,10 +704,15 @@ async fn stage_chunk(
                 .iter()
                 .map(|r| (r.record_id.as_str(), r.row_hash.as_str()))
                 .collect();
+            // A document new to this feed upserts every entry it has (a
+            // superseding version resends unchanged entries too: DESIGN §2);
+            // older documents only where the register's copy differs.
             let mut wanted: Vec<(&String, &(i64, i64, String))> = plan
                 .desired
                 .iter()
-                .filter(|(id, (_, _, hash))| live_hash.get(id.as_str()) != Some(&hash.as_str()))
+                .filter(|(id, (doc_key, _, hash))| {
+                    *doc_key > cursor || live_hash.get(id.as_str()) != Some(&hash.as_str())
+                })
                 .collect();
             wanted.sort_by_key(|(_, (k, o, _))| (*k, *o));
             for (id, (doc_key, ordinal, hash)) in wanted {
