@@ -1,0 +1,158 @@
+//! `regfeed validate`: exit 0 on a good config; 78 with messages naming
+//! file, line and field for a bad config, a bad mapping or an unsafe key.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+fn validate(config: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_regfeed"))
+        .args(["validate", "--config"])
+        .arg(config)
+        .output()
+        .expect("run");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn setup() -> (tempfile::TempDir, regfeed::demo::Setup) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let corpus = tmp.path().join("corpus");
+    std::fs::create_dir_all(&corpus).expect("corpus");
+    let s = regfeed::demo::write_setup(&tmp.path().join("demo"), &corpus).expect("setup");
+    (tmp, s)
+}
+
+fn edit(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).expect("read");
+    assert!(text.contains(from), "{from:?} not in {}", path.display());
+    std::fs::write(path, text.replacen(from, to, 1)).expect("write");
+}
+
+/// The 1-based line of the first occurrence of `needle`.
+fn line_of(path: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(path)
+        .expect("read")
+        .lines()
+        .position(|l| l.contains(needle))
+        .expect("needle")
+        + 1
+}
+
+#[test]
+fn the_demo_config_is_valid() {
+    let (_t, s) = setup();
+    let (code, out) = validate(&s.config);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("valid"), "{out}");
+}
+
+#[test]
+fn a_legal_obligation_without_its_statute_is_refused_with_file_line_and_field() {
+    let (_t, s) = setup();
+    edit(&s.config, "statute = \"THL Act 668/2008 §5\"\n", "");
+    let line = line_of(&s.config, "[feeds.legal_basis]");
+    let (code, out) = validate(&s.config);
+    assert_eq!(code, 78, "{out}");
+    let want = format!("{}:{line}: feeds.legal_basis.statute:", s.config.display());
+    assert!(out.contains(&want), "wanted {want:?} in:\n{out}");
+}
+
+#[test]
+fn a_feed_that_leaves_its_channel_unsaid_is_refused() {
+    let (_t, s) = setup();
+    edit(&s.config, "channel = \"direct\"\n", "");
+    let (code, out) = validate(&s.config);
+    assert_eq!(code, 78, "{out}");
+    assert!(
+        out.contains("feeds.legal_basis.channel: must be stated"),
+        "{out}"
+    );
+}
+
+#[test]
+fn unknown_keys_and_unknown_references_name_their_line() {
+    let (_t, s) = setup();
+    edit(
+        &s.config,
+        "source = \"kanta-archive\"",
+        "source = \"nowhere\"",
+    );
+    let line = line_of(&s.config, "source = \"nowhere\"");
+    let (code, out) = validate(&s.config);
+    assert_eq!(code, 78, "{out}");
+    assert!(
+        out.contains(&format!(
+            "{}:{line}: feeds.source: no source of that name",
+            s.config.display()
+        )),
+        "{out}"
+    );
+
+    let (_t2, s2) = setup();
+    edit(&s2.config, "[daemon]\n", "[daemon]\nstate_dri = \"x\"\n");
+    let (code, out) = validate(&s2.config);
+    assert_eq!(code, 78, "{out}");
+    assert!(
+        out.contains(&format!(
+            "{}:{}:",
+            s2.config.display(),
+            line_of(&s2.config, "state_dri")
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_mapping_error_names_the_mapping_file_line_and_field() {
+    let (_t, s) = setup();
+    let mapping = s.dir.join("mappings/diabetes.toml");
+    edit(
+        &mapping,
+        "value = \"record.unit_raw\"",
+        "value = \"record.unit_rwa\"",
+    );
+    edit(&mapping, "kind = \"procedure\"", "kind = \"procedur\"");
+    let (code, out) = validate(&s.config);
+    assert_eq!(code, 78, "{out}");
+    let l1 = line_of(&mapping, "record.unit_rwa");
+    let l2 = line_of(&mapping, "kind = \"procedur\"");
+    assert!(
+        out.contains(&format!(
+            "{}:{l1}: column.value: unknown value",
+            mapping.display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{}:{l2}: select.kind: unknown record kind",
+            mapping.display()
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_group_readable_key_is_refused() {
+    let (_t, s) = setup();
+    let key = s.dir.join("keys/thl.pseudonym.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let (code, out) = validate(&s.config);
+    assert_eq!(code, 78, "{out}");
+    assert!(
+        out.contains("pseudonym:thl"),
+        "the key is named by its role: {out}"
+    );
+    let secret = std::fs::read_to_string(&key).expect("key");
+    assert!(
+        !out.contains(secret.trim()),
+        "the key itself is never printed"
+    );
+}
