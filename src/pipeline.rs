@@ -429,6 +429,48 @@ pub async fn stage(
     Ok(report)
 }
 
+/// Header facts of a decoded document for the store, and its mapping for the
+/// feed when its patient is a person (the document key is filled in later).
+fn ingest(
+    cx: &Ctx<'_>,
+    source_name: &str,
+    path: &str,
+    sha256: String,
+    dd: &DecodedDocument,
+) -> (NewDocument, Option<Mapped>) {
+    let hetu = if dd.document.patient.is_hetu() {
+        Hetu::parse(&dd.document.patient.extension).ok()
+    } else {
+        None
+    };
+    let person = hetu
+        .as_ref()
+        .map(|h| identity::person_index(cx.keys.index, h).into_string());
+    let mapped = hetu.as_ref().map(|h| cx.map(0, dd, h));
+    let doc = &dd.document;
+    let new = NewDocument {
+        doc_id: doc.id.clone(),
+        set_id: doc.set_id.clone(),
+        version: i64::from(doc.version),
+        person,
+        source: source_name.to_owned(),
+        path: path.to_owned(),
+        sha256,
+        packaging: serde_json::to_value(dd.packaging)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        controller: doc.controller.clone(),
+        code_system: doc.code.as_ref().map(|c| c.system.clone()),
+        code: doc.code.as_ref().map(|c| c.code.clone()),
+        withdrawal: doc.is_withdrawal(),
+        invalidates: invalidates(dd),
+        sensitive: doc.flags.sensitive,
+        records: dd.records.len() as i64,
+    };
+    (new, mapped)
+}
+
 async fn stage_chunk(
     cx: &Ctx<'_>,
     store: &Store,
@@ -441,7 +483,9 @@ async fn stage_chunk(
     let mut seen_rows = Vec::new();
     let mut quarantined = Vec::new();
     // (path, sha256, decoded) of documents decoded in this chunk.
-    let mut decoded: Vec<(String, String, DecodedDocument)> = Vec::new();
+    // Each decoded document is mapped at once and dropped: a chunk holds
+    // header facts and mapped rows, never whole documents.
+    let mut decoded: Vec<(NewDocument, Option<Mapped>)> = Vec::new();
     let decode_started = std::time::Instant::now();
     for l in files {
         let bytes = match cx.source.locate(&l.path) {
@@ -478,7 +522,7 @@ async fn stage_chunk(
             Ok(dd) => {
                 report.bytes_decoded += bytes.len() as u64;
                 report.documents_decoded += 1;
-                decoded.push((l.path.clone(), sha, dd));
+                decoded.push(ingest(cx, &source_name, &l.path, sha, &dd));
             }
             Err(e) => {
                 tracing::warn!(feed = %feed, doc_sha256 = %&sha[..16], class = %e.class, detail = %e.detail, "A document was quarantined.");
@@ -502,21 +546,18 @@ async fn stage_chunk(
     let mut tx = timed!(report.store_ns, store.begin())?;
     // The same document id and version arriving twice: a copy with the same
     // bytes is a duplicate; different bytes are quarantined.
-    let ids: Vec<&str> = decoded
-        .iter()
-        .map(|(_, _, d)| d.document.id.as_str())
-        .collect();
+    let ids: Vec<&str> = decoded.iter().map(|(d, _)| d.doc_id.as_str()).collect();
     let mut known = timed!(report.store_ns, tx.known_documents(&ids))?;
     let mut new_docs = Vec::new();
-    let mut new_decoded = Vec::new();
-    for (path, sha, dd) in decoded {
-        match known.get(&dd.document.id) {
-            Some(existing) if *existing == sha => {
+    let mut new_mapped = Vec::new();
+    for (doc, mapped) in decoded {
+        match known.get(&doc.doc_id) {
+            Some(existing) if *existing == doc.sha256 => {
                 report.documents_duplicate += 1;
                 continue;
             }
             Some(_) => {
-                tracing::warn!(feed = %feed, doc_sha256 = %&sha[..16], "A document id and version arrived again with different content; quarantined.");
+                tracing::warn!(feed = %feed, doc_sha256 = %&doc.sha256[..16], "A document id and version arrived again with different content; quarantined.");
                 *report
                     .quarantined
                     .entry("conflicting_version".into())
@@ -524,8 +565,8 @@ async fn stage_chunk(
                 report.documents_quarantined += 1;
                 quarantined.push(Quarantined {
                     source: source_name.clone(),
-                    path,
-                    sha256: sha,
+                    path: doc.path,
+                    sha256: doc.sha256,
                     class: "conflicting_version".into(),
                     detail:
                         "a document with this id and version but other content was recorded before"
@@ -535,57 +576,30 @@ async fn stage_chunk(
             }
             None => {}
         }
-        known.insert(dd.document.id.clone(), sha.clone());
-        let hetu = if dd.document.patient.is_hetu() {
-            Hetu::parse(&dd.document.patient.extension).ok()
-        } else {
+        known.insert(doc.doc_id.clone(), doc.sha256.clone());
+        if doc.person.is_none() {
             report.documents_temporary_id += 1;
-            None
-        };
-        let person = hetu
-            .as_ref()
-            .map(|h| identity::person_index(cx.keys.index, h).into_string());
-        let doc = &dd.document;
-        new_docs.push(NewDocument {
-            doc_id: doc.id.clone(),
-            set_id: doc.set_id.clone(),
-            version: i64::from(doc.version),
-            person,
-            source: source_name.clone(),
-            path,
-            sha256: sha,
-            packaging: serde_json::to_value(dd.packaging)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
-            controller: doc.controller.clone(),
-            code_system: doc.code.as_ref().map(|c| c.system.clone()),
-            code: doc.code.as_ref().map(|c| c.code.clone()),
-            withdrawal: doc.is_withdrawal(),
-            invalidates: invalidates(&dd),
-            sensitive: doc.flags.sensitive,
-            records: dd.records.len() as i64,
-        });
-        new_decoded.push((dd, hetu));
+        }
+        new_docs.push(doc);
+        new_mapped.push(mapped);
     }
     let doc_keys = timed!(report.store_ns, tx.insert_documents(&new_docs))?;
 
-    // Map this chunk's documents for the feed while they are in memory.
+    // This chunk's mapped rows, now under their document keys.
     let mut contents: HashMap<(i64, i64), Vec<Value>> = HashMap::new();
     let mut feed_docs = Vec::new();
     let mut feed_rows = Vec::new();
-    for ((dd, hetu), (key, nd)) in new_decoded.iter().zip(doc_keys.iter().zip(&new_docs)) {
-        let (Some(hetu), Some(person)) = (hetu, &nd.person) else {
+    for ((mapped, key), nd) in new_mapped.into_iter().zip(&doc_keys).zip(&new_docs) {
+        let (Some(m), Some(person)) = (mapped, &nd.person) else {
             continue;
         };
-        let m = cx.map(*key, dd, hetu);
         feed_docs.push((*key, person.clone(), m.evidence));
-        for (r, values) in m.rows {
+        for (mut r, values) in m.rows {
+            r.doc_key = *key;
             contents.insert((r.doc_key, r.ordinal), values);
             feed_rows.push(r);
         }
     }
-    drop(new_decoded);
     timed!(
         report.store_ns,
         tx.put_feed_docs(feed, &feed_docs, &feed_rows)

@@ -63,10 +63,12 @@ fn count_line(report: &crate::pipeline::RunReport) -> String {
         .iter()
         .map(|(k, v)| format!("{v} {k}"))
         .collect();
+    let secs = |ns: u64| ns as f64 / 1e9;
     format!(
-        "decoded {} (new files {}), quarantined {}, temporary ids {}, cohort +{} -{}, upserts {}, retracts {}{}",
+        "decoded {} (new files {}, {:.1} MB), quarantined {}, temporary ids {}, cohort +{} -{}, upserts {}, retracts {}{}; {:.2} s (decoding {:.2} s, store {:.2} s)",
         report.documents_decoded,
         report.files_new,
+        report.bytes_decoded as f64 / 1e6,
         report.documents_quarantined,
         report.documents_temporary_id,
         report.cohort_entered,
@@ -77,7 +79,10 @@ fn count_line(report: &crate::pipeline::RunReport) -> String {
             String::new()
         } else {
             format!(", held {}", held.join(", "))
-        }
+        },
+        secs(report.total_ns),
+        secs(report.decode_ns),
+        secs(report.store_ns),
     )
 }
 
@@ -200,16 +205,28 @@ pub fn gen_corpus(patients: u32, seed: u64, out: &Path, truth: Option<&Path>) ->
 /// Marks a folder as made by `regfeed demo`, so a re-run may replace it.
 const DEMO_MARKER: &str = ".regfeed-demo";
 
+/// What `regfeed demo` was asked to do.
+#[derive(Debug, Clone)]
+pub struct DemoArgs {
+    pub dir: PathBuf,
+    pub patients: u32,
+    pub seed: u64,
+    /// An existing folder of documents to use instead of a generated corpus.
+    pub corpus: Option<PathBuf>,
+    pub setup_only: bool,
+}
+
 /// `regfeed demo`: a synthetic corpus, keys and a config in DIR, every
 /// shipped feed run once on SQLite with a file-drop sink.
-pub fn demo(dir: &Path, patients: u32, seed: u64) -> ExitCode {
-    match run_demo(dir, patients, seed) {
+pub fn demo(args: &DemoArgs) -> ExitCode {
+    match run_demo(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
 }
 
-fn run_demo(dir: &Path, patients: u32, seed: u64) -> anyhow::Result<()> {
+fn run_demo(args: &DemoArgs) -> anyhow::Result<()> {
+    let (dir, patients, seed) = (args.dir.as_path(), args.patients, args.seed);
     use anyhow::Context;
     if dir.exists() {
         anyhow::ensure!(
@@ -224,18 +241,29 @@ fn run_demo(dir: &Path, patients: u32, seed: u64) -> anyhow::Result<()> {
         dir.join(DEMO_MARKER),
         b"made by regfeed demo; safe to delete\n",
     )?;
-    let corpus = dir.join("corpus");
     let started = std::time::Instant::now();
-    let plan = crate::synth::plan(patients, seed);
-    let written = crate::synth::write_corpus(&plan, &corpus).context("writing the corpus")?;
-    println!(
-        "regfeed demo: {} synthetic patients (test-range identities, seed {seed}), {} documents ({:.1} MB) in {}",
-        patients,
-        written.documents,
-        written.bytes as f64 / 1e6,
-        corpus.display()
-    );
+    let corpus = match &args.corpus {
+        Some(c) => c.clone(),
+        None => {
+            let corpus = dir.join("corpus");
+            let plan = crate::synth::plan(patients, seed);
+            let written =
+                crate::synth::write_corpus(&plan, &corpus).context("writing the corpus")?;
+            println!(
+                "regfeed demo: {} synthetic patients (test-range identities, seed {seed}), {} documents ({:.1} MB) in {}",
+                patients,
+                written.documents,
+                written.bytes as f64 / 1e6,
+                corpus.display()
+            );
+            corpus
+        }
+    };
     let setup = crate::demo::write_setup(dir, &corpus)?;
+    if args.setup_only {
+        println!("Config: {}", setup.config.display());
+        return Ok(());
+    }
     let cfg = Config::load(&setup.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let feeds: Vec<String> = cfg.feeds.iter().map(|f| f.name.clone()).collect();
     let rt = runtime()?;

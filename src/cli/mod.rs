@@ -51,6 +51,12 @@ pub enum Command {
         patients: u32,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Use this folder of documents instead of generating a corpus.
+        #[arg(long, value_name = "DIR")]
+        corpus: Option<PathBuf>,
+        /// Write keys, mappings and the config, and run nothing.
+        #[arg(long)]
+        setup_only: bool,
     },
     /// Write a deterministic synthetic Kanta corpus (test-range hetus only).
     Gen {
@@ -121,7 +127,15 @@ pub fn run(cli: Cli) -> ExitCode {
             dir,
             patients,
             seed,
-        } => feeds::demo(&dir.unwrap_or_else(feeds::default_demo_dir), patients, seed),
+            corpus,
+            setup_only,
+        } => feeds::demo(&feeds::DemoArgs {
+            dir: dir.unwrap_or_else(feeds::default_demo_dir),
+            patients,
+            seed,
+            corpus,
+            setup_only,
+        }),
         Command::Gen {
             patients,
             seed,

@@ -652,7 +652,9 @@ impl Tx {
         let mut out = Vec::new();
         for chunk in persons.chunks(CHUNK) {
             let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT record_id, person, row_hash FROM feed_rows WHERE live = 1 AND feed = ",
+                // Without statistics SQLite prefers the primary key (feed, record_id)
+                // and scans the whole feed; the person index is the right one.
+                "SELECT record_id, person, row_hash FROM feed_rows INDEXED BY feed_rows_person WHERE live = 1 AND feed = ",
             );
             q.push_bind(feed);
             q.push(" AND person IN (");
