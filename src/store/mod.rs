@@ -409,6 +409,12 @@ pub struct Tx {
 }
 
 impl Tx {
+    /// The transaction's connection, for modules that own their own SQL
+    /// (the audit trail) and must write in the same transaction.
+    pub fn conn(&mut self) -> &mut sqlx::SqliteConnection {
+        &mut self.tx
+    }
+
     pub async fn commit(self) -> Result<()> {
         self.tx.commit().await?;
         Ok(())
