@@ -14,6 +14,7 @@
 //!   pseudonyms and record ids (keyed HMAC-SHA-256).
 //! - [`store`]: SQLite state: seen files, documents, cohort, row index,
 //!   held records, runs, the outbox.
+//! - [`policy`]: the objection/exception decision table, one pure function.
 //! - [`pipeline`]: one feed run, source to staged batch.
 //! - [`feed`]: batch data files (CSV, JSON Lines) and manifests, sealed to disk.
 //! - [`deliver`]: getting sealed batches to registers (file drop).
@@ -36,6 +37,7 @@ pub mod feed;
 pub mod identity;
 pub mod mapping;
 pub mod pipeline;
+pub mod policy;
 pub mod record;
 pub mod source;
 pub mod store;
