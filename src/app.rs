@@ -72,16 +72,16 @@ impl App {
     pub async fn once(&self, feed_name: &str) -> anyhow::Result<OnceReport> {
         let feed = self.feed(feed_name)?;
         let keys = FeedKeys::for_feed(&self.keys, feed)?;
-        let today = Utc::now().date_naive();
+        let now = Utc::now();
         let run_id = self.store.start_run(&feed.name).await?;
-        let run =
-            match pipeline::stage(&self.cfg, feed, &self.store, keys, today, Mode::Commit).await {
-                Ok(r) => r,
-                Err(e) => {
-                    self.store.finish_run(run_id, "failed", "{}").await?;
-                    return Err(e.into());
-                }
-            };
+        let run = match pipeline::stage(&self.cfg, feed, &self.store, keys, now, Mode::Commit).await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                self.store.finish_run(run_id, "failed", "{}").await?;
+                return Err(e.into());
+            }
+        };
         let counts = serde_json::to_string(&run).unwrap_or_else(|_| "{}".into());
         self.store.finish_run(run_id, "ok", &counts).await?;
         tracing::info!(
@@ -107,8 +107,7 @@ impl App {
     pub async fn preview(&self, feed_name: &str) -> anyhow::Result<RunReport> {
         let feed = self.feed(feed_name)?;
         let keys = FeedKeys::for_feed(&self.keys, feed)?;
-        let today = Utc::now().date_naive();
-        Ok(pipeline::stage(&self.cfg, feed, &self.store, keys, today, Mode::DryRun).await?)
+        Ok(pipeline::stage(&self.cfg, feed, &self.store, keys, Utc::now(), Mode::DryRun).await?)
     }
 
     /// The outbox folder of a feed: sealed files wait here until delivered.
@@ -216,7 +215,7 @@ impl App {
                 gdpr_art6: lb.art6,
                 gdpr_art9: lb.art9,
                 statute: lb.statute.clone(),
-                derogation: None,
+                derogation: lb.derogation.clone(),
             },
             identity: Identity {
                 kind: lb.identity,

@@ -166,6 +166,28 @@ pub fn default_table() -> &'static CodeSystems {
     })
 }
 
+/// Municipality → region table (`config/municipality-regions.toml`).
+pub const MUNICIPALITY_REGIONS: &str = include_str!("../config/municipality-regions.toml");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegionTable {
+    regions: HashMap<String, String>,
+    municipalities: HashMap<String, String>,
+}
+
+/// The region (maakunta) code of a municipality code, when the shipped
+/// table lists it.
+pub fn region_of(municipality: &str) -> Option<&'static str> {
+    static TABLE: OnceLock<RegionTable> = OnceLock::new();
+    let t = TABLE.get_or_init(|| {
+        toml::from_str(MUNICIPALITY_REGIONS)
+            .expect("the embedded municipality table is validated by the unit tests")
+    });
+    let region = t.municipalities.get(municipality.trim())?;
+    t.regions.contains_key(region).then_some(region.as_str())
+}
+
 /// Normalise with the shipped table.
 pub fn normalise(oid: &str) -> String {
     default_table().normalise(oid).to_owned()
@@ -226,6 +248,13 @@ mod tests {
             t.normalise("1.2.246.10.99999912.12.1"),
             "1.2.246.10.99999912.12.1"
         );
+    }
+
+    #[test]
+    fn municipalities_generalise_to_their_region() {
+        assert_eq!(region_of("092"), Some("01"));
+        assert_eq!(region_of("837"), Some("06"));
+        assert_eq!(region_of("999"), None);
     }
 
     #[test]

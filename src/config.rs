@@ -131,8 +131,14 @@ struct RawLegalBasis {
     gdpr_art6: Option<Spanned<String>>,
     gdpr_art9: Option<Spanned<String>>,
     statute: Option<Spanned<String>>,
+    /// A documented derogation (research plan, DPIA) under which objections
+    /// yield for a public-task feed.
+    derogation: Option<Spanned<String>>,
     channel: Option<Spanned<String>>,
     identity: Option<Spanned<String>>,
+    /// Whether the feed discloses data to a controller other than the
+    /// data's own (denials of disclosure then apply). Must be stated.
+    discloses_to_other_controller: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,8 +228,24 @@ pub struct LegalBasis {
     pub art6: Art6,
     pub art9: Art9,
     pub statute: Option<String>,
+    pub derogation: Option<String>,
     pub channel: Channel,
     pub identity: IdentityKind,
+    pub discloses_to_other_controller: bool,
+}
+
+impl LegalBasis {
+    /// What the policy gate needs of it.
+    pub fn policy(&self) -> crate::policy::FeedPolicy {
+        crate::policy::FeedPolicy {
+            purpose: self.purpose,
+            art6: self.art6,
+            statute: self.statute.clone(),
+            derogation: self.derogation.clone(),
+            channel: self.channel,
+            discloses_to_other_controller: self.discloses_to_other_controller,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -778,12 +800,36 @@ fn validate_legal_basis(lb: &Spanned<RawLegalBasis>, c: &mut Collector<'_>) -> O
         ),
         _ => {}
     }
+    let derogation = lb
+        .derogation
+        .as_ref()
+        .map(|s| s.get_ref().trim().to_owned());
+    if let Some(d) = &lb.derogation {
+        if d.get_ref().trim().is_empty() {
+            c.at(
+                d.span(),
+                "feeds.legal_basis.derogation",
+                "must not be empty (leave it out, or name the documented basis)",
+            );
+        } else if art6 == Some(Art6::LegalObligation) {
+            c.at(d.span(), "feeds.legal_basis.derogation", "a legal obligation (6.1.c) needs no derogation; derogations are for public-task (6.1.e) feeds");
+        }
+    }
+    if lb.discloses_to_other_controller.is_none() {
+        c.at(
+            span.clone(),
+            "feeds.legal_basis.discloses_to_other_controller",
+            "must be stated (true or false): denials of disclosure apply to feeds that disclose to another controller",
+        );
+    }
     Some(LegalBasis {
         purpose: purpose?,
         art6: art6?,
         art9: art9?,
         statute,
+        derogation,
         channel: channel?,
         identity: identity?,
+        discloses_to_other_controller: lb.discloses_to_other_controller?,
     })
 }

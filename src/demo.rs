@@ -46,6 +46,7 @@ pub struct DemoFeed {
     pub art9: &'static str,
     pub statute: Option<&'static str>,
     pub channel: &'static str,
+    pub discloses_to_other_controller: bool,
 }
 
 pub const FEEDS: &[DemoFeed] = &[
@@ -59,6 +60,7 @@ pub const FEEDS: &[DemoFeed] = &[
         art9: "9.2.i",
         statute: Some("THL Act 668/2008 §5"),
         channel: "direct",
+        discloses_to_other_controller: true,
     },
     DemoFeed {
         name: "thl-vaccination",
@@ -70,6 +72,7 @@ pub const FEEDS: &[DemoFeed] = &[
         art9: "9.2.i",
         statute: Some("Communicable Diseases Act 1227/2016 §49"),
         channel: "direct",
+        discloses_to_other_controller: true,
     },
 ];
 
@@ -156,7 +159,7 @@ pub fn config_text(corpus: &Path) -> String {
     for f in FEEDS {
         let _ = writeln!(
             t,
-            "[[feeds]]\nname = {name}\nregister = {reg}\nmapping = {map}\nsource = \"kanta-archive\"\nrecipient = {rec}\nrecord_key = {rk}\n\n[feeds.legal_basis]\npurpose = {p}\ngdpr_art6 = {a6}\ngdpr_art9 = {a9}\n{statute}channel = {ch}\nidentity = \"pseudonym\"\n\n[feeds.sink]\nkind = \"file_drop\"\ndir = {sink}\n",
+            "[[feeds]]\nname = {name}\nregister = {reg}\nmapping = {map}\nsource = \"kanta-archive\"\nrecipient = {rec}\nrecord_key = {rk}\n\n[feeds.legal_basis]\npurpose = {p}\ngdpr_art6 = {a6}\ngdpr_art9 = {a9}\n{statute}channel = {ch}\nidentity = \"pseudonym\"\ndiscloses_to_other_controller = {disc}\n\n[feeds.sink]\nkind = \"file_drop\"\ndir = {sink}\n",
             name = toml_str(f.name),
             reg = toml_str(f.register),
             map = toml_str(&format!("mappings/{}", f.mapping)),
@@ -170,6 +173,7 @@ pub fn config_text(corpus: &Path) -> String {
                 .map(|s| format!("statute = {}\n", toml_str(s)))
                 .unwrap_or_default(),
             ch = toml_str(f.channel),
+            disc = f.discloses_to_other_controller,
             sink = toml_str(&format!("delivered/{}", f.name)),
         );
     }

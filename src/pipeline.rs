@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use chrono::{Months, NaiveDate};
+use chrono::{DateTime, Months, NaiveDate, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, FeedConfig, IdentityKind};
@@ -26,6 +26,7 @@ use crate::feed::{ColumnType, Value};
 use crate::identity::{self, Key, KeyRing};
 use crate::mapping::Mapping;
 use crate::mapping::eval::Person;
+use crate::policy::{self, PersonPolicy};
 use crate::record::{DecodedDocument, MedicationEvent, RecordBody};
 use crate::source::{Listed, Source};
 use crate::store::{
@@ -88,6 +89,33 @@ pub struct RunReport {
     /// A dry run's rows (empty when committing).
     #[serde(skip)]
     pub preview: Vec<PreviewRow>,
+    /// Records the policy gate excluded, by rule.
+    pub excluded: BTreeMap<String, u64>,
+    /// Records delivered although an objection exists (legal obligation).
+    pub exempt: u64,
+    /// Policy decisions other than a plain include, per person and rule.
+    #[serde(skip)]
+    pub decisions: Vec<DecisionCount>,
+}
+
+/// Records of one person decided by one rule (for the audit trail).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionCount {
+    /// Index pseudonym.
+    pub person: String,
+    pub outcome: policy::Outcome,
+    pub rule: policy::Rule,
+    pub basis: String,
+    pub records: u64,
+}
+
+fn chunk_excluded(report: &RunReport, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    report
+        .excluded
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect()
 }
 
 /// Whether a run commits what it stages.
@@ -158,6 +186,11 @@ struct Ctx<'a> {
     source: &'a Source,
     cutoff: NaiveDate,
     mode: Mode,
+    /// The moment the gate decides at (the run's start).
+    at: DateTime<Utc>,
+    feed_policy: policy::FeedPolicy,
+    /// Columns suppressed for people under turvakielto.
+    safety_columns: Vec<usize>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -300,7 +333,48 @@ struct PersonPlan {
     member: bool,
     /// record id → (doc key, ordinal, row hash) of rows the register should hold.
     desired: HashMap<String, (i64, i64, String)>,
+    /// (record id, reason) of rows held back.
     held: Vec<(String, String)>,
+    /// Record ids the policy gate keeps from the register now: neither sent
+    /// nor retracted (a departure by policy recalls nothing).
+    blocked: HashSet<String>,
+    /// The person would be a member but for the policy gate: nothing of
+    /// theirs is retracted.
+    left_by_policy: bool,
+    /// Records excluded, by rule; records delivered as exempt.
+    excluded: BTreeMap<String, u64>,
+    exempt: u64,
+    /// Decisions to audit: (outcome, rule, basis) → records.
+    decisions: BTreeMap<(policy::Outcome, policy::Rule, String), u64>,
+}
+
+/// The gate's view of one evaluation: feed basis, the person, the moment.
+struct Gate<'a> {
+    feed: &'a policy::FeedPolicy,
+    person: &'a PersonPolicy,
+    at: DateTime<Utc>,
+    cfg: &'a Config,
+}
+
+impl Gate<'_> {
+    fn decide(
+        &self,
+        controller_oid: Option<&str>,
+        service_event: Option<&str>,
+    ) -> policy::Decision {
+        let controller = controller_oid
+            .and_then(|o| self.cfg.controller_of(o))
+            .map(|c| c.id.as_str());
+        policy::decide(
+            self.feed,
+            self.person,
+            &policy::RecordContext {
+                controller,
+                service_event,
+            },
+            self.at,
+        )
+    }
 }
 
 fn plan_person(
@@ -309,6 +383,7 @@ fn plan_person(
     live: &HashSet<&str>,
     cutoff: NaiveDate,
     everyone: bool,
+    gate: &Gate<'_>,
 ) -> PersonPlan {
     // The current version of each set.
     let mut current: HashMap<&str, &store::PersonDoc> = HashMap::new();
@@ -329,38 +404,157 @@ fn plan_person(
         .filter(|d| voided_ids.contains(d.doc_id.as_str()))
         .map(|d| d.set_id.as_str())
         .collect();
-    let valid: Vec<&&store::PersonDoc> = current
+    let mut valid: Vec<&&store::PersonDoc> = current
         .values()
         .filter(|d| !d.withdrawal && !voided_sets.contains(d.set_id.as_str()))
         .collect();
-    let member = everyone || valid.iter().any(|d| d.evidence == Some(true));
-    let mut desired = HashMap::new();
-    let mut held = Vec::new();
-    if member {
-        for d in &valid {
-            for r in rows.get(&d.doc_key).map(Vec::as_slice).unwrap_or_default() {
-                if let Some(reason) = &r.held {
-                    held.push((r.record_id.clone(), reason.clone()));
-                    continue;
+    valid.sort_by_key(|d| d.doc_key);
+
+    // The policy gate, per document (a record's controller and service
+    // event are its document's), before the cohort rules see anything:
+    // excluded or held documents are not cohort evidence.
+    let decided: Vec<(&&store::PersonDoc, policy::Decision)> = valid
+        .iter()
+        .map(|d| {
+            (
+                *d,
+                gate.decide(d.controller.as_deref(), d.service_event.as_deref()),
+            )
+        })
+        .collect();
+    let member = everyone
+        || decided
+            .iter()
+            .any(|(d, dec)| dec.delivers() && d.evidence == Some(true));
+    let member_but_for_policy = everyone || valid.iter().any(|d| d.evidence == Some(true));
+
+    let mut plan = PersonPlan {
+        member,
+        desired: HashMap::new(),
+        held: Vec::new(),
+        blocked: HashSet::new(),
+        left_by_policy: !member && member_but_for_policy,
+        excluded: BTreeMap::new(),
+        exempt: 0,
+        decisions: BTreeMap::new(),
+    };
+    if !member_but_for_policy {
+        return plan;
+    }
+    for (d, dec) in &decided {
+        let doc_rows = rows.get(&d.doc_key).map(Vec::as_slice).unwrap_or_default();
+        if doc_rows.is_empty() {
+            continue;
+        }
+        let n = doc_rows.len() as u64;
+        if dec.rule != policy::Rule::NoObjection || !dec.delivers() {
+            *plan
+                .decisions
+                .entry((dec.outcome, dec.rule, dec.basis.clone()))
+                .or_default() += n;
+        }
+        match dec.outcome {
+            policy::Outcome::Exclude => {
+                *plan
+                    .excluded
+                    .entry(dec.rule.as_str().to_owned())
+                    .or_default() += n;
+                plan.blocked
+                    .extend(doc_rows.iter().map(|r| r.record_id.clone()));
+                continue;
+            }
+            policy::Outcome::Hold => {
+                for r in doc_rows {
+                    plan.held
+                        .push((r.record_id.clone(), dec.rule.as_str().to_owned()));
+                    plan.blocked.insert(r.record_id.clone());
                 }
-                let recent = r
-                    .event_date
-                    .as_deref()
-                    .and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
-                    .is_some_and(|date| date >= cutoff);
-                if recent || live.contains(r.record_id.as_str()) {
-                    desired.insert(
-                        r.record_id.clone(),
-                        (r.doc_key, r.ordinal, r.row_hash.clone()),
-                    );
-                }
+                continue;
+            }
+            policy::Outcome::Exempt if member => plan.exempt += n,
+            _ => {}
+        }
+        if !member {
+            continue;
+        }
+        for r in doc_rows {
+            if let Some(reason) = &r.held {
+                plan.held.push((r.record_id.clone(), reason.clone()));
+                continue;
+            }
+            let recent = r
+                .event_date
+                .as_deref()
+                .and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+                .is_some_and(|date| date >= cutoff);
+            if recent || live.contains(r.record_id.as_str()) {
+                plan.desired.insert(
+                    r.record_id.clone(),
+                    (r.doc_key, r.ordinal, r.row_hash.clone()),
+                );
             }
         }
     }
-    PersonPlan {
-        member,
-        desired,
-        held,
+    plan
+}
+
+/// A person's stored policy rows as the gate's input. Times that do not
+/// parse are treated as "now or earlier" for starts and "never" for ends,
+/// erring towards applying an objection or restriction.
+pub fn person_policy(cfg: &Config, rows: &store::PolicyRows, at: DateTime<Utc>) -> PersonPolicy {
+    let t = |s: &str| {
+        DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|d| d.with_timezone(&Utc))
+    };
+    let objections = rows
+        .objections
+        .iter()
+        .map(|o| policy::Objection {
+            made_to: if o.made_to == "findata" {
+                policy::MadeTo::Findata
+            } else {
+                policy::MadeTo::Controller(o.made_to.clone())
+            },
+            purposes: serde_json::from_str::<Vec<crate::config::Purpose>>(&o.purposes).ok(),
+            effective_from: t(&o.effective_from).unwrap_or(DateTime::<Utc>::MIN_UTC),
+            withdrawn: o.withdrawn_at.as_deref().and_then(t),
+        })
+        .collect();
+    let restrictions = rows
+        .restrictions
+        .iter()
+        .map(|r| policy::Restriction {
+            controller: r.controller.clone(),
+            start: t(&r.start_at).unwrap_or(DateTime::<Utc>::MIN_UTC),
+            end: r.end_at.as_deref().and_then(t),
+        })
+        .collect();
+    let denials = rows.denials.as_ref().map(|s| policy::Denials {
+        none_valid: s.none_valid,
+        service_events: s
+            .denials
+            .iter()
+            .filter_map(|d| d.service_event.clone())
+            .collect(),
+        controllers: s
+            .denials
+            .iter()
+            .filter(|d| d.service_event.is_none() && d.all_registers)
+            .filter_map(|d| d.provider.as_deref())
+            .filter_map(|p| cfg.controller_of(p).map(|c| c.id.clone()))
+            .collect(),
+    });
+    let turvakielto = rows.flags.iter().any(|f| {
+        f.flag == "turvakielto"
+            && t(&f.since).is_none_or(|s| s <= at)
+            && f.until.as_deref().and_then(t).is_none_or(|u| at < u)
+    });
+    PersonPolicy {
+        objections,
+        restrictions,
+        denials,
+        turvakielto,
     }
 }
 
@@ -371,9 +565,10 @@ pub async fn stage(
     feed: &FeedConfig,
     store: &Store,
     keys: FeedKeys<'_>,
-    today: NaiveDate,
+    at: DateTime<Utc>,
     mode: Mode,
 ) -> Result<RunReport, PipelineError> {
+    let today = at.date_naive();
     let source_cfg = cfg
         .source(&feed.source)
         .ok_or_else(|| PipelineError::Config(format!("feed {}: unknown source", feed.name)))?;
@@ -389,6 +584,9 @@ pub async fn stage(
         source: &source,
         cutoff,
         mode,
+        at,
+        feed_policy: feed.legal_basis.policy(),
+        safety_columns: feed.mapping.safety_columns(),
     };
     let mut report = RunReport {
         feed: feed.name.clone(),
@@ -461,6 +659,7 @@ fn ingest(
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default(),
         controller: doc.controller.clone(),
+        service_event: doc.service_event.clone(),
         code_system: doc.code.as_ref().map(|c| c.system.clone()),
         code: doc.code.as_ref().map(|c| c.code.clone()),
         withdrawal: doc.is_withdrawal(),
@@ -611,6 +810,8 @@ async fn stage_chunk(
     let cursor = timed!(report.store_ns, tx.cursor(feed))?;
     let upto = timed!(report.store_ns, tx.max_doc_key())?;
     let persons = timed!(report.store_ns, tx.persons_between(cursor, upto))?;
+    let excluded_before = report.excluded.clone();
+    let exempt_before = report.exempt;
     let mut batch_rows: Vec<BatchRow> = Vec::new();
     let mut upserts: Vec<LiveRow> = Vec::new();
     let mut retracts: Vec<String> = Vec::new();
@@ -655,6 +856,8 @@ async fn stage_chunk(
             .collect();
         let live = timed!(report.store_ns, tx.live_rows(feed, group))?;
         let was_member = timed!(report.store_ns, tx.cohort(feed, group))?;
+        let policies = timed!(report.store_ns, tx.policy_rows(group))?;
+        let no_policy = store::PolicyRows::default();
         let mut docs_by_person: HashMap<&str, Vec<&store::PersonDoc>> = HashMap::new();
         for d in &docs {
             docs_by_person.entry(d.person.as_str()).or_default().push(d);
@@ -678,13 +881,38 @@ async fn stage_chunk(
                 .map(Vec::as_slice)
                 .unwrap_or_default();
             let live_ids: HashSet<&str> = plive.iter().map(|r| r.record_id.as_str()).collect();
+            let pp = person_policy(
+                cx.cfg,
+                policies.get(person.as_str()).unwrap_or(&no_policy),
+                cx.at,
+            );
+            let gate = Gate {
+                feed: &cx.feed_policy,
+                person: &pp,
+                at: cx.at,
+                cfg: cx.cfg,
+            };
             let plan = plan_person(
                 pdocs,
                 &rows_by_doc,
                 &live_ids,
                 cx.cutoff,
                 cx.mapping.cohort_everyone,
+                &gate,
             );
+            for (rule, n) in &plan.excluded {
+                *report.excluded.entry(rule.clone()).or_default() += n;
+            }
+            report.exempt += plan.exempt;
+            for ((outcome, rule, basis), n) in &plan.decisions {
+                report.decisions.push(DecisionCount {
+                    person: person.clone(),
+                    outcome: *outcome,
+                    rule: *rule,
+                    basis: basis.clone(),
+                    records: *n,
+                });
+            }
             let before = was_member.get(person).copied().unwrap_or(false);
             if plan.member != before {
                 cohort_changes.push((person.clone(), plan.member));
@@ -698,10 +926,15 @@ async fn stage_chunk(
                 *held_counts.entry(reason.clone()).or_default() += 1;
                 held_all.push((id.clone(), person.clone(), reason.clone()));
             }
-            // Retract what the register holds and should not.
+            // Retract what the register holds and should not — never because
+            // of the policy gate: a departure by objection recalls nothing.
             let mut retract_ids: Vec<&str> = plive
                 .iter()
-                .filter(|r| !plan.desired.contains_key(&r.record_id))
+                .filter(|r| {
+                    !plan.left_by_policy
+                        && !plan.desired.contains_key(&r.record_id)
+                        && !plan.blocked.contains(&r.record_id)
+                })
                 .map(|r| r.record_id.as_str())
                 .collect();
             retract_ids.sort_unstable();
@@ -711,6 +944,8 @@ async fn stage_chunk(
                     record_id: id.to_owned(),
                     op: "retract".into(),
                     row: "[]".into(),
+                    person: Some(person.clone()),
+                    doc_key: None,
                 });
             }
             // Upsert what is new or changed, in document order.
@@ -747,10 +982,23 @@ async fn stage_chunk(
                     person: person.clone(),
                     row_hash: hash.clone(),
                 });
+                let row = if pp.turvakielto && !cx.safety_columns.is_empty() {
+                    let mut v = values.clone();
+                    for &i in &cx.safety_columns {
+                        if let Some(x) = v.get_mut(i) {
+                            *x = Value::Null;
+                        }
+                    }
+                    row_json(&v)
+                } else {
+                    row_json(values)
+                };
                 batch_rows.push(BatchRow {
                     record_id: id.clone(),
                     op: "upsert".into(),
-                    row: row_json(values),
+                    row,
+                    person: Some(person.clone()),
+                    doc_key: Some(*doc_key),
                 });
             }
         }
@@ -778,6 +1026,11 @@ async fn stage_chunk(
     if !batch_rows.is_empty() {
         let seq = timed!(report.store_ns, tx.next_seq(feed))?;
         let held_json = serde_json::to_string(&held_counts).unwrap_or_else(|_| "{}".into());
+        let policy_json = serde_json::json!({
+            "excluded": chunk_excluded(report, &excluded_before),
+            "exempt": report.exempt - exempt_before,
+        })
+        .to_string();
         timed!(
             report.store_ns,
             tx.insert_batch(
@@ -789,6 +1042,7 @@ async fn stage_chunk(
                     upserts: upserts.len() as i64,
                     retracts: retracts.len() as i64,
                     held: held_json,
+                    policy: policy_json,
                 },
                 &batch_rows,
             )

@@ -311,6 +311,11 @@ fn column_value(
         Expr::DocumentController => text(doc.controller.as_deref()),
         Expr::DocumentControllerId => text(controller_id.or(doc.controller.as_deref())),
         Expr::DocumentMunicipality => text(doc.home_municipality.as_deref()),
+        Expr::DocumentRegion => text(
+            doc.home_municipality
+                .as_deref()
+                .and_then(crate::codes::region_of),
+        ),
         Expr::DocumentServiceEvent => text(doc.service_event.as_deref()),
         Expr::DocumentSensitive => Value::Bool(doc.flags.sensitive),
         Expr::RecordItem => Value::Text(m.selects[sel.select].item.clone()),

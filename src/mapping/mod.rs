@@ -107,6 +107,10 @@ struct RawColumn {
     #[serde(rename = "type")]
     ty: Spanned<String>,
     value: Spanned<String>,
+    /// The statute that requires this column even for people under
+    /// turvakielto (address and municipality columns are otherwise
+    /// suppressed for them).
+    statute: Option<Spanned<String>>,
 }
 
 // ---------------------------------------------------------- compiled form
@@ -194,6 +198,8 @@ pub enum Expr {
     DocumentController,
     DocumentControllerId,
     DocumentMunicipality,
+    /// The home municipality generalised to its region (maakunta).
+    DocumentRegion,
     DocumentServiceEvent,
     DocumentSensitive,
     RecordItem,
@@ -296,6 +302,16 @@ pub struct Column {
     pub name: String,
     pub ty: ColumnType,
     pub expr: Expr,
+    /// A statute requiring the column even under turvakielto.
+    pub statute: Option<String>,
+}
+
+impl Expr {
+    /// Whether the value says where a person lives: suppressed for people
+    /// under turvakielto unless the column names a statute requiring it.
+    pub fn locates_person(self) -> bool {
+        matches!(self, Expr::DocumentMunicipality | Expr::DocumentRegion)
+    }
 }
 
 /// A validated mapping.
@@ -317,6 +333,16 @@ pub struct Mapping {
 }
 
 impl Mapping {
+    /// Indexes of the columns suppressed for people under turvakielto.
+    pub fn safety_columns(&self) -> Vec<usize> {
+        self.columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.expr.locates_person() && c.statute.is_none())
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     pub fn feed_columns(&self) -> Vec<crate::feed::Column> {
         self.columns
             .iter()
@@ -659,10 +685,21 @@ pub fn parse(text: &str, path: &Path) -> Result<Mapping, Vec<Problem>> {
             _ => {}
         }
         if let (Some((e, _)), Some(t)) = (expr, ty) {
+            let statute = c.statute.as_ref().map(|s| s.get_ref().trim().to_owned());
+            if let Some(st) = &c.statute
+                && st.get_ref().trim().is_empty()
+            {
+                cx.at(
+                    st.span(),
+                    "column.statute",
+                    "must name the statute (or be left out)",
+                );
+            }
             columns.push(Column {
                 name: name.clone(),
                 ty: t,
                 expr: e,
+                statute,
             });
         }
     }

@@ -7,6 +7,8 @@
 //! (never one row per statement in a hot loop). This module knows SQL and
 //! nothing of documents' clinical meaning.
 
+mod policy;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -14,6 +16,8 @@ use std::str::FromStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+
+pub use policy::{DenialRow, DenialSnapshot, FlagRow, ObjectionRow, PolicyRows, RestrictionRow};
 
 /// Rows per multi-row statement (well under SQLite's variable limit).
 const CHUNK: usize = 400;
@@ -31,13 +35,22 @@ pub enum StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 fn migrator() -> Migrator {
-    let migrations = vec![Migration::new(
-        1,
-        Cow::Borrowed("initial"),
-        MigrationType::Simple,
-        Cow::Borrowed(include_str!("migrations/sqlite/0001_initial.sql")),
-        false,
-    )];
+    let migrations = vec![
+        Migration::new(
+            1,
+            Cow::Borrowed("initial"),
+            MigrationType::Simple,
+            Cow::Borrowed(include_str!("migrations/sqlite/0001_initial.sql")),
+            false,
+        ),
+        Migration::new(
+            4,
+            Cow::Borrowed("policy"),
+            MigrationType::Simple,
+            Cow::Borrowed(include_str!("migrations/sqlite/0004_policy.sql")),
+            false,
+        ),
+    ];
     Migrator {
         migrations: Cow::Owned(migrations),
         ignore_missing: false,
@@ -76,6 +89,7 @@ pub struct NewDocument {
     pub sha256: String,
     pub packaging: String,
     pub controller: Option<String>,
+    pub service_event: Option<String>,
     pub code_system: Option<String>,
     pub code: Option<String>,
     pub withdrawal: bool,
@@ -108,6 +122,9 @@ pub struct PersonDoc {
     pub invalidates: Option<String>,
     /// `None` when the feed has not mapped the document yet.
     pub evidence: Option<bool>,
+    /// The custodian OID and service event: what the policy gate needs.
+    pub controller: Option<String>,
+    pub service_event: Option<String>,
 }
 
 /// One mapped row of a document, as the feed indexes it.
@@ -134,6 +151,10 @@ pub struct BatchRow {
     pub op: String,
     /// The row's column values as a JSON array.
     pub row: String,
+    /// Whose row it is (index pseudonym) and the document it came from
+    /// (none for a retract): the sealing-time policy re-check needs them.
+    pub person: Option<String>,
+    pub doc_key: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +167,8 @@ pub struct NewBatch {
     pub retracts: i64,
     /// Held records by reason, as a JSON object.
     pub held: String,
+    /// Policy counts for the manifest: `{"excluded": {rule: n}, "exempt": n}`.
+    pub policy: String,
 }
 
 /// What sealing froze: the data file and the manifest's digest.
@@ -171,6 +194,7 @@ pub struct BatchInfo {
     pub upserts: i64,
     pub retracts: i64,
     pub held: String,
+    pub policy: String,
     pub data_file: Option<String>,
     pub data_bytes: Option<i64>,
     pub data_sha256: Option<String>,
@@ -262,7 +286,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<BatchRow>> {
         let rows = sqlx::query(
-            "SELECT record_id, op, row FROM batch_rows WHERE feed = ? AND seq = ? AND line >= ? ORDER BY line LIMIT ?",
+            "SELECT record_id, op, row, person, doc_key FROM batch_rows WHERE feed = ? AND seq = ? AND line >= ? ORDER BY line LIMIT ?",
         )
         .bind(feed)
         .bind(seq)
@@ -276,6 +300,8 @@ impl Store {
                 record_id: r.get(0),
                 op: r.get(1),
                 row: r.get(2),
+                person: r.get(3),
+                doc_key: r.get(4),
             })
             .collect())
     }
@@ -378,8 +404,8 @@ impl Store {
     }
 }
 
-const BATCH_SELECT: &str = "SELECT feed, seq, state, created_at, sealed_at, delivered_at, window_from, window_to, upserts, retracts, held, data_file, data_bytes, data_sha256, manifest_sha256, receipt FROM batches";
-const BATCH_SELECT_WHERE: &str = "SELECT feed, seq, state, created_at, sealed_at, delivered_at, window_from, window_to, upserts, retracts, held, data_file, data_bytes, data_sha256, manifest_sha256, receipt FROM batches WHERE feed = ? AND seq = ?";
+const BATCH_SELECT: &str = "SELECT feed, seq, state, created_at, sealed_at, delivered_at, window_from, window_to, upserts, retracts, held, data_file, data_bytes, data_sha256, manifest_sha256, receipt, policy FROM batches";
+const BATCH_SELECT_WHERE: &str = "SELECT feed, seq, state, created_at, sealed_at, delivered_at, window_from, window_to, upserts, retracts, held, data_file, data_bytes, data_sha256, manifest_sha256, receipt, policy FROM batches WHERE feed = ? AND seq = ?";
 
 fn batch_info(r: sqlx::sqlite::SqliteRow) -> BatchInfo {
     BatchInfo {
@@ -399,6 +425,7 @@ fn batch_info(r: sqlx::sqlite::SqliteRow) -> BatchInfo {
         data_sha256: r.get(13),
         manifest_sha256: r.get(14),
         receipt: r.get(15),
+        policy: r.get(16),
     }
 }
 
@@ -467,7 +494,7 @@ impl Tx {
         let mut keys = Vec::with_capacity(docs.len());
         for chunk in docs.chunks(CHUNK / 2) {
             let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO documents (doc_id, set_id, version, person, source, path, sha256, packaging, controller, code_system, code, withdrawal, invalidates, sensitive, records, ingested_at) ",
+                "INSERT INTO documents (doc_id, set_id, version, person, source, path, sha256, packaging, controller, service_event, code_system, code, withdrawal, invalidates, sensitive, records, ingested_at) ",
             );
             q.push_values(chunk, |mut b, d| {
                 b.push_bind(&d.doc_id)
@@ -479,6 +506,7 @@ impl Tx {
                     .push_bind(&d.sha256)
                     .push_bind(&d.packaging)
                     .push_bind(&d.controller)
+                    .push_bind(&d.service_event)
                     .push_bind(&d.code_system)
                     .push_bind(&d.code)
                     .push_bind(d.withdrawal)
@@ -562,7 +590,7 @@ impl Tx {
         let mut out = Vec::new();
         for chunk in persons.chunks(CHUNK) {
             let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT d.doc_key, d.doc_id, d.set_id, d.version, d.person, d.source, d.path, d.sha256, d.withdrawal, d.invalidates, f.evidence FROM documents d LEFT JOIN feed_docs f ON f.feed = ",
+                "SELECT d.doc_key, d.doc_id, d.set_id, d.version, d.person, d.source, d.path, d.sha256, d.withdrawal, d.invalidates, f.evidence, d.controller, d.service_event FROM documents d LEFT JOIN feed_docs f ON f.feed = ",
             );
             q.push_bind(feed);
             q.push(" AND f.doc_key = d.doc_key WHERE d.doc_key <= ");
@@ -586,6 +614,8 @@ impl Tx {
                     withdrawal: r.get(8),
                     invalidates: r.get(9),
                     evidence: r.get::<Option<bool>, _>(10),
+                    controller: r.get(11),
+                    service_event: r.get(12),
                 });
             }
         }
@@ -806,7 +836,7 @@ impl Tx {
 
     pub async fn insert_batch(&mut self, b: &NewBatch, rows: &[BatchRow]) -> Result<()> {
         sqlx::query(
-            "INSERT INTO batches (feed, seq, state, created_at, window_from, window_to, upserts, retracts, held) VALUES (?, ?, 'staged', ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO batches (feed, seq, state, created_at, window_from, window_to, upserts, retracts, held, policy) VALUES (?, ?, 'staged', ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&b.feed)
         .bind(b.seq)
@@ -816,6 +846,7 @@ impl Tx {
         .bind(b.upserts)
         .bind(b.retracts)
         .bind(&b.held)
+        .bind(&b.policy)
         .execute(&mut *self.tx)
         .await?;
         let mut line = 0i64;

@@ -1,0 +1,340 @@
+//! Policy inputs in the store: objections, restrictions, denial snapshots,
+//! person flags and their imports. Rows are keyed by index pseudonym only.
+
+use std::collections::HashMap;
+
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::{CHUNK, Result, Store, Tx, now};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectionRow {
+    pub person: String,
+    /// A controller id, or `findata`.
+    pub made_to: String,
+    /// JSON: an array of purposes, or `"all"`.
+    pub purposes: String,
+    pub received_at: Option<String>,
+    pub effective_from: String,
+    pub withdrawn_at: Option<String>,
+    pub source: Option<String>,
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestrictionRow {
+    pub person: String,
+    pub controller: Option<String>,
+    pub start_at: String,
+    pub end_at: Option<String>,
+    pub source: Option<String>,
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagRow {
+    pub person: String,
+    pub flag: String,
+    pub since: String,
+    pub until: Option<String>,
+    pub source: Option<String>,
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DenialRow {
+    pub service_event: Option<String>,
+    pub provider: Option<String>,
+    pub all_registers: bool,
+    pub from_at: Option<String>,
+    pub to_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DenialSnapshot {
+    pub person: String,
+    pub origin: String,
+    pub doc_key: Option<i64>,
+    pub effective_at: String,
+    pub none_valid: bool,
+    pub emergency: Option<bool>,
+    pub denials: Vec<DenialRow>,
+}
+
+/// Everything stored about one person's policy, as rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyRows {
+    pub objections: Vec<ObjectionRow>,
+    pub restrictions: Vec<RestrictionRow>,
+    pub flags: Vec<FlagRow>,
+    /// The latest snapshot only.
+    pub denials: Option<DenialSnapshot>,
+}
+
+fn in_list<'a>(q: &mut QueryBuilder<'a, Sqlite>, persons: &'a [String]) {
+    q.push(" person IN (");
+    let mut sep = q.separated(", ");
+    for p in persons {
+        sep.push_bind(p);
+    }
+    q.push(")");
+}
+
+impl Tx {
+    pub async fn insert_import(&mut self, sha256: &str, rows: i64, counts: &str) -> Result<i64> {
+        let r = sqlx::query(
+            "INSERT INTO imports (at, sha256, rows, counts) VALUES (?, ?, ?, ?) RETURNING id",
+        )
+        .bind(now())
+        .bind(sha256)
+        .bind(rows)
+        .bind(counts)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(r.get(0))
+    }
+
+    pub async fn insert_objections(&mut self, import_id: i64, rows: &[ObjectionRow]) -> Result<()> {
+        for chunk in rows.chunks(CHUNK / 2) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO objections (person, made_to, purposes, received_at, effective_from, withdrawn_at, source, reference, import_id) ",
+            );
+            q.push_values(chunk, |mut b, o| {
+                b.push_bind(&o.person)
+                    .push_bind(&o.made_to)
+                    .push_bind(&o.purposes)
+                    .push_bind(&o.received_at)
+                    .push_bind(&o.effective_from)
+                    .push_bind(&o.withdrawn_at)
+                    .push_bind(&o.source)
+                    .push_bind(&o.reference)
+                    .push_bind(import_id);
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn insert_restrictions(
+        &mut self,
+        import_id: i64,
+        rows: &[RestrictionRow],
+    ) -> Result<()> {
+        for chunk in rows.chunks(CHUNK / 2) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO restrictions (person, controller, start_at, end_at, source, reference, import_id) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(&r.person)
+                    .push_bind(&r.controller)
+                    .push_bind(&r.start_at)
+                    .push_bind(&r.end_at)
+                    .push_bind(&r.source)
+                    .push_bind(&r.reference)
+                    .push_bind(import_id);
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn upsert_flags(&mut self, import_id: i64, rows: &[FlagRow]) -> Result<()> {
+        for chunk in rows.chunks(CHUNK / 2) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO person_flags (person, flag, since, until, source, reference, import_id) ",
+            );
+            q.push_values(chunk, |mut b, f| {
+                b.push_bind(&f.person)
+                    .push_bind(&f.flag)
+                    .push_bind(&f.since)
+                    .push_bind(&f.until)
+                    .push_bind(&f.source)
+                    .push_bind(&f.reference)
+                    .push_bind(import_id);
+            });
+            q.push(" ON CONFLICT (person, flag) DO UPDATE SET since = excluded.since, until = excluded.until, source = excluded.source, reference = excluded.reference, import_id = excluded.import_id");
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn insert_denial_snapshots(&mut self, snaps: &[DenialSnapshot]) -> Result<()> {
+        for s in snaps {
+            let r = sqlx::query(
+                "INSERT INTO denial_snapshots (person, origin, doc_key, effective_at, none_valid, emergency) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(&s.person)
+            .bind(&s.origin)
+            .bind(s.doc_key)
+            .bind(&s.effective_at)
+            .bind(s.none_valid)
+            .bind(s.emergency)
+            .fetch_one(&mut *self.tx)
+            .await?;
+            let id: i64 = r.get(0);
+            for chunk in s.denials.chunks(CHUNK / 2) {
+                let mut q = QueryBuilder::<Sqlite>::new(
+                    "INSERT INTO denials (snapshot_id, service_event, provider, all_registers, from_at, to_at) ",
+                );
+                q.push_values(chunk, |mut b, d| {
+                    b.push_bind(id)
+                        .push_bind(&d.service_event)
+                        .push_bind(&d.provider)
+                        .push_bind(d.all_registers)
+                        .push_bind(&d.from_at)
+                        .push_bind(&d.to_at);
+                });
+                q.build().execute(&mut *self.tx).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored policy of these people.
+    pub async fn policy_rows(&mut self, persons: &[String]) -> Result<HashMap<String, PolicyRows>> {
+        load_policy(&mut self.tx, persons).await
+    }
+}
+
+impl Store {
+    pub async fn policy_rows(&self, persons: &[String]) -> Result<HashMap<String, PolicyRows>> {
+        let mut conn = self.pool.acquire().await?;
+        load_policy(&mut conn, persons).await
+    }
+
+    /// Counts for `objections list`: (kind, made to / flag, active, total).
+    pub async fn policy_counts(&self) -> Result<Vec<(String, String, i64)>> {
+        let mut out = Vec::new();
+        for (sql, kind) in [
+            (
+                "SELECT made_to, COUNT(*) FROM objections WHERE withdrawn_at IS NULL GROUP BY made_to ORDER BY made_to",
+                "objection",
+            ),
+            (
+                "SELECT made_to, COUNT(*) FROM objections WHERE withdrawn_at IS NOT NULL GROUP BY made_to ORDER BY made_to",
+                "objection_withdrawn",
+            ),
+            (
+                "SELECT COALESCE(controller, '*'), COUNT(*) FROM restrictions GROUP BY controller ORDER BY controller",
+                "restriction",
+            ),
+            (
+                "SELECT flag, COUNT(*) FROM person_flags GROUP BY flag ORDER BY flag",
+                "flag",
+            ),
+            (
+                "SELECT origin, COUNT(DISTINCT person) FROM denial_snapshots GROUP BY origin ORDER BY origin",
+                "denial_snapshot_people",
+            ),
+        ] {
+            for r in sqlx::query(sql).fetch_all(&self.pool).await? {
+                out.push((kind.to_owned(), r.get(0), r.get(1)));
+            }
+        }
+        Ok(out)
+    }
+}
+
+async fn load_policy(
+    conn: &mut sqlx::SqliteConnection,
+    persons: &[String],
+) -> Result<HashMap<String, PolicyRows>> {
+    let mut out: HashMap<String, PolicyRows> = HashMap::new();
+    for chunk in persons.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT person, made_to, purposes, received_at, effective_from, withdrawn_at, source, reference FROM objections WHERE",
+        );
+        in_list(&mut q, chunk);
+        for r in q.build().fetch_all(&mut *conn).await? {
+            let o = ObjectionRow {
+                person: r.get(0),
+                made_to: r.get(1),
+                purposes: r.get(2),
+                received_at: r.get(3),
+                effective_from: r.get(4),
+                withdrawn_at: r.get(5),
+                source: r.get(6),
+                reference: r.get(7),
+            };
+            out.entry(o.person.clone()).or_default().objections.push(o);
+        }
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT person, controller, start_at, end_at, source, reference FROM restrictions WHERE",
+        );
+        in_list(&mut q, chunk);
+        for r in q.build().fetch_all(&mut *conn).await? {
+            let x = RestrictionRow {
+                person: r.get(0),
+                controller: r.get(1),
+                start_at: r.get(2),
+                end_at: r.get(3),
+                source: r.get(4),
+                reference: r.get(5),
+            };
+            out.entry(x.person.clone())
+                .or_default()
+                .restrictions
+                .push(x);
+        }
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT person, flag, since, until, source, reference FROM person_flags WHERE",
+        );
+        in_list(&mut q, chunk);
+        for r in q.build().fetch_all(&mut *conn).await? {
+            let f = FlagRow {
+                person: r.get(0),
+                flag: r.get(1),
+                since: r.get(2),
+                until: r.get(3),
+                source: r.get(4),
+                reference: r.get(5),
+            };
+            out.entry(f.person.clone()).or_default().flags.push(f);
+        }
+        // The latest snapshot per person: by effective time, then insertion.
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT id, person, origin, doc_key, effective_at, none_valid, emergency FROM denial_snapshots WHERE",
+        );
+        in_list(&mut q, chunk);
+        q.push(" ORDER BY person, effective_at, id");
+        let mut latest: HashMap<String, (i64, DenialSnapshot)> = HashMap::new();
+        for r in q.build().fetch_all(&mut *conn).await? {
+            let snap = DenialSnapshot {
+                person: r.get(1),
+                origin: r.get(2),
+                doc_key: r.get(3),
+                effective_at: r.get(4),
+                none_valid: r.get(5),
+                emergency: r.get(6),
+                denials: Vec::new(),
+            };
+            latest.insert(snap.person.clone(), (r.get(0), snap));
+        }
+        if !latest.is_empty() {
+            let ids: Vec<i64> = latest.values().map(|(id, _)| *id).collect();
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT snapshot_id, service_event, provider, all_registers, from_at, to_at FROM denials WHERE snapshot_id IN (",
+            );
+            let mut sep = q.separated(", ");
+            for id in &ids {
+                sep.push_bind(*id);
+            }
+            q.push(")");
+            let mut by_id: HashMap<i64, Vec<DenialRow>> = HashMap::new();
+            for r in q.build().fetch_all(&mut *conn).await? {
+                by_id.entry(r.get(0)).or_default().push(DenialRow {
+                    service_event: r.get(1),
+                    provider: r.get(2),
+                    all_registers: r.get(3),
+                    from_at: r.get(4),
+                    to_at: r.get(5),
+                });
+            }
+            for (person, (id, mut snap)) in latest {
+                snap.denials = by_id.remove(&id).unwrap_or_default();
+                out.entry(person).or_default().denials = Some(snap);
+            }
+        }
+    }
+    Ok(out)
+}
