@@ -19,9 +19,6 @@ use crate::store::{BatchInfo, SealRecord, Store};
 /// Rows read from the store per page while sealing.
 const SEAL_PAGE: i64 = 10_000;
 
-/// The version of the policy rule set; "none" until objections land.
-pub const RULES_VERSION: &str = "none";
-
 /// A configured, opened regfeed: config, store and keys.
 #[derive(Debug)]
 pub struct App {
@@ -36,6 +33,24 @@ pub struct OnceReport {
     pub run: RunReport,
     pub sealed: Vec<i64>,
     pub delivered: Vec<PathBuf>,
+}
+
+/// The sealing-time re-check of a staged batch.
+#[derive(Debug, Clone, Default)]
+pub struct Recheck {
+    /// Upserts that may no longer go out: record id → rule.
+    pub dropped: BTreeMap<String, String>,
+    /// People (index pseudonyms) whose location columns are shielded.
+    pub turvakielto: std::collections::HashSet<String>,
+}
+
+/// What an import did.
+#[derive(Debug, Clone)]
+pub struct ImportReport {
+    pub rows: u64,
+    pub counts: BTreeMap<String, usize>,
+    /// Bad rows (nothing was imported when there are any).
+    pub errors: Vec<crate::policy::import::LineError>,
 }
 
 /// Loads every key the config names: the index key, each recipient's
@@ -110,6 +125,52 @@ impl App {
         Ok(pipeline::stage(&self.cfg, feed, &self.store, keys, Utc::now(), Mode::DryRun).await?)
     }
 
+    /// Imports objections, restrictions, denials and turvakielto flags from
+    /// a CSV or JSON Lines file in one transaction: every row good, or
+    /// nothing imported and every bad row reported by line.
+    pub async fn import_policy(&self, path: &std::path::Path) -> anyhow::Result<ImportReport> {
+        const MAX_IMPORT_BYTES: u64 = 512 * 1024 * 1024;
+        let meta = std::fs::metadata(path).context("reading the import file")?;
+        anyhow::ensure!(
+            meta.len() <= MAX_IMPORT_BYTES,
+            "the import file is larger than 512 MiB"
+        );
+        let bytes = std::fs::read(path).context("reading the import file")?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("the import file is not UTF-8"))?;
+        let sha = feed::sha256_hex(text.as_bytes());
+        let parsed = match crate::policy::import::parse(&text, &self.cfg, self.keys.index()) {
+            Ok(p) => p,
+            Err(errors) => {
+                return Ok(ImportReport {
+                    rows: 0,
+                    counts: BTreeMap::new(),
+                    errors,
+                });
+            }
+        };
+        let counts: BTreeMap<String, usize> = parsed
+            .counts()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        let mut tx = self.store.begin().await?;
+        let id = tx
+            .insert_import(&sha, parsed.rows as i64, &serde_json::to_string(&counts)?)
+            .await?;
+        tx.insert_objections(id, &parsed.objections).await?;
+        tx.insert_restrictions(id, &parsed.restrictions).await?;
+        tx.upsert_flags(id, &parsed.flags).await?;
+        tx.insert_denial_snapshots(&parsed.denials).await?;
+        tx.commit().await?;
+        tracing::info!(rows = parsed.rows, import_sha256 = %&sha[..16], "Policy inputs imported.");
+        Ok(ImportReport {
+            rows: parsed.rows,
+            counts,
+            errors: Vec::new(),
+        })
+    }
+
     /// The outbox folder of a feed: sealed files wait here until delivered.
     pub fn outbox_dir(&self, feed: &str) -> PathBuf {
         self.cfg.state_dir.join("outbox").join(feed)
@@ -133,6 +194,19 @@ impl App {
         let columns = feed.mapping.feed_columns();
         let format = feed.mapping.format;
         let seq = u64::try_from(b.seq).context("batch sequence")?;
+        let sealed_at = Utc::now();
+
+        // The policy is evaluated again just before sealing: an objection,
+        // restriction or flag that arrived since staging changes the rows.
+        let recheck = self.recheck(feed, b.seq, sealed_at).await?;
+        if !recheck.dropped.is_empty() {
+            let ids: Vec<String> = recheck.dropped.keys().cloned().collect();
+            self.store.forget_rows(&feed.name, &ids).await?;
+            tracing::info!(feed = %feed.name, seq, removed = ids.len(), "Rows removed at sealing by the policy gate.");
+        }
+        let dropped: std::collections::HashSet<String> = recheck.dropped.keys().cloned().collect();
+        let safety = feed.mapping.safety_columns();
+        let shielded = recheck.turvakielto.clone();
 
         // Stream the staged rows from the store into the data file.
         let store = self.store.clone();
@@ -145,7 +219,11 @@ impl App {
             let rows = std::iter::from_fn(|| {
                 loop {
                     if let Some(r) = page.next() {
+                        if dropped.contains(&r.record_id) {
+                            continue;
+                        }
                         let op = Op::parse(&r.op)?;
+                        let shield = r.person.as_ref().is_some_and(|p| shielded.contains(p));
                         let values = match op {
                             Op::Retract => Vec::new(),
                             Op::Upsert => {
@@ -153,7 +231,14 @@ impl App {
                                     serde_json::from_str(&r.row).unwrap_or_default();
                                 json.iter()
                                     .zip(&cols)
-                                    .map(|(j, c)| pipeline::json_to_value(j, c.ty))
+                                    .enumerate()
+                                    .map(|(i, (j, c))| {
+                                        if shield && safety.contains(&i) {
+                                            crate::feed::Value::Null
+                                        } else {
+                                            pipeline::json_to_value(j, c.ty)
+                                        }
+                                    })
                                     .collect()
                             }
                         };
@@ -187,11 +272,17 @@ impl App {
         .context("sealing task")??;
 
         let previous = self.store.previous_manifest(&feed.name, b.seq).await?;
-        let sealed_at = Utc::now();
         let created_at = chrono::DateTime::parse_from_rfc3339(&b.created_at)
             .map(|d| d.with_timezone(&Utc))
             .unwrap_or(sealed_at);
         let held: BTreeMap<String, u64> = serde_json::from_str(&b.held).unwrap_or_default();
+        let staged_policy: serde_json::Value = serde_json::from_str(&b.policy).unwrap_or_default();
+        let mut excluded: BTreeMap<String, u64> =
+            serde_json::from_value(staged_policy["excluded"].clone()).unwrap_or_default();
+        for rule in recheck.dropped.values() {
+            *excluded.entry(format!("{rule}_at_sealing")).or_default() += 1;
+        }
+        let exempt = staged_policy["exempt"].as_u64().unwrap_or(0);
         let lb = &feed.legal_basis;
         let manifest = Manifest {
             format: Default::default(),
@@ -209,7 +300,7 @@ impl App {
                 version: feed.mapping.version.clone(),
                 sha256: feed.mapping.sha256.clone(),
             },
-            rules_version: RULES_VERSION.into(),
+            rules_version: crate::policy::RULES_VERSION.into(),
             legal_basis: LegalBasis {
                 purpose: lb.purpose,
                 gdpr_art6: lb.art6,
@@ -244,8 +335,8 @@ impl App {
                 upserts: info.upserts,
                 retracts: info.retracts,
                 held: (!held.is_empty()).then_some(held),
-                excluded: None,
-                exempt: None,
+                excluded: (!excluded.is_empty()).then_some(excluded),
+                exempt: Some(exempt),
             },
             previous_manifest_sha256: previous,
             test: feed.test,
@@ -266,6 +357,90 @@ impl App {
             .await?;
         tracing::info!(feed = %feed.name, seq, records = info.records, manifest_sha256 = %manifest_sha, "Batch sealed.");
         Ok(())
+    }
+
+    /// Re-evaluates the policy for a staged batch's rows at `at`: which
+    /// upserts may no longer go out (record id → rule), and whose columns
+    /// turvakielto now shields.
+    pub async fn recheck(
+        &self,
+        feed: &FeedConfig,
+        seq: i64,
+        at: chrono::DateTime<Utc>,
+    ) -> anyhow::Result<Recheck> {
+        use std::collections::{HashMap, HashSet};
+        // Pass 1: who and which documents the batch's upserts are about.
+        let mut rows: Vec<(String, String, i64)> = Vec::new();
+        let mut from = 1i64;
+        loop {
+            let page = self
+                .store
+                .batch_rows(&feed.name, seq, from, SEAL_PAGE)
+                .await?;
+            if page.is_empty() {
+                break;
+            }
+            from += page.len() as i64;
+            for r in page {
+                if let (Some(p), Some(k)) = (r.person, r.doc_key)
+                    && r.op == "upsert"
+                {
+                    rows.push((r.record_id, p, k));
+                }
+            }
+        }
+        let persons: Vec<String> = rows
+            .iter()
+            .map(|(_, p, _)| p.clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let keys: Vec<i64> = rows
+            .iter()
+            .map(|(_, _, k)| *k)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let policies = self.store.policy_rows(&persons).await?;
+        let meta = self.store.doc_meta(&keys).await?;
+        let fp = feed.legal_basis.policy();
+        let none = crate::store::PolicyRows::default();
+        let mut per_person: HashMap<&str, crate::policy::PersonPolicy> = HashMap::new();
+        for p in &persons {
+            per_person.insert(
+                p.as_str(),
+                pipeline::person_policy(&self.cfg, policies.get(p).unwrap_or(&none), at),
+            );
+        }
+        let mut out = Recheck::default();
+        for (p, pp) in &per_person {
+            if pp.turvakielto {
+                out.turvakielto.insert((*p).to_owned());
+            }
+        }
+        for (id, p, k) in &rows {
+            let Some(pp) = per_person.get(p.as_str()) else {
+                continue;
+            };
+            let (controller, service_event) = meta.get(k).cloned().unwrap_or_default();
+            let controller = controller
+                .as_deref()
+                .and_then(|o| self.cfg.controller_of(o))
+                .map(|c| c.id.as_str());
+            let d = crate::policy::decide(
+                &fp,
+                pp,
+                &crate::policy::RecordContext {
+                    controller,
+                    service_event: service_event.as_deref(),
+                },
+                at,
+            );
+            if !d.delivers() {
+                out.dropped.insert(id.clone(), d.rule.as_str().to_owned());
+            }
+        }
+        Ok(out)
     }
 
     /// Delivers every sealed batch of the feed, in sequence order; stops at

@@ -16,23 +16,32 @@ pub const MAPPINGS: &[(&str, &str)] = &[
         "vaccination.toml",
         include_str!("../mappings/vaccination.toml"),
     ),
+    (
+        "diabetes-research.toml",
+        include_str!("../mappings/diabetes-research.toml"),
+    ),
 ];
 
-/// Controllers the demo config knows: the wellbeing services counties and
-/// providers the fixtures and the synthetic corpus use, and Kela.
-pub const CONTROLLERS: &[(&str, &str, &[&str])] = &[
-    (
-        "pirkanmaa",
-        "Pirkanmaan hyvinvointialue (synthetic)",
-        &["1.2.246.10.32213086"],
-    ),
-    (
-        "private-99999912",
-        "Private provider (synthetic)",
-        &["1.2.246.10.99999912"],
-    ),
-    ("kela", "Kela", &["1.2.246.10.2462460"]),
-];
+/// Controllers the demo config knows: every organisation of the synthetic
+/// corpus (and of the fixtures), by its organisation number, and Kela.
+pub fn controllers() -> Vec<(String, String, Vec<String>)> {
+    let mut out: Vec<(String, String, Vec<String>)> = crate::synth::plan::ORGS
+        .iter()
+        .map(|o| {
+            (
+                format!("org-{}", o.number),
+                format!("{} (synthetic)", o.name),
+                vec![format!("1.2.246.10.{}", o.number)],
+            )
+        })
+        .collect();
+    out.push((
+        "kela".into(),
+        "Kela".into(),
+        vec!["1.2.246.10.2462460".into()],
+    ));
+    out
+}
 
 /// A feed the demo configures.
 #[derive(Debug, Clone)]
@@ -72,6 +81,18 @@ pub const FEEDS: &[DemoFeed] = &[
         art9: "9.2.i",
         statute: Some("Communicable Diseases Act 1227/2016 §49"),
         channel: "direct",
+        discloses_to_other_controller: true,
+    },
+    DemoFeed {
+        name: "research-diabetes",
+        register: "findata-permit-2026-017",
+        mapping: "diabetes-research.toml",
+        recipient: "findata-permit-2026-017",
+        purpose: "scientific_research",
+        art6: "6.1.e",
+        art9: "9.2.j",
+        statute: None,
+        channel: "findata",
         discloses_to_other_controller: true,
     },
 ];
@@ -131,13 +152,13 @@ pub fn config_text(corpus: &Path) -> String {
         t,
         "# regfeed demo configuration (synthetic data, fresh keys).\n\n[daemon]\nstate_dir = \"state\"\n\n[keys]\nindex = \"keys/index.key\"\n"
     );
-    for (id, name, oids) in CONTROLLERS {
+    for (id, name, oids) in controllers() {
         let oids: Vec<String> = oids.iter().map(|o| toml_str(o)).collect();
         let _ = writeln!(
             t,
             "[[controllers]]\nid = {}\nname = {}\noids = [{}]\n",
-            toml_str(id),
-            toml_str(name),
+            toml_str(&id),
+            toml_str(&name),
             oids.join(", ")
         );
     }
@@ -178,4 +199,75 @@ pub fn config_text(corpus: &Path) -> String {
         );
     }
     t
+}
+
+/// The demo's policy inputs, as an import CSV: five people of the synthetic
+/// cohort, each showing one cell of the decision table.
+///
+/// 1. an objection made to the controller of their records;
+/// 2. an objection made to a controller that holds none of their records;
+/// 3. an objection made to Findata;
+/// 4. a restriction of processing (every controller);
+/// 5. turvakielto.
+pub fn policy_inputs(plan: &crate::synth::Plan) -> String {
+    let truth = crate::synth::truth::compute(plan);
+    let org_of = |oid: &str| -> Option<String> {
+        crate::synth::plan::ORGS
+            .iter()
+            .find(|o| oid.starts_with(&format!("1.2.246.10.{}.", o.number)))
+            .map(|o| format!("org-{}", o.number))
+    };
+    let members: Vec<&crate::synth::truth::PersonTruth> = truth
+        .persons
+        .iter()
+        .filter(|p| p.in_cohort && p.rows.len() >= 3)
+        .collect();
+    let mut csv = String::from(
+        "kind,hetu,made_to,purposes,effective_from,controller,start,since,source,reference\r\n",
+    );
+    let mut it = members.into_iter();
+    if let Some(p) = it.next()
+        && let Some(ctl) = p.rows.first().and_then(|r| org_of(&r.controller))
+    {
+        csv.push_str(&format!(
+            "objection,{},{ctl},all,2026-01-01,,,,demo,OBJ-1\r\n",
+            p.hetu
+        ));
+    }
+    if let Some(p) = it.next() {
+        let theirs: Vec<String> = p
+            .rows
+            .iter()
+            .filter_map(|r| org_of(&r.controller))
+            .collect();
+        if let Some(other) = crate::synth::plan::ORGS
+            .iter()
+            .map(|o| format!("org-{}", o.number))
+            .find(|id| !theirs.contains(id))
+        {
+            csv.push_str(&format!(
+                "objection,{},{other},all,2026-01-01,,,,demo,OBJ-2\r\n",
+                p.hetu
+            ));
+        }
+    }
+    if let Some(p) = it.next() {
+        csv.push_str(&format!(
+            "objection,{},findata,all,2026-01-01,,,,demo,OBJ-3\r\n",
+            p.hetu
+        ));
+    }
+    if let Some(p) = it.next() {
+        csv.push_str(&format!(
+            "restriction,{},,,,,2026-01-01,,demo,RES-1\r\n",
+            p.hetu
+        ));
+    }
+    if let Some(p) = it.next() {
+        csv.push_str(&format!(
+            "turvakielto,{},,,,,,2026-01-01,demo,TK-1\r\n",
+            p.hetu
+        ));
+    }
+    csv
 }

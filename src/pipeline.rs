@@ -132,6 +132,9 @@ pub enum Mode {
 pub struct PreviewRow {
     pub record_id: String,
     pub op: String,
+    /// include, exempt, exclude or hold (exclude/hold rows are not staged).
+    pub decision: String,
+    pub rule: String,
     /// The row's values, as JSON, in column order (empty for a retract).
     pub values: serde_json::Value,
 }
@@ -337,7 +340,7 @@ struct PersonPlan {
     held: Vec<(String, String)>,
     /// Record ids the policy gate keeps from the register now: neither sent
     /// nor retracted (a departure by policy recalls nothing).
-    blocked: HashSet<String>,
+    blocked: HashMap<String, (policy::Outcome, policy::Rule)>,
     /// The person would be a member but for the policy gate: nothing of
     /// theirs is retracted.
     left_by_policy: bool,
@@ -346,6 +349,8 @@ struct PersonPlan {
     exempt: u64,
     /// Decisions to audit: (outcome, rule, basis) → records.
     decisions: BTreeMap<(policy::Outcome, policy::Rule, String), u64>,
+    /// Each document's decision.
+    by_doc: HashMap<i64, (policy::Outcome, policy::Rule)>,
 }
 
 /// The gate's view of one evaluation: feed basis, the person, the moment.
@@ -432,11 +437,15 @@ fn plan_person(
         member,
         desired: HashMap::new(),
         held: Vec::new(),
-        blocked: HashSet::new(),
+        blocked: HashMap::new(),
         left_by_policy: !member && member_but_for_policy,
         excluded: BTreeMap::new(),
         exempt: 0,
         decisions: BTreeMap::new(),
+        by_doc: decided
+            .iter()
+            .map(|(d, dec)| (d.doc_key, (dec.outcome, dec.rule)))
+            .collect(),
     };
     if !member_but_for_policy {
         return plan;
@@ -459,15 +468,19 @@ fn plan_person(
                     .excluded
                     .entry(dec.rule.as_str().to_owned())
                     .or_default() += n;
-                plan.blocked
-                    .extend(doc_rows.iter().map(|r| r.record_id.clone()));
+                plan.blocked.extend(
+                    doc_rows
+                        .iter()
+                        .map(|r| (r.record_id.clone(), (dec.outcome, dec.rule))),
+                );
                 continue;
             }
             policy::Outcome::Hold => {
                 for r in doc_rows {
                     plan.held
                         .push((r.record_id.clone(), dec.rule.as_str().to_owned()));
-                    plan.blocked.insert(r.record_id.clone());
+                    plan.blocked
+                        .insert(r.record_id.clone(), (dec.outcome, dec.rule));
                 }
                 continue;
             }
@@ -635,7 +648,7 @@ fn ingest(
     path: &str,
     sha256: String,
     dd: &DecodedDocument,
-) -> (NewDocument, Option<Mapped>) {
+) -> (NewDocument, Option<Mapped>, Option<store::DenialSnapshot>) {
     let hetu = if dd.document.patient.is_hetu() {
         Hetu::parse(&dd.document.patient.extension).ok()
     } else {
@@ -667,7 +680,47 @@ fn ingest(
         sensitive: doc.flags.sensitive,
         records: dd.records.len() as i64,
     };
-    (new, mapped)
+    // A prohibition document is the person's denial snapshot as of its time.
+    let snapshot = new.person.as_ref().and_then(|person| {
+        dd.records.iter().find_map(|r| match &r.body {
+            RecordBody::Prohibition(p) => Some(store::DenialSnapshot {
+                person: person.clone(),
+                origin: "document".into(),
+                doc_key: None,
+                effective_at: doc
+                    .effective_time
+                    .as_ref()
+                    .and_then(|t| t.start())
+                    .map(|t| {
+                        t.and_utc()
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    })
+                    .unwrap_or_else(store::now),
+                none_valid: p.no_valid_prohibitions,
+                emergency: p.emergency_disclosure_allowed,
+                denials: p
+                    .service_events
+                    .iter()
+                    .map(|d| store::DenialRow {
+                        service_event: d.service_event.clone(),
+                        provider: d.provider.clone(),
+                        all_registers: false,
+                        from_at: d.from.as_ref().map(|t| t.0.clone()),
+                        to_at: d.to.as_ref().map(|t| t.0.clone()),
+                    })
+                    .chain(p.providers.iter().map(|d| store::DenialRow {
+                        service_event: None,
+                        provider: Some(d.provider.clone()),
+                        all_registers: d.all_registers,
+                        from_at: None,
+                        to_at: None,
+                    }))
+                    .collect(),
+            }),
+            _ => None,
+        })
+    });
+    (new, mapped, snapshot)
 }
 
 async fn stage_chunk(
@@ -684,7 +737,7 @@ async fn stage_chunk(
     // (path, sha256, decoded) of documents decoded in this chunk.
     // Each decoded document is mapped at once and dropped: a chunk holds
     // header facts and mapped rows, never whole documents.
-    let mut decoded: Vec<(NewDocument, Option<Mapped>)> = Vec::new();
+    let mut decoded: Vec<(NewDocument, Option<Mapped>, Option<store::DenialSnapshot>)> = Vec::new();
     let decode_started = std::time::Instant::now();
     for l in files {
         let bytes = match cx.source.locate(&l.path) {
@@ -745,11 +798,12 @@ async fn stage_chunk(
     let mut tx = timed!(report.store_ns, store.begin())?;
     // The same document id and version arriving twice: a copy with the same
     // bytes is a duplicate; different bytes are quarantined.
-    let ids: Vec<&str> = decoded.iter().map(|(d, _)| d.doc_id.as_str()).collect();
+    let ids: Vec<&str> = decoded.iter().map(|(d, _, _)| d.doc_id.as_str()).collect();
     let mut known = timed!(report.store_ns, tx.known_documents(&ids))?;
     let mut new_docs = Vec::new();
     let mut new_mapped = Vec::new();
-    for (doc, mapped) in decoded {
+    let mut new_snapshots = Vec::new();
+    for (doc, mapped, snapshot) in decoded {
         match known.get(&doc.doc_id) {
             Some(existing) if *existing == doc.sha256 => {
                 report.documents_duplicate += 1;
@@ -781,8 +835,20 @@ async fn stage_chunk(
         }
         new_docs.push(doc);
         new_mapped.push(mapped);
+        new_snapshots.push(snapshot);
     }
     let doc_keys = timed!(report.store_ns, tx.insert_documents(&new_docs))?;
+    let snapshots: Vec<store::DenialSnapshot> = new_snapshots
+        .into_iter()
+        .zip(&doc_keys)
+        .filter_map(|(s, k)| {
+            s.map(|mut s| {
+                s.doc_key = Some(*k);
+                s
+            })
+        })
+        .collect();
+    timed!(report.store_ns, tx.insert_denial_snapshots(&snapshots))?;
 
     // This chunk's mapped rows, now under their document keys.
     let mut contents: HashMap<(i64, i64), Vec<Value>> = HashMap::new();
@@ -811,6 +877,8 @@ async fn stage_chunk(
     let upto = timed!(report.store_ns, tx.max_doc_key())?;
     let persons = timed!(report.store_ns, tx.persons_between(cursor, upto))?;
     let excluded_before = report.excluded.clone();
+    let mut preview_blocked: Vec<PreviewRow> = Vec::new();
+    let mut preview_decisions: HashMap<String, (policy::Outcome, policy::Rule)> = HashMap::new();
     let exempt_before = report.exempt;
     let mut batch_rows: Vec<BatchRow> = Vec::new();
     let mut upserts: Vec<LiveRow> = Vec::new();
@@ -900,6 +968,23 @@ async fn stage_chunk(
                 cx.mapping.cohort_everyone,
                 &gate,
             );
+            if cx.mode == Mode::DryRun {
+                let mut blocked: Vec<(&String, &(policy::Outcome, policy::Rule))> =
+                    plan.blocked.iter().collect();
+                blocked.sort();
+                for (id, (outcome, rule)) in blocked {
+                    preview_blocked.push(PreviewRow {
+                        record_id: id.clone(),
+                        op: "none".into(),
+                        decision: serde_json::to_value(outcome)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default(),
+                        rule: rule.as_str().into(),
+                        values: serde_json::Value::Null,
+                    });
+                }
+            }
             for (rule, n) in &plan.excluded {
                 *report.excluded.entry(rule.clone()).or_default() += n;
             }
@@ -933,7 +1018,7 @@ async fn stage_chunk(
                 .filter(|r| {
                     !plan.left_by_policy
                         && !plan.desired.contains_key(&r.record_id)
-                        && !plan.blocked.contains(&r.record_id)
+                        && !plan.blocked.contains_key(&r.record_id)
                 })
                 .map(|r| r.record_id.as_str())
                 .collect();
@@ -993,6 +1078,14 @@ async fn stage_chunk(
                 } else {
                     row_json(values)
                 };
+                if cx.mode == Mode::DryRun {
+                    let (o, r) = plan
+                        .by_doc
+                        .get(doc_key)
+                        .copied()
+                        .unwrap_or((policy::Outcome::Include, policy::Rule::NoObjection));
+                    preview_decisions.insert(id.clone(), (o, r));
+                }
                 batch_rows.push(BatchRow {
                     record_id: id.clone(),
                     op: "upsert".into(),
@@ -1012,11 +1105,26 @@ async fn stage_chunk(
         report.retracts += retracts.len() as u64;
         report.preview = batch_rows
             .into_iter()
-            .map(|r| PreviewRow {
-                values: serde_json::from_str(&r.row).unwrap_or_default(),
-                record_id: r.record_id,
-                op: r.op,
+            .map(|r| {
+                let (decision, rule) = match preview_decisions.get(&r.record_id) {
+                    Some((o, rule)) => (
+                        serde_json::to_value(o)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default(),
+                        rule.as_str().to_owned(),
+                    ),
+                    None => ("retract".to_owned(), "data_changed".to_owned()),
+                };
+                PreviewRow {
+                    values: serde_json::from_str(&r.row).unwrap_or_default(),
+                    record_id: r.record_id,
+                    op: r.op,
+                    decision,
+                    rule,
+                }
             })
+            .chain(preview_blocked)
             .collect();
         // Dropping the transaction rolls everything back.
         return Ok(());

@@ -311,5 +311,7 @@ pub fn decide(
     }
 }
 
+pub mod import;
+
 #[cfg(test)]
 mod tests;

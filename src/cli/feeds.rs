@@ -63,9 +63,27 @@ fn count_line(report: &crate::pipeline::RunReport) -> String {
         .iter()
         .map(|(k, v)| format!("{v} {k}"))
         .collect();
+    let excluded: Vec<String> = report
+        .excluded
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect();
+    let policy = format!(
+        "{}{}",
+        if excluded.is_empty() {
+            String::new()
+        } else {
+            format!(", excluded {}", excluded.join(", "))
+        },
+        if report.exempt > 0 {
+            format!(", exempt {}", report.exempt)
+        } else {
+            String::new()
+        }
+    );
     let secs = |ns: u64| ns as f64 / 1e9;
     format!(
-        "decoded {} (new files {}, {:.1} MB), quarantined {}, temporary ids {}, cohort +{} -{}, upserts {}, retracts {}{}; {:.2} s (decoding {:.2} s, store {:.2} s)",
+        "decoded {} (new files {}, {:.1} MB), quarantined {}, temporary ids {}, cohort +{} -{}, upserts {}, retracts {}{}{}; {:.2} s (decoding {:.2} s, store {:.2} s)",
         report.documents_decoded,
         report.files_new,
         report.bytes_decoded as f64 / 1e6,
@@ -80,6 +98,7 @@ fn count_line(report: &crate::pipeline::RunReport) -> String {
         } else {
             format!(", held {}", held.join(", "))
         },
+        policy,
         secs(report.total_ns),
         secs(report.decode_ns),
         secs(report.store_ns),
@@ -136,8 +155,8 @@ pub fn preview(config: Option<&Path>, feed: &str, limit: usize) -> ExitCode {
                 let mut obj = serde_json::Map::new();
                 obj.insert("record_id".into(), row.record_id.clone().into());
                 obj.insert("op".into(), row.op.clone().into());
-                obj.insert("decision".into(), "include".into());
-                obj.insert("rule".into(), "none".into());
+                obj.insert("decision".into(), row.decision.clone().into());
+                obj.insert("rule".into(), row.rule.clone().into());
                 if let Some(values) = row.values.as_array() {
                     for (i, (n, v)) in names.iter().zip(values).enumerate() {
                         let v = if masked.contains(&i) {
@@ -175,6 +194,49 @@ pub fn held_list(config: Option<&Path>) -> ExitCode {
             }
             for (feed, reason, n) in rows {
                 println!("{feed}\t{reason}\t{n}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.into()),
+    }
+}
+
+/// `regfeed objections import FILE`: one transaction; bad rows by line.
+pub fn objections_import(config: Option<&Path>, file: &Path) -> ExitCode {
+    let (rt, app) = match open(config) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    match rt.block_on(app.import_policy(file)) {
+        Ok(r) if r.errors.is_empty() => {
+            let counts: Vec<String> = r.counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+            println!("imported {} rows ({})", r.rows, counts.join(", "));
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            for e in &r.errors {
+                eprintln!("{}: {e}", file.display());
+            }
+            eprintln!("nothing imported: {} bad rows", r.errors.len());
+            ExitCode::from(65) // EX_DATAERR
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// `regfeed objections list`: counts, never identities.
+pub fn objections_list(config: Option<&Path>) -> ExitCode {
+    let (rt, app) = match open(config) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    match rt.block_on(app.store.policy_counts()) {
+        Ok(rows) => {
+            if rows.is_empty() {
+                println!("no objections, restrictions, denials or flags");
+            }
+            for (kind, to, n) in rows {
+                println!("{kind}\t{to}\t{n}");
             }
             ExitCode::SUCCESS
         }
@@ -242,6 +304,7 @@ fn run_demo(args: &DemoArgs) -> anyhow::Result<()> {
         b"made by regfeed demo; safe to delete\n",
     )?;
     let started = std::time::Instant::now();
+    let mut scenario: Option<String> = None;
     let corpus = match &args.corpus {
         Some(c) => c.clone(),
         None => {
@@ -256,6 +319,7 @@ fn run_demo(args: &DemoArgs) -> anyhow::Result<()> {
                 written.bytes as f64 / 1e6,
                 corpus.display()
             );
+            scenario = Some(crate::demo::policy_inputs(&plan));
             corpus
         }
     };
@@ -268,6 +332,20 @@ fn run_demo(args: &DemoArgs) -> anyhow::Result<()> {
     let feeds: Vec<String> = cfg.feeds.iter().map(|f| f.name.clone()).collect();
     let rt = runtime()?;
     let app = rt.block_on(App::open(cfg))?;
+    if let Some(csv) = &scenario {
+        let file = dir.join("policy-inputs.csv");
+        std::fs::write(&file, csv).context("writing the demo's policy inputs")?;
+        let r = rt.block_on(app.import_policy(&file))?;
+        anyhow::ensure!(
+            r.errors.is_empty(),
+            "the demo's policy inputs did not import"
+        );
+        println!(
+            "Imported {} policy inputs ({}): objections to a person's own controller, to another controller and to Findata, a restriction, a turvakielto.",
+            r.rows,
+            file.display()
+        );
+    }
     for feed in &feeds {
         let r = rt.block_on(app.once(feed))?;
         println!("  {feed}: {}", count_line(&r.run));

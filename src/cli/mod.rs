@@ -95,6 +95,13 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Objections, restrictions, denials of disclosure and turvakielto
+    /// flags: import from a file (the hetu is read from the file, never from
+    /// the command line), list counts.
+    Objections {
+        #[command(subcommand)]
+        command: ObjectionsCommand,
+    },
     /// Held records.
     Held {
         #[command(subcommand)]
@@ -106,6 +113,23 @@ pub enum Command {
         /// Files to decode (bare CDA R2 documents or RCMR archive messages).
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ObjectionsCommand {
+    /// Import a CSV (header row) or JSON Lines file in one transaction;
+    /// columns are documented in README.md.
+    Import {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Counts by kind and party; never identities.
+    List {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -152,6 +176,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Held {
             command: HeldCommand::List { config },
         } => feeds::held_list(config.as_deref()),
+        Command::Objections { command } => match command {
+            ObjectionsCommand::Import { file, config } => {
+                feeds::objections_import(config.as_deref(), &file)
+            }
+            ObjectionsCommand::List { config } => feeds::objections_list(config.as_deref()),
+        },
     }
 }
 

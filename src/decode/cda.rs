@@ -245,9 +245,11 @@ impl Header {
             .and_then(|c| c.attr("code"))
             .map(str::to_owned);
         self.flags.sensitive = fi("sensitiveDocument").is_some_and(|s| {
+            let text = s.text.trim();
             matches!(
                 s.attr("value")
                     .or(s.attr("code"))
+                    .or((!text.is_empty()).then_some(text))
                     .map(str::to_ascii_lowercase)
                     .as_deref(),
                 Some("true" | "1")

@@ -42,7 +42,10 @@ fn pruned(el: &Element) -> bool {
 }
 
 fn keeps_text(el: &Element) -> bool {
-    el.is_v3("value") && el.xsi_type() == Some("ST")
+    // A short ST result, and the local header's sensitiveDocument flag,
+    // which producers write as element text as well as an attribute.
+    (el.is_v3("value") && el.xsi_type() == Some("ST"))
+        || el.is(super::xml::Ns::Fi, "sensitiveDocument")
 }
 
 /// Captures the element whose `Start` the reader just returned, up to and

@@ -248,6 +248,7 @@ impl Expr {
             "document.municipality",
             &[ColumnType::Text],
         ),
+        (Expr::DocumentRegion, "document.region", &[ColumnType::Text]),
         (
             Expr::DocumentServiceEvent,
             "document.service_event",

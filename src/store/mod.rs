@@ -335,6 +335,45 @@ impl Store {
         Ok(())
     }
 
+    /// Controller OID and service event of documents, by key.
+    pub async fn doc_meta(
+        &self,
+        keys: &[i64],
+    ) -> Result<HashMap<i64, (Option<String>, Option<String>)>> {
+        let mut out = HashMap::new();
+        for chunk in keys.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT doc_key, controller, service_event FROM documents WHERE doc_key IN (",
+            );
+            let mut sep = q.separated(", ");
+            for k in chunk {
+                sep.push_bind(*k);
+            }
+            q.push(")");
+            for r in q.build().fetch_all(&self.pool).await? {
+                out.insert(r.get(0), (r.get(1), r.get(2)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rows removed from a batch before it went out: the register never got
+    /// them, so they are not live.
+    pub async fn forget_rows(&self, feed: &str, record_ids: &[String]) -> Result<()> {
+        for chunk in record_ids.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM feed_rows WHERE feed = ");
+            q.push_bind(feed);
+            q.push(" AND record_id IN (");
+            let mut sep = q.separated(", ");
+            for id in chunk {
+                sep.push_bind(id);
+            }
+            q.push(")");
+            q.build().execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
     /// The manifest digest of the batch sealed before `seq` (the chain link).
     pub async fn previous_manifest(&self, feed: &str, seq: i64) -> Result<Option<String>> {
         let row = sqlx::query(
