@@ -209,7 +209,7 @@ async fn fixtures_through_once_agree_with_expected_diabetes() {
     )
     .expect("json");
     assert_eq!(manifest["counts"]["held"]["missing_unit"], 1, "{manifest}");
-    assert_eq!(manifest["rules_version"], "none");
+    assert_eq!(manifest["rules_version"], regfeed::policy::RULES_VERSION);
     assert_eq!(manifest["legal_basis"]["gdpr_art6"], "6.1.c");
     assert_eq!(
         manifest["previous_manifest_sha256"],
