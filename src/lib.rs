@@ -24,6 +24,8 @@
 //! - [`cli`]: the command line (clap); the binary is a thin shell over it.
 //!   [`cli::decode`] prints decoded documents with pseudonymised patients.
 //! - [`telemetry`]: tracing subscriber (plain or JSON, to stderr); peak RSS.
+//! - [`schedule`]: cron expressions and `next_fire`, the one function that
+//!   decides every fire time (Europe/Helsinki, DST rules of DESIGN.md §7).
 
 pub mod app;
 pub mod cli;
@@ -37,6 +39,7 @@ pub mod identity;
 pub mod mapping;
 pub mod pipeline;
 pub mod record;
+pub mod schedule;
 pub mod source;
 pub mod store;
 pub mod synth;
