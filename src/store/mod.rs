@@ -15,6 +15,9 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
+mod lease;
+pub use lease::{Lease, LeaseError, RunSummary};
+
 /// Rows per multi-row statement (well under SQLite's variable limit).
 const CHUNK: usize = 400;
 
@@ -31,13 +34,22 @@ pub enum StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 fn migrator() -> Migrator {
-    let migrations = vec![Migration::new(
-        1,
-        Cow::Borrowed("initial"),
-        MigrationType::Simple,
-        Cow::Borrowed(include_str!("migrations/sqlite/0001_initial.sql")),
-        false,
-    )];
+    let migrations = vec![
+        Migration::new(
+            1,
+            Cow::Borrowed("initial"),
+            MigrationType::Simple,
+            Cow::Borrowed(include_str!("migrations/sqlite/0001_initial.sql")),
+            false,
+        ),
+        Migration::new(
+            3,
+            Cow::Borrowed("schedule"),
+            MigrationType::Simple,
+            Cow::Borrowed(include_str!("migrations/sqlite/0003_schedule.sql")),
+            false,
+        ),
+    ];
     Migrator {
         migrations: Cow::Owned(migrations),
         ignore_missing: false,
