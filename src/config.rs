@@ -29,6 +29,7 @@ pub const ENV_OVERRIDES: &[&str] = &[
     "REGFEED_KEYS__INDEX",
     "REGFEED_LOG__LEVEL",
     "REGFEED_LOG__FORMAT",
+    "REGFEED_TELEMETRY__LISTEN",
 ];
 
 // ---------------------------------------------------------------- raw shape
@@ -42,6 +43,8 @@ struct RawConfig {
     keys: RawKeys,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    telemetry: RawTelemetry,
     #[serde(default)]
     limits: Limits,
     #[serde(default)]
@@ -61,6 +64,17 @@ struct RawDaemon {
     /// Documents decoded per staged batch at most (bounds memory).
     #[serde(default = "default_max_documents_per_batch")]
     max_documents_per_batch: usize,
+    /// How long a running step may take to finish after SIGTERM (`30s`).
+    shutdown_grace: Option<Spanned<String>>,
+    /// How often the daemon retries sealed, undelivered batches (`30s`).
+    delivery_interval: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    /// Address of `/metrics`, `/healthz` and `/readyz` (`127.0.0.1:9464`).
+    listen: Option<Spanned<String>>,
 }
 
 fn default_max_documents_per_batch() -> usize {
@@ -122,6 +136,11 @@ struct RawFeed {
     test: bool,
     legal_basis: Option<Spanned<RawLegalBasis>>,
     sink: Option<Spanned<RawSink>>,
+    /// Cron (5 fields, or 6 with seconds) in Europe/Helsinki; no schedule:
+    /// the daemon only delivers, runs come from `regfeed once`.
+    schedule: Option<Spanned<String>>,
+    /// A run missed while the daemon was down: `once` (default) or `skip`.
+    catch_up: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,10 +186,34 @@ pub struct Config {
     pub log_format: LogFormat,
     pub limits: Limits,
     pub max_documents_per_batch: usize,
+    pub daemon: DaemonSettings,
     pub controllers: Vec<Controller>,
     pub sources: Vec<SourceConfig>,
     pub recipients: Vec<Recipient>,
     pub feeds: Vec<FeedConfig>,
+}
+
+/// How `regfeed run` behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonSettings {
+    pub shutdown_grace: std::time::Duration,
+    pub delivery_interval: std::time::Duration,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub telemetry_listen: std::net::SocketAddr,
+}
+
+/// Default `telemetry.listen`.
+pub const DEFAULT_TELEMETRY_LISTEN: &str = "127.0.0.1:9464";
+
+/// What the daemon does at start about a scheduled run it missed while down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    /// Run once now, however many fire times were missed.
+    #[default]
+    Once,
+    /// Wait for the next fire time.
+    Skip,
 }
 
 /// A data controller and every OID (or OID prefix) that names it.
@@ -267,6 +310,9 @@ pub struct FeedConfig {
     pub test: bool,
     pub legal_basis: LegalBasis,
     pub sink: SinkConfig,
+    /// When the daemon runs it (`None`: never on its own).
+    pub schedule: Option<crate::schedule::Schedule>,
+    pub catch_up: CatchUp,
 }
 
 // ------------------------------------------------------------------ errors
@@ -470,6 +516,8 @@ impl Config {
             );
         }
 
+        let daemon = validate_daemon(&raw, &env, &mut c);
+
         let mut controllers = Vec::new();
         let mut ids = BTreeSet::new();
         for ctl in &raw.controllers {
@@ -568,6 +616,7 @@ impl Config {
             log_format,
             limits: raw.limits,
             max_documents_per_batch: raw.daemon.max_documents_per_batch,
+            daemon,
             controllers,
             sources,
             recipients,
@@ -695,6 +744,20 @@ fn validate_feed(
         },
     };
 
+    let schedule = f.schedule.as_ref().and_then(|s| {
+        crate::schedule::Schedule::parse(s.get_ref())
+            .map_err(|e| c.at(s.span(), "feeds.schedule", e.to_string()))
+            .ok()
+    });
+    let catch_up = match f.catch_up.as_ref().map(|s| (s, s.get_ref().as_str())) {
+        None | Some((_, "once")) => CatchUp::Once,
+        Some((_, "skip")) => CatchUp::Skip,
+        Some((s, _)) => {
+            c.at(s.span(), "feeds.catch_up", "must be \"once\" or \"skip\"");
+            CatchUp::Once
+        }
+    };
+
     let mapping_path = resolve(base, f.mapping.get_ref());
     let mapping = match mapping::load(&mapping_path) {
         Ok(m) => Some(m),
@@ -721,7 +784,59 @@ fn validate_feed(
         test: f.test,
         legal_basis: legal?,
         sink: sink?,
+        schedule,
+        catch_up,
     })
+}
+
+fn validate_daemon(
+    raw: &RawConfig,
+    env: &impl Fn(&str) -> Option<String>,
+    c: &mut Collector<'_>,
+) -> DaemonSettings {
+    let mut duration = |v: &Option<Spanned<String>>, field: &str, default: u64| match v {
+        None => std::time::Duration::from_secs(default),
+        Some(s) => crate::schedule::parse_duration(s.get_ref()).unwrap_or_else(|e| {
+            c.at(s.span(), field, e);
+            std::time::Duration::from_secs(default)
+        }),
+    };
+    let shutdown_grace = duration(&raw.daemon.shutdown_grace, "daemon.shutdown_grace", 30);
+    let delivery_interval = duration(
+        &raw.daemon.delivery_interval,
+        "daemon.delivery_interval",
+        30,
+    );
+    if delivery_interval.is_zero() {
+        let span = raw.daemon.delivery_interval.as_ref().map(|s| s.span());
+        c.at(
+            span.unwrap_or(0..0),
+            "daemon.delivery_interval",
+            "must be more than zero",
+        );
+    }
+    let span = raw
+        .telemetry
+        .listen
+        .as_ref()
+        .map(|s| s.span())
+        .unwrap_or(0..0);
+    let listen = env("REGFEED_TELEMETRY__LISTEN")
+        .or_else(|| raw.telemetry.listen.as_ref().map(|s| s.get_ref().clone()))
+        .unwrap_or_else(|| DEFAULT_TELEMETRY_LISTEN.to_owned());
+    let telemetry_listen = listen.parse().unwrap_or_else(|_| {
+        c.at(
+            span,
+            "telemetry.listen",
+            format!("{listen:?} is not an address such as 127.0.0.1:9464"),
+        );
+        std::net::SocketAddr::from(([127, 0, 0, 1], 9464))
+    });
+    DaemonSettings {
+        shutdown_grace,
+        delivery_interval,
+        telemetry_listen,
+    }
 }
 
 fn validate_legal_basis(lb: &Spanned<RawLegalBasis>, c: &mut Collector<'_>) -> Option<LegalBasis> {

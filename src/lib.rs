@@ -20,16 +20,22 @@
 //! - [`deliver`]: getting sealed batches to registers (file drop).
 //! - [`demo`]: the embedded default: keys, mappings and a config in a folder.
 //! - [`app`]: the composition root: keys, store, stage → seal → deliver.
+//! - [`daemon`]: `regfeed run`: scheduler, delivery loop, leases, reload,
+//!   graceful stop, systemd notify.
 //! - [`synth`]: `regfeed gen`, the deterministic synthetic Kanta corpus and
 //!   its truth file (synthetic identities only).
 //! - [`cli`]: the command line (clap); the binary is a thin shell over it.
 //!   [`cli::decode`] prints decoded documents with pseudonymised patients.
-//! - [`telemetry`]: tracing subscriber (plain or JSON, to stderr); peak RSS.
+//! - [`telemetry`]: tracing subscriber (plain or JSON, to stderr); peak RSS;
+//!   metric names; the `/metrics`, `/healthz`, `/readyz` endpoint.
+//! - [`schedule`]: cron expressions and `next_fire`, the one function that
+//!   decides every fire time (Europe/Helsinki, DST rules of DESIGN.md §7).
 
 pub mod app;
 pub mod cli;
 pub mod codes;
 pub mod config;
+pub mod daemon;
 pub mod decode;
 pub mod deliver;
 pub mod demo;
@@ -39,6 +45,7 @@ pub mod mapping;
 pub mod pipeline;
 pub mod policy;
 pub mod record;
+pub mod schedule;
 pub mod source;
 pub mod store;
 pub mod synth;

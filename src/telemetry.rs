@@ -4,7 +4,10 @@
 //!
 //! It must not decide what is logged: callers log key/value fields that never
 //! carry a hetu, a name, free text or a source path (DESIGN.md §7). Metric
-//! names and the `/metrics` endpoint will live here too.
+//! names live in [`metrics`]; `/metrics`, `/healthz` and `/readyz` in [`http`].
+
+pub mod http;
+pub mod metrics;
 
 use std::fmt;
 use std::str::FromStr;

@@ -11,7 +11,10 @@ use crate::config::{Config, ConfigError, IdentityKind};
 /// Exit status for an invalid configuration (sysexits EX_CONFIG).
 pub const EXIT_CONFIG: u8 = 78;
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+/// Exit status when a feed's lease is held elsewhere (sysexits EX_TEMPFAIL).
+pub const EXIT_TEMPFAIL: u8 = 75;
+
+pub(super) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -22,7 +25,7 @@ fn fail(e: &anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn load(config: Option<&Path>) -> Result<Config, ExitCode> {
+pub(super) fn load(config: Option<&Path>) -> Result<Config, ExitCode> {
     let path = Config::locate(config);
     Config::load(&path).map_err(|e: ConfigError| {
         eprintln!("{e}");
@@ -106,12 +109,12 @@ fn count_line(report: &crate::pipeline::RunReport) -> String {
 }
 
 /// `regfeed once --feed NAME`: one run now, including delivery.
-pub fn once(config: Option<&Path>, feed: &str) -> ExitCode {
+pub fn once(config: Option<&Path>, feed: &str, wait: std::time::Duration) -> ExitCode {
     let (rt, app) = match open(config) {
         Ok(x) => x,
         Err(code) => return code,
     };
-    match rt.block_on(app.once(feed)) {
+    match rt.block_on(crate::daemon::once_leased(&app, feed, wait)) {
         Ok(r) => {
             println!("{feed}: {}", count_line(&r.run));
             if r.sealed.is_empty() {
@@ -121,6 +124,10 @@ pub fn once(config: Option<&Path>, feed: &str) -> ExitCode {
                 println!("{feed}: delivered {}", p.display());
             }
             ExitCode::SUCCESS
+        }
+        Err(e) if e.is::<crate::daemon::LeaseRefused>() => {
+            eprintln!("regfeed: {e:#}");
+            ExitCode::from(EXIT_TEMPFAIL)
         }
         Err(e) => fail(&e),
     }

@@ -7,6 +7,8 @@
 
 pub mod decode;
 pub mod feeds;
+pub mod run;
+pub mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,6 +86,25 @@ pub enum Command {
         feed: String,
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// How long to wait while the daemon (or another `once`) runs the
+        /// feed, e.g. `30s`; after that, refuse (exit 75). Default: refuse
+        /// at once.
+        #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = crate::schedule::parse_duration)]
+        wait: std::time::Duration,
+    },
+    /// The daemon: run each feed on its schedule, deliver continuously,
+    /// serve /metrics, /healthz and /readyz. SIGTERM stops, SIGHUP reloads.
+    Run {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Feeds with their last and next run, outcome, backlog and dead batches.
+    Status {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// One JSON document for scripts.
+        #[arg(long)]
+        json: bool,
     },
     /// A dry run: the rows the feed's next run would stage, as JSON lines
     /// (the person column of a hetu feed masked). Changes nothing.
@@ -167,7 +188,9 @@ pub fn run(cli: Cli) -> ExitCode {
             truth,
         } => feeds::gen_corpus(patients, seed, &out, truth.as_deref()),
         Command::Validate { config } => feeds::validate(config.as_deref()),
-        Command::Once { feed, config } => feeds::once(config.as_deref(), &feed),
+        Command::Once { feed, config, wait } => feeds::once(config.as_deref(), &feed, wait),
+        Command::Run { config } => run::main(config.as_deref()),
+        Command::Status { config, json } => status::main(config.as_deref(), json),
         Command::Preview {
             feed,
             limit,

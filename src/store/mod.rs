@@ -17,6 +17,8 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
+mod lease;
+pub use lease::{Lease, LeaseError, RunSummary};
 pub use policy::{DenialRow, DenialSnapshot, FlagRow, ObjectionRow, PolicyRows, RestrictionRow};
 
 /// Rows per multi-row statement (well under SQLite's variable limit).
@@ -41,6 +43,13 @@ fn migrator() -> Migrator {
             Cow::Borrowed("initial"),
             MigrationType::Simple,
             Cow::Borrowed(include_str!("migrations/sqlite/0001_initial.sql")),
+            false,
+        ),
+        Migration::new(
+            3,
+            Cow::Borrowed("schedule"),
+            MigrationType::Simple,
+            Cow::Borrowed(include_str!("migrations/sqlite/0003_schedule.sql")),
             false,
         ),
         Migration::new(

@@ -1,0 +1,386 @@
+//! The scheduler and the delivery loop. Fire times come from
+//! [`next_fire`] only; a fire whose feed is still running is skipped and
+//! counted; a fire missed while the daemon was down is caught up once or
+//! skipped, per feed. Runs are tasks on the daemon's tracker, each with the
+//! configuration that was current when it started.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::lease::{Leased, acquire, holder_id, under_lease};
+use crate::app::App;
+use crate::config::CatchUp;
+use crate::schedule::{HELSINKI, Schedule, next_fire};
+use crate::telemetry::http::Health;
+use crate::telemetry::metrics::{self, RunOutcome};
+
+/// The longest the scheduler sleeps at once, so that a wall-clock step
+/// (NTP, suspend) is noticed within this.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// How long a scheduled run waits for a lease held briefly elsewhere (the
+/// delivery loop, a `regfeed once`) before its start counts as skipped.
+const RUN_LEASE_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub(super) struct Ctx {
+    app: watch::Receiver<Arc<App>>,
+    shutdown: CancellationToken,
+    hard_stop: CancellationToken,
+    tracker: TaskTracker,
+    health: Arc<Health>,
+    /// Feeds with a run (or a delivery) going on in this process.
+    busy: Arc<Mutex<HashSet<String>>>,
+    holder: String,
+}
+
+impl Ctx {
+    pub(super) fn new(
+        app: watch::Receiver<Arc<App>>,
+        shutdown: CancellationToken,
+        hard_stop: CancellationToken,
+        tracker: TaskTracker,
+        health: Arc<Health>,
+    ) -> Ctx {
+        Ctx {
+            app,
+            shutdown,
+            hard_stop,
+            tracker,
+            health,
+            busy: Arc::default(),
+            holder: holder_id("daemon"),
+        }
+    }
+
+    /// Marks the feed busy; `None` if it already is.
+    fn claim(&self, feed: &str) -> Option<Busy> {
+        let mut set = self.busy.lock().ok()?;
+        set.insert(feed.to_owned()).then(|| Busy {
+            set: self.busy.clone(),
+            feed: feed.to_owned(),
+        })
+    }
+}
+
+/// A feed marked busy until dropped.
+struct Busy {
+    set: Arc<Mutex<HashSet<String>>>,
+    feed: String,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.set.lock() {
+            s.remove(&self.feed);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Plan {
+    schedule: Schedule,
+    next: DateTime<Utc>,
+}
+
+/// Plans every scheduled feed of `app`, keeping the next fire time of a
+/// feed whose schedule did not change.
+fn plan(app: &App, old: &BTreeMap<String, Plan>, now: DateTime<Utc>) -> BTreeMap<String, Plan> {
+    let mut plans = BTreeMap::new();
+    for f in &app.cfg.feeds {
+        let Some(schedule) = &f.schedule else {
+            continue;
+        };
+        let next = match old.get(&f.name) {
+            Some(p) if p.schedule == *schedule => Some(p.next),
+            _ => next_fire(schedule, HELSINKI, now),
+        };
+        if let Some(next) = next {
+            metrics::record_next_run(&f.name, next);
+            tracing::info!(feed = %f.name, schedule = %schedule, next = %next.to_rfc3339(), "Feed scheduled.");
+            plans.insert(
+                f.name.clone(),
+                Plan {
+                    schedule: schedule.clone(),
+                    next,
+                },
+            );
+        }
+    }
+    plans
+}
+
+/// The scheduler: catches up at start, then fires feeds at their times.
+pub(super) async fn schedule_loop(ctx: Ctx) {
+    let mut rx = ctx.app.clone();
+    let mut app = rx.borrow_and_update().clone();
+    close_stale_runs(&ctx, &app).await;
+    catch_up(&ctx, &app).await;
+    let mut plans = plan(&app, &BTreeMap::new(), Utc::now());
+    ctx.health.scheduler_running.store(true, Ordering::Relaxed);
+    loop {
+        let now = Utc::now();
+        for (feed, p) in plans.iter_mut() {
+            if p.next > now {
+                continue;
+            }
+            fire(&ctx, &app, feed, "schedule");
+            if let Err(e) = app
+                .store
+                .set_last_fire(feed, p.next, p.schedule.as_str())
+                .await
+            {
+                tracing::warn!(feed = %feed, error = %e, "Could not record the fire time.");
+            }
+            match next_fire(&p.schedule, HELSINKI, p.next.max(now)) {
+                Some(n) => {
+                    p.next = n;
+                    metrics::record_next_run(feed, n);
+                }
+                None => p.next = DateTime::<Utc>::MAX_UTC,
+            }
+        }
+        let wake = plans.values().map(|p| p.next).min();
+        let sleep = wake
+            .and_then(|w| (w - Utc::now()).to_std().ok())
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_SLEEP);
+        let sleep = if wake.is_none() { MAX_SLEEP } else { sleep };
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => {
+                ctx.health.scheduler_running.store(false, Ordering::Relaxed);
+                tracing::info!("Scheduler stopped.");
+                return;
+            }
+            _ = tokio::time::sleep(sleep) => {}
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                app = rx.borrow_and_update().clone();
+                plans = plan(&app, &plans, Utc::now());
+            }
+        }
+    }
+}
+
+/// Runs still marked running from an earlier process that died: they rolled
+/// back; close them as `interrupted` (only where no one holds the lease).
+async fn close_stale_runs(ctx: &Ctx, app: &App) {
+    for f in &app.cfg.feeds {
+        let Ok(lease) = app
+            .store
+            .acquire_lease(&f.name, &ctx.holder, Duration::from_secs(5))
+            .await
+        else {
+            continue;
+        };
+        match app.store.close_open_runs(&f.name, "interrupted").await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(feed = %f.name, runs = n, "Runs left open by an earlier process closed as interrupted.")
+            }
+            Err(e) => tracing::warn!(feed = %f.name, error = %e, "Could not close stale runs."),
+        }
+        let _ = app.store.release_lease(&lease).await;
+    }
+}
+
+/// A fire time missed while the daemon was down: run once now, or skip,
+/// per the feed's `catch_up`. However many fire times were missed, at most
+/// one run.
+async fn catch_up(ctx: &Ctx, app: &Arc<App>) {
+    let now = Utc::now();
+    for f in &app.cfg.feeds {
+        let Some(schedule) = &f.schedule else {
+            continue;
+        };
+        match app.store.last_fire(&f.name).await {
+            Ok(Some((last, _))) => {
+                if let Some(missed) = next_fire(schedule, HELSINKI, last).filter(|m| *m <= now) {
+                    match f.catch_up {
+                        CatchUp::Once => {
+                            tracing::info!(feed = %f.name, missed = %missed.to_rfc3339(), "Catching up a run missed while the daemon was down.");
+                            metrics::record_catch_up(&f.name, true);
+                            fire(ctx, app, &f.name, "catch_up");
+                        }
+                        CatchUp::Skip => {
+                            tracing::info!(feed = %f.name, missed = %missed.to_rfc3339(), "A run missed while the daemon was down is skipped (catch_up = \"skip\").");
+                            metrics::record_catch_up(&f.name, false);
+                        }
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(feed = %f.name, error = %e, "Could not read the last fire time.");
+            }
+        }
+        // Nothing before now is owed any more.
+        if let Err(e) = app
+            .store
+            .set_last_fire(&f.name, now, schedule.as_str())
+            .await
+        {
+            tracing::warn!(feed = %f.name, error = %e, "Could not record the fire time.");
+        }
+    }
+}
+
+/// Starts a run of `feed` as a tracked task, unless one is still going.
+fn fire(ctx: &Ctx, app: &Arc<App>, feed: &str, trigger: &'static str) {
+    let Some(busy) = ctx.claim(feed) else {
+        tracing::warn!(feed = %feed, trigger, "Start skipped: the feed's previous run is still going.");
+        metrics::record_skipped_start(feed, "overlap");
+        return;
+    };
+    let (ctx, app, feed) = (ctx.clone(), app.clone(), feed.to_owned());
+    ctx.tracker.clone().spawn(async move {
+        run_feed(&ctx, &app, &feed, trigger).await;
+        drop(busy);
+    });
+}
+
+async fn run_feed(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str) {
+    let lease = match acquire(
+        &app.store,
+        feed,
+        &ctx.holder,
+        RUN_LEASE_WAIT,
+        &ctx.hard_stop,
+    )
+    .await
+    {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(feed = %feed, trigger, error = %format!("{e:#}"), "Start skipped: the feed's lease is held elsewhere.");
+            metrics::record_skipped_start(feed, "lease_held");
+            return;
+        }
+    };
+    tracing::info!(feed = %feed, trigger, "Run started.");
+    let started = Instant::now();
+    let outcome = under_lease(&app.store, lease, &ctx.hard_stop, app.once(feed)).await;
+    let took = started.elapsed();
+    match outcome {
+        Leased::Done(Ok(report)) => {
+            tracing::info!(
+                feed = %feed,
+                trigger,
+                took_ms = took.as_millis() as u64,
+                decoded = report.run.documents_decoded,
+                quarantined = report.run.documents_quarantined,
+                upserts = report.run.upserts,
+                retracts = report.run.retracts,
+                sealed = report.sealed.len(),
+                delivered = report.delivered.len(),
+                "Run finished."
+            );
+            metrics::record_run(feed, RunOutcome::Ok, took, Some(&report));
+        }
+        Leased::Done(Err(e)) => {
+            tracing::error!(feed = %feed, trigger, error = %format!("{e:#}"), "Run failed.");
+            metrics::record_run(feed, RunOutcome::Failed, took, None);
+        }
+        Leased::Aborted(why) => {
+            tracing::warn!(feed = %feed, trigger, why, "Run aborted; its open transaction rolled back.");
+            if let Err(e) = app.store.close_open_runs(feed, "aborted").await {
+                tracing::warn!(feed = %feed, error = %e, "Could not record the aborted run.");
+            }
+            metrics::record_run(feed, RunOutcome::Aborted, took, None);
+        }
+    }
+    refresh_outbox(app, feed).await;
+}
+
+/// Delivers sealed batches of every feed every `daemon.delivery_interval`
+/// (a run delivers its own batches at once; this retries what is left), and
+/// keeps the outbox gauges current.
+pub(super) async fn delivery_loop(ctx: Ctx) {
+    let mut rx = ctx.app.clone();
+    loop {
+        let app = rx.borrow_and_update().clone();
+        for f in &app.cfg.feeds {
+            if ctx.shutdown.is_cancelled() {
+                return;
+            }
+            deliver_feed(&ctx, &app, &f.name).await;
+            refresh_outbox(&app, &f.name).await;
+        }
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(app.cfg.daemon.delivery_interval) => {}
+        }
+    }
+}
+
+async fn deliver_feed(ctx: &Ctx, app: &App, feed: &str) {
+    let Some(fc) = app.cfg.feed(feed) else {
+        return;
+    };
+    let pending = match app.store.batches(Some(feed)).await {
+        Ok(b) => b.iter().any(|b| b.state == "sealed"),
+        Err(e) => {
+            tracing::warn!(feed = %feed, error = %e, "Could not read the outbox.");
+            return;
+        }
+    };
+    if !pending {
+        return;
+    }
+    // A run of the feed delivers its own batches; do not queue behind it.
+    let Some(_busy) = ctx.claim(feed) else {
+        return;
+    };
+    let Ok(lease) = acquire(
+        &app.store,
+        feed,
+        &ctx.holder,
+        Duration::ZERO,
+        &ctx.hard_stop,
+    )
+    .await
+    else {
+        return;
+    };
+    let started = Instant::now();
+    match under_lease(&app.store, lease, &ctx.hard_stop, app.deliver_pending(fc)).await {
+        Leased::Done(Ok(delivered)) => {
+            metrics::record_delivery(feed, true, started.elapsed(), delivered.len());
+            tracing::info!(feed = %feed, delivered = delivered.len(), "Outbox delivered.");
+        }
+        Leased::Done(Err(e)) => {
+            metrics::record_delivery(feed, false, started.elapsed(), 0);
+            tracing::warn!(feed = %feed, error = %format!("{e:#}"), "Delivery failed; will retry.");
+        }
+        Leased::Aborted(why) => {
+            tracing::warn!(feed = %feed, why, "Delivery aborted.");
+        }
+    }
+}
+
+/// Backlog, dead letters and the last delivery of a feed, from the store.
+async fn refresh_outbox(app: &App, feed: &str) {
+    let Ok(batches) = app.store.batches(Some(feed)).await else {
+        return;
+    };
+    let backlog = batches
+        .iter()
+        .filter(|b| b.state != "delivered" && b.state != "dead")
+        .count();
+    let dead = batches.iter().filter(|b| b.state == "dead").count();
+    let last = batches
+        .iter()
+        .filter_map(|b| b.delivered_at.as_deref())
+        .filter_map(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.timestamp() as f64)
+        .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))));
+    metrics::record_outbox(feed, backlog as u64, dead as u64, last);
+}
