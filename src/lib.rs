@@ -16,7 +16,9 @@
 //!   held records, runs, the outbox.
 //! - [`pipeline`]: one feed run, source to staged batch.
 //! - [`feed`]: batch data files (CSV, JSON Lines) and manifests, sealed to disk.
-//! - [`deliver`]: getting sealed batches to registers (file drop).
+//! - [`deliver`]: getting sealed batches to registers: outbox, retry, file
+//!   drop and HTTP sinks.
+//! - [`failpoint`]: named crash points for tests (`REGFEED_FAILPOINT`).
 //! - [`demo`]: the embedded default: keys, mappings and a config in a folder.
 //! - [`app`]: the composition root: keys, store, stage → seal → deliver.
 //! - [`synth`]: `regfeed gen`, the deterministic synthetic Kanta corpus and
@@ -32,6 +34,7 @@ pub mod config;
 pub mod decode;
 pub mod deliver;
 pub mod demo;
+pub mod failpoint;
 pub mod feed;
 pub mod identity;
 pub mod mapping;

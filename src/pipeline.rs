@@ -444,6 +444,7 @@ async fn stage_chunk(
     let mut decoded: Vec<(String, String, DecodedDocument)> = Vec::new();
     let decode_started = std::time::Instant::now();
     for l in files {
+        crate::failpoint::hit("decode");
         let bytes = match cx.source.locate(&l.path) {
             Ok(b) => b,
             Err(e) => {
@@ -789,5 +790,6 @@ async fn stage_chunk(
     }
     timed!(report.store_ns, tx.set_cursor(feed, upto))?;
     timed!(report.store_ns, tx.commit())?;
+    crate::failpoint::hit("staged");
     Ok(())
 }

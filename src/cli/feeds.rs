@@ -11,18 +11,18 @@ use crate::config::{Config, ConfigError, IdentityKind};
 /// Exit status for an invalid configuration (sysexits EX_CONFIG).
 pub const EXIT_CONFIG: u8 = 78;
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
 }
 
-fn fail(e: &anyhow::Error) -> ExitCode {
+pub(crate) fn fail(e: &anyhow::Error) -> ExitCode {
     eprintln!("regfeed: {e:#}");
     ExitCode::FAILURE
 }
 
-fn load(config: Option<&Path>) -> Result<Config, ExitCode> {
+pub(crate) fn load(config: Option<&Path>) -> Result<Config, ExitCode> {
     let path = Config::locate(config);
     Config::load(&path).map_err(|e: ConfigError| {
         eprintln!("{e}");
@@ -30,7 +30,7 @@ fn load(config: Option<&Path>) -> Result<Config, ExitCode> {
     })
 }
 
-fn open(config: Option<&Path>) -> Result<(tokio::runtime::Runtime, App), ExitCode> {
+pub(crate) fn open(config: Option<&Path>) -> Result<(tokio::runtime::Runtime, App), ExitCode> {
     let cfg = load(config)?;
     let rt = runtime().map_err(|e| fail(&e.into()))?;
     let app = rt.block_on(App::open(cfg)).map_err(|e| fail(&e))?;
@@ -95,6 +95,16 @@ pub fn once(config: Option<&Path>, feed: &str) -> ExitCode {
             }
             for p in &r.delivered {
                 println!("{feed}: delivered {}", p.display());
+            }
+            if r.delivered.is_empty() && !r.delivered_seqs.is_empty() {
+                let seqs: Vec<String> = r.delivered_seqs.iter().map(|s| s.to_string()).collect();
+                println!("{feed}: delivered batches {}", seqs.join(", "));
+            }
+            if let Some(seq) = r.waiting_on {
+                eprintln!(
+                    "regfeed: {feed}: batch {seq} is dead; later batches wait (see `regfeed outbox list --feed {feed}`)"
+                );
+                return ExitCode::FAILURE;
             }
             ExitCode::SUCCESS
         }
