@@ -381,3 +381,76 @@ async fn a_token_file_readable_by_others_is_refused_and_the_batch_untouched() {
         "staged"
     );
 }
+
+#[tokio::test]
+async fn feed_verify_says_precisely_what_is_missing_or_wrong() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let got = tmp.path().join("received");
+    let reg = receiver::start(Options::new(&got)).await;
+    let config = write_http_setup(
+        &tmp.path().join("demo"),
+        &tmp.path().join("corpus"),
+        &SinkSpec::new(&reg.base_url),
+    );
+    let app = open(&config).await;
+    stage_synthetic(&app, A, 4).await;
+    assert_eq!(
+        app.deliver_feed(app.cfg.feed(A).expect("A"))
+            .await
+            .expect("runs")
+            .delivered
+            .len(),
+        4
+    );
+    let dir = got.join(A);
+    let clean = regfeed::feed::verify::verify_dir(&dir);
+    assert!(clean.problems.is_empty() && clean.batches == 4, "{clean:?}");
+
+    let name = |seq: u64, ext: &str| format!("{A}-{seq:08}.{ext}");
+    // Batch 2 lost; batch 3's data altered; batch 4's manifest re-chained.
+    std::fs::remove_file(dir.join(name(2, "manifest.json"))).expect("rm");
+    let mut data = std::fs::read(dir.join(name(3, "csv"))).expect("data");
+    let last = data.len() - 2;
+    data[last] ^= 1;
+    std::fs::write(dir.join(name(3, "csv")), data).expect("write");
+    let m4 = std::fs::read_to_string(dir.join(name(4, "manifest.json"))).expect("m4");
+    let prev =
+        serde_json::from_str::<serde_json::Value>(&m4).expect("json")["previous_manifest_sha256"]
+            .as_str()
+            .expect("link")
+            .to_owned();
+    std::fs::write(
+        dir.join(name(4, "manifest.json")),
+        m4.replace(&prev, &"0".repeat(64)),
+    )
+    .expect("write");
+    std::fs::write(dir.join("stray.csv"), "x").expect("stray");
+
+    let r = regfeed::feed::verify::verify_dir(&dir);
+    let has = |file: &str, what: &str| {
+        r.problems
+            .iter()
+            .any(|p| p.file == file && p.problem.contains(what))
+    };
+    assert!(
+        has(&name(3, "manifest.json"), "batch(es) 2 of feed"),
+        "{:?}",
+        r.problems
+    );
+    assert!(
+        has(&name(2, "csv"), "no manifest names this file"),
+        "{:?}",
+        r.problems
+    );
+    assert!(has(&name(3, "csv"), "SHA-256 is"), "{:?}", r.problems);
+    assert!(
+        has(&name(4, "manifest.json"), "previous_manifest_sha256"),
+        "{:?}",
+        r.problems
+    );
+    assert!(
+        has("stray.csv", "no manifest names this file"),
+        "{:?}",
+        r.problems
+    );
+}
