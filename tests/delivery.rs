@@ -454,3 +454,63 @@ async fn feed_verify_says_precisely_what_is_missing_or_wrong() {
         r.problems
     );
 }
+
+#[tokio::test]
+async fn an_operator_retry_reseals_a_dead_batch_whose_rows_changed_under_the_same_sequence() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let broken = Arc::new(AtomicBool::new(true));
+    let b2 = Arc::clone(&broken);
+    let mut opts = Options::new(&tmp.path().join("received"));
+    opts.injector = Arc::new(move |r: &Req| {
+        if r.seq == 2 && b2.load(Ordering::SeqCst) {
+            Fault::BadRequest("refused".into())
+        } else {
+            Fault::None
+        }
+    });
+    let reg = receiver::start(opts).await;
+    let config = write_http_setup(
+        &tmp.path().join("demo"),
+        &tmp.path().join("corpus"),
+        &SinkSpec::new(&reg.base_url),
+    );
+    let app = open(&config).await;
+    stage_synthetic(&app, A, 3).await;
+    let feed = app.cfg.feed(A).expect("A");
+    let d = app.deliver_feed(feed).await.expect("runs");
+    assert_eq!((d.delivered.clone(), d.dead.clone()), (vec![1], vec![2]));
+    let before = app.store.batch(A, 2).await.expect("b").expect("2");
+
+    // Unchanged rows: no re-seal.
+    assert!(!app.recheck_and_reseal(feed, 2).await.expect("recheck"));
+
+    // The staged rows change (as a sealing-time policy re-check would make
+    // them): the retry re-seals batch 2 under the same sequence.
+    sqlx::query("UPDATE batch_rows SET op = 'retract', row = '[]' WHERE feed = ? AND seq = 2")
+        .bind(A)
+        .execute(app.store.pool())
+        .await
+        .expect("change rows");
+    broken.store(false, Ordering::SeqCst);
+    let d = app.retry_dead(A, 2).await.expect("retry");
+    assert_eq!(d.sealed, vec![2, 3]);
+    assert_eq!(d.delivered, vec![2, 3]);
+    let after = app.store.batch(A, 2).await.expect("b").expect("2");
+    assert_ne!(before.data_sha256, after.data_sha256, "new digest");
+    let e = &app.store.outbox(Some(A)).await.expect("outbox")[1];
+    assert_eq!(e.reseals, 1);
+    let s = reg.snapshot();
+    assert_eq!(
+        s.accepted.get(&(A.to_owned(), 2)).map(|a| a.0.clone()),
+        after.data_sha256
+    );
+    // The register's copy still chains; the retract of an id batch 1 never
+    // upserted is flagged, as it should be.
+    let r = regfeed::feed::verify::verify_dir(&tmp.path().join("received").join(A));
+    assert_eq!(r.batches, 3);
+    assert!(
+        r.problems.len() == 1 && r.problems[0].problem.contains("retracts a record_id"),
+        "{:?}",
+        r.problems
+    );
+}

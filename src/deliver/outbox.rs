@@ -260,8 +260,12 @@ impl App {
                     break;
                 }
                 "staged" => {
-                    let digest = self.rows_digest(&f.name, b.seq).await?;
                     self.seal(f, &b).await?;
+                    // After sealing: a sealing-time re-check may change the
+                    // rows, and the digest must describe what was sealed. A
+                    // crash before it is stored leaves it unknown, which a
+                    // later operator retry treats as unchanged.
+                    let digest = self.rows_digest(&f.name, b.seq).await?;
                     self.store.set_rows_digest(&f.name, b.seq, &digest).await?;
                     out.sealed.push(b.seq);
                     self.audit_delivery(DeliveryEvent::Sealed {
