@@ -260,4 +260,52 @@ async fn killed_at_every_failpoint_and_restarted_nothing_is_lost_nothing_is_sent
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // The operator commands, through the binary.
+    let cfg = config.to_string_lossy().into_owned();
+    let args = |v: &[&str]| -> Vec<String> {
+        v.iter()
+            .map(|s| s.to_string())
+            .chain(["--config".into(), cfg.clone()])
+            .collect()
+    };
+    let out = run(
+        args(&["outbox", "list", "--feed", FEED, "--json"]),
+        None,
+        mark.clone(),
+    )
+    .await;
+    assert!(out.status.success());
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(listed.lines().count(), sealed.len());
+    assert!(
+        listed
+            .lines()
+            .all(|l| l.contains("\"state\":\"delivered\"")),
+        "{listed}"
+    );
+    let out = run(
+        args(&["outbox", "replay", "--feed", FEED, "--seq", "1"]),
+        None,
+        mark.clone(),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(
+        args(&["outbox", "retry", "--feed", FEED, "--seq", "1"]),
+        None,
+        mark.clone(),
+    )
+    .await;
+    assert!(!out.status.success(), "only a dead batch is retried");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not dead"));
+    assert_eq!(
+        reg.snapshot().accepts.len(),
+        sealed.len(),
+        "a replay is not a new acceptance"
+    );
 }
