@@ -8,8 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use chrono::Utc;
 
-use crate::config::{Config, FeedConfig, IdentityKind, SinkConfig};
-use crate::deliver::file_drop::{FileDrop, SealedBatch};
+use crate::config::{Config, FeedConfig, IdentityKind};
 use crate::feed::manifest::{Counts, DataRef, Identity, LegalBasis, Manifest, MappingRef, Window};
 use crate::feed::{self, Op, Row};
 use crate::identity::{KeyRing, KeyRole};
@@ -32,7 +31,14 @@ pub struct App {
 pub struct OnceReport {
     pub run: RunReport,
     pub sealed: Vec<i64>,
+    /// Data files a file-drop sink delivered.
     pub delivered: Vec<PathBuf>,
+    /// Sequences delivered (any sink).
+    pub delivered_seqs: Vec<i64>,
+    /// Sequences that became dead.
+    pub dead: Vec<i64>,
+    /// The dead batch the feed waits on, if any.
+    pub waiting_on: Option<i64>,
 }
 
 /// The sealing-time re-check of a staged batch.
@@ -108,12 +114,15 @@ impl App {
             staged = run.staged.len(),
             "Run staged."
         );
-        let sealed = self.seal_pending(feed).await?;
-        let delivered = self.deliver_pending(feed).await?;
+        // Sealing happens in delivery, just before each batch's first attempt.
+        let d = self.deliver_feed(feed).await?;
         Ok(OnceReport {
             run,
-            sealed,
-            delivered,
+            sealed: d.sealed,
+            delivered: d.delivered_paths,
+            delivered_seqs: d.delivered,
+            dead: d.dead,
+            waiting_on: d.waiting_on,
         })
     }
 
@@ -188,7 +197,7 @@ impl App {
         Ok(sealed)
     }
 
-    async fn seal(&self, feed: &FeedConfig, b: &BatchInfo) -> anyhow::Result<()> {
+    pub(crate) async fn seal(&self, feed: &FeedConfig, b: &BatchInfo) -> anyhow::Result<()> {
         let dir = self.outbox_dir(&feed.name);
         std::fs::create_dir_all(&dir).context("creating the outbox folder")?;
         let columns = feed.mapping.feed_columns();
@@ -443,55 +452,10 @@ impl App {
         Ok(out)
     }
 
-    /// Delivers every sealed batch of the feed, in sequence order; stops at
-    /// the first failure so batches never arrive out of order.
+    /// Delivers the feed's pending batches through the outbox
+    /// ([`crate::deliver::outbox`]): sealed just before sending, in sequence
+    /// order, retried; stops at a dead batch. Returns file-drop paths.
     pub async fn deliver_pending(&self, feed: &FeedConfig) -> anyhow::Result<Vec<PathBuf>> {
-        let mut delivered = Vec::new();
-        let dir = self.outbox_dir(&feed.name);
-        for b in self.store.batches(Some(&feed.name)).await? {
-            if b.state != "sealed" {
-                continue;
-            }
-            let (Some(data_file), Some(data_sha), Some(manifest_sha)) = (
-                b.data_file.clone(),
-                b.data_sha256.clone(),
-                b.manifest_sha256.clone(),
-            ) else {
-                bail!(
-                    "feed {}: batch {} is sealed without its digests",
-                    feed.name,
-                    b.seq
-                );
-            };
-            let sealed = SealedBatch {
-                dir: dir.clone(),
-                data_file,
-                data_sha256: data_sha,
-                manifest_file: feed::manifest_file_name(&feed.name, b.seq as u64),
-                manifest_sha256: manifest_sha,
-            };
-            let receipt = match &feed.sink {
-                SinkConfig::FileDrop { dir: target } => {
-                    std::fs::create_dir_all(target).context("creating the file-drop folder")?;
-                    let sink = FileDrop::new(target.clone());
-                    tokio::task::spawn_blocking(move || sink.deliver(&sealed))
-                        .await
-                        .context("delivery task")??
-                }
-            };
-            let receipt_json = serde_json::json!({
-                "sink": "file_drop",
-                "data_sha256": receipt.data_sha256,
-                "manifest_sha256": receipt.manifest_sha256,
-                "delivered_at": receipt.delivered_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                "already_delivered": receipt.already_delivered,
-            });
-            self.store
-                .mark_delivered(&feed.name, b.seq, &receipt_json.to_string())
-                .await?;
-            tracing::info!(feed = %feed.name, seq = b.seq, "Batch delivered.");
-            delivered.push(receipt.data_path);
-        }
-        Ok(delivered)
+        Ok(self.deliver_feed(feed).await?.delivered_paths)
     }
 }

@@ -15,6 +15,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::decode::Limits;
+pub use crate::deliver::http::HttpSinkConfig;
+pub use crate::deliver::retry::RetryPolicy;
 pub use crate::feed::manifest::{Art6, Art9, IdentityKind, Purpose};
 use crate::identity::KeySource;
 use crate::mapping::{self, Mapping};
@@ -165,6 +167,25 @@ struct RawLegalBasis {
 struct RawSink {
     kind: Spanned<String>,
     dir: Option<Spanned<String>>,
+    base_url: Option<Spanned<String>>,
+    token: Option<Spanned<String>>,
+    ca: Option<Spanned<String>>,
+    client_cert: Option<Spanned<String>>,
+    client_key: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_insecure_http: bool,
+    retry: Option<Spanned<RawRetry>>,
+}
+
+/// Retry timings of a sink, as durations like `"250ms"`, `"1s"`, `"10m"`,
+/// `"24h"` (see [`crate::deliver::retry`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    base: Option<Spanned<String>>,
+    cap: Option<Spanned<String>>,
+    attempt_timeout: Option<Spanned<String>>,
+    max_elapsed: Option<Spanned<String>>,
 }
 
 // ---------------------------------------------------------- validated form
@@ -294,7 +315,20 @@ impl LegalBasis {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SinkConfig {
     /// Write sealed batches into a folder (temporary name, fsync, rename).
-    FileDrop { dir: PathBuf },
+    FileDrop { dir: PathBuf, retry: RetryPolicy },
+    /// `PUT` sealed batches to a register over HTTPS
+    /// ([`crate::deliver::http`]).
+    Http(HttpSinkConfig),
+}
+
+impl SinkConfig {
+    /// How failed deliveries to this sink are retried.
+    pub fn retry(&self) -> &RetryPolicy {
+        match self {
+            SinkConfig::FileDrop { retry, .. } => retry,
+            SinkConfig::Http(h) => &h.retry,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -725,23 +759,7 @@ fn validate_feed(
             c.at(f.name.span(), "feeds.sink", "every feed needs a sink");
             None
         }
-        Some(s) => match (s.get_ref().kind.get_ref().as_str(), &s.get_ref().dir) {
-            ("file_drop", Some(d)) => Some(SinkConfig::FileDrop {
-                dir: resolve(base, d.get_ref()),
-            }),
-            ("file_drop", None) => {
-                c.at(s.span(), "feeds.sink.dir", "a file_drop sink needs a dir");
-                None
-            }
-            (other, _) => {
-                c.at(
-                    s.get_ref().kind.span(),
-                    "feeds.sink.kind",
-                    format!("unknown sink kind {other:?} (known: file_drop)"),
-                );
-                None
-            }
-        },
+        Some(s) => validate_sink(s, base, c),
     };
 
     let schedule = f.schedule.as_ref().and_then(|s| {
@@ -837,6 +855,146 @@ fn validate_daemon(
         delivery_interval,
         telemetry_listen,
     }
+}
+
+fn validate_sink(s: &Spanned<RawSink>, base: &Path, c: &mut Collector<'_>) -> Option<SinkConfig> {
+    let before = c.problems.len();
+    let raw = s.get_ref();
+    let retry = validate_retry(raw.retry.as_ref(), c);
+    let http_only = [
+        ("feeds.sink.base_url", raw.base_url.as_ref()),
+        ("feeds.sink.token", raw.token.as_ref()),
+        ("feeds.sink.ca", raw.ca.as_ref()),
+        ("feeds.sink.client_cert", raw.client_cert.as_ref()),
+        ("feeds.sink.client_key", raw.client_key.as_ref()),
+    ];
+    let sink = match raw.kind.get_ref().as_str() {
+        "file_drop" => {
+            for (field, v) in http_only {
+                if let Some(v) = v {
+                    c.at(v.span(), field, "only an http sink has this key");
+                }
+            }
+            match &raw.dir {
+                Some(d) => Some(SinkConfig::FileDrop {
+                    dir: resolve(base, d.get_ref()),
+                    retry,
+                }),
+                None => {
+                    c.at(s.span(), "feeds.sink.dir", "a file_drop sink needs a dir");
+                    None
+                }
+            }
+        }
+        "http" => {
+            if let Some(d) = &raw.dir {
+                c.at(
+                    d.span(),
+                    "feeds.sink.dir",
+                    "an http sink has no dir (it has a base_url)",
+                );
+            }
+            let base_url = match &raw.base_url {
+                None => {
+                    c.at(
+                        s.span(),
+                        "feeds.sink.base_url",
+                        "an http sink needs a base_url",
+                    );
+                    None
+                }
+                Some(u) => {
+                    match crate::deliver::http::parse_base_url(u.get_ref(), raw.allow_insecure_http)
+                    {
+                        Ok(url) => Some(url),
+                        Err(m) => {
+                            c.at(u.span(), "feeds.sink.base_url", m);
+                            None
+                        }
+                    }
+                }
+            };
+            match (&raw.client_cert, &raw.client_key) {
+                (Some(x), None) => c.at(
+                    x.span(),
+                    "feeds.sink.client_key",
+                    "a client_cert needs its client_key",
+                ),
+                (None, Some(x)) => c.at(
+                    x.span(),
+                    "feeds.sink.client_cert",
+                    "a client_key needs its client_cert",
+                ),
+                _ => {}
+            }
+            base_url.map(|base_url| {
+                SinkConfig::Http(HttpSinkConfig {
+                    base_url,
+                    token: raw.token.as_ref().map(|t| key_ref(t.get_ref(), base)),
+                    ca: raw.ca.as_ref().map(|p| resolve(base, p.get_ref())),
+                    client_cert: raw.client_cert.as_ref().map(|p| resolve(base, p.get_ref())),
+                    client_key: raw.client_key.as_ref().map(|k| key_ref(k.get_ref(), base)),
+                    allow_insecure_http: raw.allow_insecure_http,
+                    retry,
+                })
+            })
+        }
+        other => {
+            c.at(
+                raw.kind.span(),
+                "feeds.sink.kind",
+                format!("unknown sink kind {other:?} (known: file_drop, http)"),
+            );
+            None
+        }
+    };
+    if c.problems.len() > before {
+        return None;
+    }
+    sink
+}
+
+fn validate_retry(r: Option<&Spanned<RawRetry>>, c: &mut Collector<'_>) -> RetryPolicy {
+    let mut p = RetryPolicy::default();
+    let Some(r) = r else { return p };
+    let r = r.get_ref();
+    for (field, raw, slot) in [
+        ("feeds.sink.retry.base", &r.base, &mut p.base),
+        ("feeds.sink.retry.cap", &r.cap, &mut p.cap),
+        (
+            "feeds.sink.retry.attempt_timeout",
+            &r.attempt_timeout,
+            &mut p.attempt_timeout,
+        ),
+        (
+            "feeds.sink.retry.max_elapsed",
+            &r.max_elapsed,
+            &mut p.max_elapsed,
+        ),
+    ] {
+        if let Some(v) = raw {
+            match crate::deliver::retry::parse_duration(v.get_ref()) {
+                Some(d) if !d.is_zero() => *slot = d,
+                _ => c.at(
+                    v.span(),
+                    field,
+                    "must be a positive duration such as \"250ms\", \"1s\", \"10m\" or \"24h\"",
+                ),
+            }
+        }
+    }
+    if p.base > p.cap {
+        c.at(
+            r.cap
+                .as_ref()
+                .or(r.base.as_ref())
+                .map(|v| v.span())
+                .unwrap_or(0..0),
+            "feeds.sink.retry.cap",
+            "must not be below retry.base",
+        );
+    }
+    p
 }
 
 fn validate_legal_basis(lb: &Spanned<RawLegalBasis>, c: &mut Collector<'_>) -> Option<LegalBasis> {

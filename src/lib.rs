@@ -17,7 +17,9 @@
 //! - [`policy`]: the objection/exception decision table, one pure function.
 //! - [`pipeline`]: one feed run, source to staged batch.
 //! - [`feed`]: batch data files (CSV, JSON Lines) and manifests, sealed to disk.
-//! - [`deliver`]: getting sealed batches to registers (file drop).
+//! - [`deliver`]: getting sealed batches to registers: outbox, retry, file
+//!   drop and HTTP sinks.
+//! - [`failpoint`]: named crash points for tests (`REGFEED_FAILPOINT`).
 //! - [`demo`]: the embedded default: keys, mappings and a config in a folder.
 //! - [`app`]: the composition root: keys, store, stage → seal → deliver.
 //! - [`daemon`]: `regfeed run`: scheduler, delivery loop, leases, reload,
@@ -39,6 +41,7 @@ pub mod daemon;
 pub mod decode;
 pub mod deliver;
 pub mod demo;
+pub mod failpoint;
 pub mod feed;
 pub mod identity;
 pub mod mapping;

@@ -7,6 +7,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = regfeed::cli::Cli::parse();
+    regfeed::deliver::http::install_crypto_provider();
     if let Err(e) = regfeed::telemetry::init(cli.log_format, &regfeed::telemetry::filter_from_env())
     {
         eprintln!("regfeed: {e}");

@@ -740,6 +740,7 @@ async fn stage_chunk(
     let mut decoded: Vec<(NewDocument, Option<Mapped>, Option<store::DenialSnapshot>)> = Vec::new();
     let decode_started = std::time::Instant::now();
     for l in files {
+        crate::failpoint::hit("decode");
         let bytes = match cx.source.locate(&l.path) {
             Ok(b) => b,
             Err(e) => {
@@ -1165,5 +1166,6 @@ async fn stage_chunk(
     }
     timed!(report.store_ns, tx.set_cursor(feed, upto))?;
     timed!(report.store_ns, tx.commit())?;
+    crate::failpoint::hit("staged");
     Ok(())
 }

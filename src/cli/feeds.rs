@@ -14,18 +14,18 @@ pub const EXIT_CONFIG: u8 = 78;
 /// Exit status when a feed's lease is held elsewhere (sysexits EX_TEMPFAIL).
 pub const EXIT_TEMPFAIL: u8 = 75;
 
-pub(super) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
 }
 
-fn fail(e: &anyhow::Error) -> ExitCode {
+pub(crate) fn fail(e: &anyhow::Error) -> ExitCode {
     eprintln!("regfeed: {e:#}");
     ExitCode::FAILURE
 }
 
-pub(super) fn load(config: Option<&Path>) -> Result<Config, ExitCode> {
+pub(crate) fn load(config: Option<&Path>) -> Result<Config, ExitCode> {
     let path = Config::locate(config);
     Config::load(&path).map_err(|e: ConfigError| {
         eprintln!("{e}");
@@ -33,7 +33,7 @@ pub(super) fn load(config: Option<&Path>) -> Result<Config, ExitCode> {
     })
 }
 
-fn open(config: Option<&Path>) -> Result<(tokio::runtime::Runtime, App), ExitCode> {
+pub(crate) fn open(config: Option<&Path>) -> Result<(tokio::runtime::Runtime, App), ExitCode> {
     let cfg = load(config)?;
     let rt = runtime().map_err(|e| fail(&e.into()))?;
     let app = rt.block_on(App::open(cfg)).map_err(|e| fail(&e))?;
@@ -122,6 +122,16 @@ pub fn once(config: Option<&Path>, feed: &str, wait: std::time::Duration) -> Exi
             }
             for p in &r.delivered {
                 println!("{feed}: delivered {}", p.display());
+            }
+            if r.delivered.is_empty() && !r.delivered_seqs.is_empty() {
+                let seqs: Vec<String> = r.delivered_seqs.iter().map(|s| s.to_string()).collect();
+                println!("{feed}: delivered batches {}", seqs.join(", "));
+            }
+            if let Some(seq) = r.waiting_on {
+                eprintln!(
+                    "regfeed: {feed}: batch {seq} is dead; later batches wait (see `regfeed outbox list --feed {feed}`)"
+                );
+                return ExitCode::FAILURE;
             }
             ExitCode::SUCCESS
         }

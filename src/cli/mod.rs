@@ -7,6 +7,7 @@
 
 pub mod decode;
 pub mod feeds;
+pub mod outbox;
 pub mod run;
 pub mod status;
 
@@ -128,6 +129,16 @@ pub enum Command {
         #[command(subcommand)]
         command: HeldCommand,
     },
+    /// The outbox: list batches, retry a dead one, replay a delivered one.
+    Outbox {
+        #[command(subcommand)]
+        command: outbox::OutboxCommand,
+    },
+    /// For receivers: check received batches.
+    Feed {
+        #[command(subcommand)]
+        command: outbox::FeedCommand,
+    },
     /// Decode documents and print their header and records as JSON lines.
     #[command(long_about = decode::LONG_ABOUT)]
     Decode {
@@ -205,6 +216,8 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             ObjectionsCommand::List { config } => feeds::objections_list(config.as_deref()),
         },
+        Command::Outbox { command } => outbox::outbox(command),
+        Command::Feed { command } => outbox::feed(command),
     }
 }
 

@@ -28,6 +28,7 @@ pub mod csv;
 pub mod durable;
 pub mod jsonl;
 pub mod manifest;
+pub mod verify;
 
 use std::collections::HashSet;
 use std::fmt;

@@ -47,6 +47,19 @@ fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
+/// A holder id `<role>:<pid>` names a process on this machine; it is gone
+/// when `/proc/<pid>` is (Linux). Anything else is never presumed gone.
+fn holder_is_gone(holder: &str) -> bool {
+    let Some(pid) = holder
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    let proc = std::path::Path::new("/proc");
+    proc.join("self").exists() && pid != std::process::id() && !proc.join(pid.to_string()).exists()
+}
+
 impl Store {
     /// Takes the feed's lease for `ttl` if it is free (never taken, released
     /// or expired).
@@ -85,6 +98,32 @@ impl Store {
             .fetch_one(self.pool())
             .await
             .map_err(super::StoreError::from)?;
+        // The SQLite store is one machine's: a holder whose process is gone
+        // (killed, crashed) cannot renew, so its lease is taken over at once
+        // instead of waiting for it to expire. Compare-and-set on the holder
+        // keeps two takers from both winning.
+        let current: String = row.get(0);
+        if holder_is_gone(&current) {
+            let taken = sqlx::query(
+                "UPDATE leases SET holder = ?1, token = token + 1, expires_at = ?2
+                 WHERE feed = ?3 AND holder = ?4 RETURNING token",
+            )
+            .bind(holder)
+            .bind(until)
+            .bind(feed)
+            .bind(&current)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(super::StoreError::from)?;
+            if let Some(t) = taken {
+                tracing::warn!(feed = %feed, previous = %current, "Took over the lease of a process that is gone.");
+                return Ok(Lease {
+                    feed: feed.to_owned(),
+                    holder: holder.to_owned(),
+                    token: t.get(0),
+                });
+            }
+        }
         Err(LeaseError::Held {
             feed: feed.to_owned(),
             holder: row.get(0),

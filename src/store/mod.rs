@@ -18,7 +18,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
 mod lease;
+mod outbox;
 pub use lease::{Lease, LeaseError, RunSummary};
+pub use outbox::{Attempt, AttemptEnd, OutboxCounts, OutboxEntry};
 pub use policy::{DenialRow, DenialSnapshot, FlagRow, ObjectionRow, PolicyRows, RestrictionRow};
 
 /// Rows per multi-row statement (well under SQLite's variable limit).
@@ -43,6 +45,13 @@ fn migrator() -> Migrator {
             Cow::Borrowed("initial"),
             MigrationType::Simple,
             Cow::Borrowed(include_str!("migrations/sqlite/0001_initial.sql")),
+            false,
+        ),
+        Migration::new(
+            2,
+            Cow::Borrowed("outbox"),
+            MigrationType::Simple,
+            Cow::Borrowed(include_str!("migrations/sqlite/0002_outbox.sql")),
             false,
         ),
         Migration::new(
