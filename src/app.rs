@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use chrono::Utc;
 
+use crate::audit::{self, Entry};
 use crate::config::{Config, FeedConfig, IdentityKind, SinkConfig};
 use crate::deliver::file_drop::{FileDrop, SealedBatch};
 use crate::feed::manifest::{Counts, DataRef, Identity, LegalBasis, Manifest, MappingRef, Window};
@@ -38,11 +39,12 @@ pub struct OnceReport {
     pub delivered: Vec<PathBuf>,
 }
 
-/// Loads every key the config names: the index key, each recipient's
+/// Loads every key the config names: the index and audit keys, each recipient's
 /// pseudonym key and each feed's record key.
 pub fn load_keys(cfg: &Config) -> anyhow::Result<KeyRing> {
     let mut sources = BTreeMap::new();
     sources.insert(KeyRole::Index, cfg.index_key.clone());
+    sources.insert(KeyRole::Audit, cfg.audit_key.clone());
     for r in &cfg.recipients {
         sources.insert(KeyRole::Pseudonym(r.name.clone()), r.pseudonym_key.clone());
     }
@@ -58,6 +60,8 @@ impl App {
         let store = Store::open(&cfg.database_url)
             .await
             .context("opening the store")?;
+        // Configuration, mapping versions and key ids: audited when changed.
+        audit::record_config_if_changed(store.pool(), &cfg, &keys, RULES_VERSION).await?;
         Ok(App { cfg, store, keys })
     }
 
@@ -74,16 +78,27 @@ impl App {
         let keys = FeedKeys::for_feed(&self.keys, feed)?;
         let today = Utc::now().date_naive();
         let run_id = self.store.start_run(&feed.name).await?;
+        self.audit(Entry::RunStarted {
+            feed: feed.name.clone(),
+        })
+        .await?;
         let run =
             match pipeline::stage(&self.cfg, feed, &self.store, keys, today, Mode::Commit).await {
                 Ok(r) => r,
                 Err(e) => {
                     self.store.finish_run(run_id, "failed", "{}").await?;
+                    self.audit(audit_run_finished(&feed.name, "failed", None))
+                        .await?;
                     return Err(e.into());
                 }
             };
         let counts = serde_json::to_string(&run).unwrap_or_else(|_| "{}".into());
         self.store.finish_run(run_id, "ok", &counts).await?;
+        self.audit(audit_run_finished(&feed.name, "ok", Some(&run)))
+            .await?;
+        if !run.staged.is_empty() {
+            audit::log_head(self.store.pool()).await?;
+        }
         tracing::info!(
             feed = %feed.name,
             decoded = run.documents_decoded,
@@ -100,6 +115,12 @@ impl App {
             sealed,
             delivered,
         })
+    }
+
+    /// Appends one audit entry in a transaction of its own.
+    async fn audit(&self, entry: Entry) -> anyhow::Result<()> {
+        audit::record(self.store.pool(), &[entry]).await?;
+        Ok(())
     }
 
     /// A dry run of one feed: the rows its next run would stage, changing
@@ -252,19 +273,32 @@ impl App {
             test: feed.test,
         };
         let manifest_sha = feed::write_manifest(&dir, &manifest)?;
-        self.store
-            .mark_sealed(
-                &feed.name,
-                b.seq,
-                &SealRecord {
-                    data_file: info.file.clone(),
-                    data_bytes: info.bytes as i64,
-                    data_sha256: info.sha256.clone(),
-                    manifest_sha256: manifest_sha.clone(),
-                    sealed_at: sealed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                },
-            )
-            .await?;
+        let mut tx = self.store.begin().await?;
+        tx.mark_sealed(
+            &feed.name,
+            b.seq,
+            &SealRecord {
+                data_file: info.file.clone(),
+                data_bytes: info.bytes as i64,
+                data_sha256: info.sha256.clone(),
+                manifest_sha256: manifest_sha.clone(),
+                sealed_at: sealed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            },
+        )
+        .await?;
+        audit::append(
+            tx.conn(),
+            &[Entry::BatchSealed {
+                feed: feed.name.clone(),
+                seq: b.seq,
+                data_sha256: info.sha256.clone(),
+                manifest_sha256: manifest_sha.clone(),
+                removed_at_sealing: Vec::new(),
+            }],
+        )
+        .await?;
+        tx.commit().await?;
+        audit::log_head(self.store.pool()).await?;
         tracing::info!(feed = %feed.name, seq, records = info.records, manifest_sha256 = %manifest_sha, "Batch sealed.");
         Ok(())
     }
@@ -315,9 +349,48 @@ impl App {
             self.store
                 .mark_delivered(&feed.name, b.seq, &receipt_json.to_string())
                 .await?;
+            self.audit(Entry::Delivery {
+                feed: feed.name.clone(),
+                seq: b.seq,
+                outcome: "delivered".into(),
+                receipt: receipt_json,
+            })
+            .await?;
+            audit::log_head(self.store.pool()).await?;
             tracing::info!(feed = %feed.name, seq = b.seq, "Batch delivered.");
             delivered.push(receipt.data_path);
         }
         Ok(delivered)
+    }
+}
+
+/// A `run_finished` entry: the run's counts (no timings: they are not facts
+/// an auditor needs, and they would make entries unrepeatable).
+fn audit_run_finished(feed: &str, outcome: &str, run: Option<&RunReport>) -> Entry {
+    let mut counts = BTreeMap::new();
+    if let Some(r) = run {
+        for (k, v) in [
+            ("files_new", r.files_new),
+            ("documents_decoded", r.documents_decoded),
+            ("documents_duplicate", r.documents_duplicate),
+            ("documents_quarantined", r.documents_quarantined),
+            ("documents_temporary_id", r.documents_temporary_id),
+            ("persons_evaluated", r.persons_evaluated),
+            ("cohort_entered", r.cohort_entered),
+            ("cohort_left", r.cohort_left),
+            ("upserts", r.upserts),
+            ("retracts", r.retracts),
+            ("batches_staged", r.staged.len() as u64),
+        ] {
+            counts.insert(k.to_owned(), v);
+        }
+        for (reason, n) in &r.held {
+            counts.insert(format!("held:{reason}"), *n);
+        }
+    }
+    Entry::RunFinished {
+        feed: feed.to_owned(),
+        outcome: outcome.to_owned(),
+        counts,
     }
 }

@@ -93,7 +93,7 @@ pub fn write_setup(dir: &Path, corpus: &Path) -> anyhow::Result<Setup> {
     for d in [&keys, &mappings, &delivered] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    let mut key_names = vec!["index.key".to_owned()];
+    let mut key_names = vec!["index.key".to_owned(), "audit.key".to_owned()];
     for f in FEEDS {
         key_names.push(format!("{}.pseudonym.key", f.recipient));
         key_names.push(format!("{}.record.key", f.name));
@@ -126,7 +126,7 @@ pub fn config_text(corpus: &Path) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "# regfeed demo configuration (synthetic data, fresh keys).\n\n[daemon]\nstate_dir = \"state\"\n\n[keys]\nindex = \"keys/index.key\"\n"
+        "# regfeed demo configuration (synthetic data, fresh keys).\n\n[daemon]\nstate_dir = \"state\"\n\n[keys]\nindex = \"keys/index.key\"\naudit = \"keys/audit.key\"\n"
     );
     for (id, name, oids) in CONTROLLERS {
         let oids: Vec<String> = oids.iter().map(|o| toml_str(o)).collect();

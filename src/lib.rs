@@ -18,6 +18,8 @@
 //! - [`feed`]: batch data files (CSV, JSON Lines) and manifests, sealed to disk.
 //! - [`deliver`]: getting sealed batches to registers (file drop).
 //! - [`demo`]: the embedded default: keys, mappings and a config in a folder.
+//! - [`audit`]: the hash-chained audit trail; verify, subject lookup, FHIR
+//!   AuditEvent export.
 //! - [`app`]: the composition root: keys, store, stage → seal → deliver.
 //! - [`synth`]: `regfeed gen`, the deterministic synthetic Kanta corpus and
 //!   its truth file (synthetic identities only).
@@ -26,6 +28,7 @@
 //! - [`telemetry`]: tracing subscriber (plain or JSON, to stderr); peak RSS.
 
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod codes;
 pub mod config;

@@ -56,6 +56,8 @@ pub enum PipelineError {
     },
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 /// What one run did.
@@ -115,6 +117,8 @@ pub struct FeedKeys<'a> {
     pub record: &'a Key,
     /// The recipient's pseudonym key (pseudonym feeds).
     pub pseudonym: Option<&'a Key>,
+    /// The audit key: people in audit entries. Required to commit a run.
+    pub audit: Option<&'a Key>,
 }
 
 impl<'a> FeedKeys<'a> {
@@ -138,6 +142,7 @@ impl<'a> FeedKeys<'a> {
             index: keys.index(),
             record,
             pseudonym,
+            audit: keys.audit(),
         })
     }
 }
@@ -617,6 +622,8 @@ async fn stage_chunk(
     let mut held_all: Vec<(String, String, String)> = Vec::new();
     let mut held_counts: BTreeMap<String, u64> = BTreeMap::new();
     let mut cohort_changes = Vec::new();
+    // Index pseudonyms of everyone with a row in the batch (for the audit).
+    let mut batch_people: Vec<String> = Vec::new();
     for group in persons.chunks(PERSON_GROUP) {
         report.persons_evaluated += group.len() as u64;
         let docs = timed!(report.store_ns, tx.person_docs(feed, group, upto))?;
@@ -669,6 +676,7 @@ async fn stage_chunk(
             .collect();
 
         for person in group {
+            let rows_before = batch_rows.len();
             let pdocs = docs_by_person
                 .get(person.as_str())
                 .map(Vec::as_slice)
@@ -753,6 +761,9 @@ async fn stage_chunk(
                     row: row_json(values),
                 });
             }
+            if batch_rows.len() > rows_before {
+                batch_people.push(person.clone());
+            }
         }
     }
 
@@ -773,6 +784,17 @@ async fn stage_chunk(
         // Dropping the transaction rolls everything back.
         return Ok(());
     }
+    let audit_key = cx.keys.audit.ok_or_else(|| {
+        PipelineError::Config(format!("feed {feed}: the audit key is not loaded"))
+    })?;
+    let mut audit_entries: Vec<crate::audit::Entry> = quarantined
+        .iter()
+        .map(|q| crate::audit::Entry::Quarantined {
+            feed: feed.clone(),
+            doc_sha256: q.sha256.chars().take(16).collect(),
+            class: q.class.clone(),
+        })
+        .collect();
     timed!(report.store_ns, tx.replace_held(feed, &persons, &held_all))?;
     timed!(report.store_ns, tx.set_cohort(feed, &cohort_changes))?;
     if !batch_rows.is_empty() {
@@ -800,7 +822,22 @@ async fn stage_chunk(
         report.upserts += upserts.len() as u64;
         report.retracts += retracts.len() as u64;
         report.staged.push(seq);
+        audit_entries.push(crate::audit::Entry::batch_staged(
+            cx.feed,
+            seq,
+            upserts.len() as u64,
+            retracts.len() as u64,
+            batch_people
+                .iter()
+                .map(|p| crate::audit::audit_pseudonym(audit_key, p))
+                .collect(),
+        ));
     }
+    // In the staging transaction: the trail holds what was staged, or neither.
+    timed!(
+        report.store_ns,
+        crate::audit::append(tx.conn(), &audit_entries)
+    )?;
     timed!(report.store_ns, tx.set_cursor(feed, upto))?;
     timed!(report.store_ns, tx.commit())?;
     Ok(())

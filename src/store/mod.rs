@@ -31,13 +31,22 @@ pub enum StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 fn migrator() -> Migrator {
-    let migrations = vec![Migration::new(
-        1,
-        Cow::Borrowed("initial"),
-        MigrationType::Simple,
-        Cow::Borrowed(include_str!("migrations/sqlite/0001_initial.sql")),
-        false,
-    )];
+    let migrations = vec![
+        Migration::new(
+            1,
+            Cow::Borrowed("initial"),
+            MigrationType::Simple,
+            Cow::Borrowed(include_str!("migrations/sqlite/0001_initial.sql")),
+            false,
+        ),
+        Migration::new(
+            5,
+            Cow::Borrowed("audit"),
+            MigrationType::Simple,
+            Cow::Borrowed(include_str!("migrations/sqlite/0005_audit.sql")),
+            false,
+        ),
+    ];
     Migrator {
         migrations: Cow::Owned(migrations),
         ignore_missing: false,
@@ -417,6 +426,23 @@ impl Tx {
 
     pub async fn commit(self) -> Result<()> {
         self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Store::mark_sealed`] inside this transaction (with its audit entry).
+    pub async fn mark_sealed(&mut self, feed: &str, seq: i64, s: &SealRecord) -> Result<()> {
+        sqlx::query(
+            "UPDATE batches SET state = 'sealed', sealed_at = ?, data_file = ?, data_bytes = ?, data_sha256 = ?, manifest_sha256 = ? WHERE feed = ? AND seq = ? AND state = 'staged'",
+        )
+        .bind(&s.sealed_at)
+        .bind(&s.data_file)
+        .bind(s.data_bytes)
+        .bind(&s.data_sha256)
+        .bind(&s.manifest_sha256)
+        .bind(feed)
+        .bind(seq)
+        .execute(&mut *self.tx)
+        .await?;
         Ok(())
     }
 
