@@ -45,6 +45,15 @@ pub enum AuditCommand {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Anything else on the command line is refused without being
+        /// echoed (clap's own error would quote it, and it may be a hetu).
+        #[arg(
+            hide = true,
+            num_args = 0..,
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        refused: Vec<std::ffi::OsString>,
     },
     /// Every entry as a FHIR R4 AuditEvent, one JSON object per line.
     Export {
@@ -60,7 +69,21 @@ pub fn run(cmd: AuditCommand) -> ExitCode {
             expect_entries,
             expect_head,
         } => verify(config.as_deref(), expect_entries, expect_head.as_deref()),
-        AuditCommand::Subject { config, json } => subject_cmd(config.as_deref(), json),
+        AuditCommand::Subject {
+            config,
+            json,
+            refused,
+        } => {
+            if !refused.is_empty() {
+                eprintln!(
+                    "regfeed: audit subject takes no arguments besides --config and --json; \
+                     the hetu is read from standard input, never from the command line \
+                     (what was given is not repeated here)"
+                );
+                return ExitCode::from(2);
+            }
+            subject_cmd(config.as_deref(), json)
+        }
         AuditCommand::Export { config } => export(config.as_deref()),
     }
 }
