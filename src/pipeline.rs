@@ -833,6 +833,31 @@ async fn stage_chunk(
                 .collect(),
         ));
     }
+    // Held records (mapping holds, before the policy gate), per person and
+    // reason: re-evaluated every run, so audited each time they are.
+    let mut holds: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for (_, person, reason) in &held_all {
+        *holds.entry((person, reason)).or_default() += 1;
+    }
+    if !holds.is_empty() {
+        audit_entries.push(crate::audit::Entry::Decisions {
+            feed: feed.clone(),
+            seq: audit_entries.iter().find_map(|e| match e {
+                crate::audit::Entry::BatchStaged { seq, .. } => Some(*seq),
+                _ => None,
+            }),
+            items: holds
+                .into_iter()
+                .map(|((person, reason), records)| crate::audit::Decision {
+                    person: crate::audit::audit_pseudonym(audit_key, person),
+                    outcome: crate::audit::Outcome::Hold,
+                    rule: format!("mapping.hold.{reason}"),
+                    basis: format!("held: {reason}"),
+                    records,
+                })
+                .collect(),
+        });
+    }
     // In the staging transaction: the trail holds what was staged, or neither.
     timed!(
         report.store_ns,

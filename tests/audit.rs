@@ -574,3 +574,53 @@ async fn a_consistently_rewritten_chain_is_caught_by_the_head_anchor() {
         regfeed::audit::Problem::HeadDiffers { .. }
     ));
 }
+
+#[test]
+fn validate_refuses_a_config_without_an_audit_key() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let corpus = tmp.path().join("corpus");
+    std::fs::create_dir_all(&corpus).expect("corpus");
+    let s = regfeed::demo::write_setup(&tmp.path().join("demo"), &corpus).expect("setup");
+    let text = std::fs::read_to_string(&s.config).expect("read");
+    assert!(text.contains("audit = \"keys/audit.key\"\n"));
+    std::fs::write(&s.config, text.replace("audit = \"keys/audit.key\"\n", "")).expect("write");
+    let out = regfeed(
+        &["validate", "--config", s.config.to_str().expect("utf-8")],
+        None,
+    );
+    assert_eq!(out.code, 78, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("keys.audit: an audit key is required"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn subject_says_which_records_were_held_and_why() {
+    let config = demo().join("regfeed.toml");
+    let truth = regfeed::synth::truth::compute(&regfeed::synth::plan(PATIENTS, SEED));
+    let person = truth
+        .persons
+        .iter()
+        .find(|p| p.in_cohort && !p.held.is_empty())
+        .expect("a cohort member with held records");
+    let out = subject(&config, &person.hetu, true);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    let held: u64 = v["report"]["decisions"]
+        .as_array()
+        .expect("decisions")
+        .iter()
+        .filter(|d| d["feed"] == "thl-diabetes" && d["outcome"] == "hold")
+        .filter_map(|d| d["records"].as_u64())
+        .sum();
+    assert_eq!(held, person.held.len() as u64, "{}", out.stdout);
+    let out = subject(&config, &person.hetu, false);
+    assert!(
+        out.stdout.contains("held under rule mapping.hold."),
+        "{}",
+        out.stdout
+    );
+    assert_no_hetu("subject (held)", &out, &person.hetu);
+}
