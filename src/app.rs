@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use chrono::Utc;
 
+use crate::audit::{self, Entry};
 use crate::config::{Config, FeedConfig, IdentityKind};
 use crate::feed::manifest::{Counts, DataRef, Identity, LegalBasis, Manifest, MappingRef, Window};
 use crate::feed::{self, Op, Row};
@@ -46,6 +47,8 @@ pub struct OnceReport {
 pub struct Recheck {
     /// Upserts that may no longer go out: record id → rule.
     pub dropped: BTreeMap<String, String>,
+    /// The same, per person (index pseudonym) and rule: records removed.
+    pub removed: BTreeMap<(String, String), u64>,
     /// People (index pseudonyms) whose location columns are shielded.
     pub turvakielto: std::collections::HashSet<String>,
 }
@@ -59,11 +62,12 @@ pub struct ImportReport {
     pub errors: Vec<crate::policy::import::LineError>,
 }
 
-/// Loads every key the config names: the index key, each recipient's
+/// Loads every key the config names: the index and audit keys, each recipient's
 /// pseudonym key and each feed's record key.
 pub fn load_keys(cfg: &Config) -> anyhow::Result<KeyRing> {
     let mut sources = BTreeMap::new();
     sources.insert(KeyRole::Index, cfg.index_key.clone());
+    sources.insert(KeyRole::Audit, cfg.audit_key.clone());
     for r in &cfg.recipients {
         sources.insert(KeyRole::Pseudonym(r.name.clone()), r.pseudonym_key.clone());
     }
@@ -79,6 +83,9 @@ impl App {
         let store = Store::open(&cfg.database_url)
             .await
             .context("opening the store")?;
+        // Configuration, mapping versions and key ids: audited when changed.
+        audit::record_config_if_changed(store.pool(), &cfg, &keys, crate::policy::RULES_VERSION)
+            .await?;
         Ok(App { cfg, store, keys })
     }
 
@@ -95,16 +102,27 @@ impl App {
         let keys = FeedKeys::for_feed(&self.keys, feed)?;
         let now = Utc::now();
         let run_id = self.store.start_run(&feed.name).await?;
+        self.audit(Entry::RunStarted {
+            feed: feed.name.clone(),
+        })
+        .await?;
         let run = match pipeline::stage(&self.cfg, feed, &self.store, keys, now, Mode::Commit).await
         {
             Ok(r) => r,
             Err(e) => {
                 self.store.finish_run(run_id, "failed", "{}").await?;
+                self.audit(audit_run_finished(&feed.name, "failed", None))
+                    .await?;
                 return Err(e.into());
             }
         };
         let counts = serde_json::to_string(&run).unwrap_or_else(|_| "{}".into());
         self.store.finish_run(run_id, "ok", &counts).await?;
+        self.audit(audit_run_finished(&feed.name, "ok", Some(&run)))
+            .await?;
+        if !run.staged.is_empty() {
+            audit::log_head(self.store.pool()).await?;
+        }
         tracing::info!(
             feed = %feed.name,
             decoded = run.documents_decoded,
@@ -124,6 +142,12 @@ impl App {
             dead: d.dead,
             waiting_on: d.waiting_on,
         })
+    }
+
+    /// Appends one audit entry in a transaction of its own.
+    async fn audit(&self, entry: Entry) -> anyhow::Result<()> {
+        audit::record(self.store.pool(), &[entry]).await?;
+        Ok(())
     }
 
     /// A dry run of one feed: the rows its next run would stage, changing
@@ -171,6 +195,36 @@ impl App {
         tx.insert_restrictions(id, &parsed.restrictions).await?;
         tx.upsert_flags(id, &parsed.flags).await?;
         tx.insert_denial_snapshots(&parsed.denials).await?;
+        // The trail records the import, and every sealed batch that already
+        // holds data of a person who now objects: not recalled, but known.
+        let audit_key = self
+            .keys
+            .audit()
+            .ok_or_else(|| anyhow::anyhow!("the audit key is not loaded"))?;
+        let mut entries: Vec<Entry> = counts
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(kind, n)| Entry::Import {
+                import_kind: kind.clone(),
+                rows: *n as u64,
+                source_sha256: sha.clone(),
+            })
+            .collect();
+        let objectors: Vec<String> = parsed
+            .objections
+            .iter()
+            .map(|o| o.person.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for (feed, seq, person) in tx.sealed_batches_of(&objectors).await? {
+            entries.push(Entry::ObjectionAfterSealing {
+                feed,
+                seq,
+                person: audit::audit_pseudonym(audit_key, &person),
+            });
+        }
+        audit::append(tx.conn(), &entries).await?;
         tx.commit().await?;
         tracing::info!(rows = parsed.rows, import_sha256 = %&sha[..16], "Policy inputs imported.");
         Ok(ImportReport {
@@ -351,19 +405,45 @@ impl App {
             test: feed.test,
         };
         let manifest_sha = feed::write_manifest(&dir, &manifest)?;
-        self.store
-            .mark_sealed(
-                &feed.name,
-                b.seq,
-                &SealRecord {
-                    data_file: info.file.clone(),
-                    data_bytes: info.bytes as i64,
-                    data_sha256: info.sha256.clone(),
-                    manifest_sha256: manifest_sha.clone(),
-                    sealed_at: sealed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                },
-            )
-            .await?;
+        let audit_key = self
+            .keys
+            .audit()
+            .ok_or_else(|| anyhow::anyhow!("the audit key is not loaded"))?;
+        let removed_at_sealing: Vec<audit::Removed> = recheck
+            .removed
+            .iter()
+            .map(|((person, rule), records)| audit::Removed {
+                person: audit::audit_pseudonym(audit_key, person),
+                rule: rule.clone(),
+                records: *records,
+            })
+            .collect();
+        let mut tx = self.store.begin().await?;
+        tx.mark_sealed(
+            &feed.name,
+            b.seq,
+            &SealRecord {
+                data_file: info.file.clone(),
+                data_bytes: info.bytes as i64,
+                data_sha256: info.sha256.clone(),
+                manifest_sha256: manifest_sha.clone(),
+                sealed_at: sealed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            },
+        )
+        .await?;
+        audit::append(
+            tx.conn(),
+            &[Entry::BatchSealed {
+                feed: feed.name.clone(),
+                seq: b.seq,
+                data_sha256: info.sha256.clone(),
+                manifest_sha256: manifest_sha.clone(),
+                removed_at_sealing: removed_at_sealing.clone(),
+            }],
+        )
+        .await?;
+        tx.commit().await?;
+        audit::log_head(self.store.pool()).await?;
         tracing::info!(feed = %feed.name, seq, records = info.records, manifest_sha256 = %manifest_sha, "Batch sealed.");
         Ok(())
     }
@@ -447,6 +527,9 @@ impl App {
             );
             if !d.delivers() {
                 out.dropped.insert(id.clone(), d.rule.as_str().to_owned());
+                *out.removed
+                    .entry((p.clone(), d.rule.as_str().to_owned()))
+                    .or_default() += 1;
             }
         }
         Ok(out)
@@ -457,5 +540,36 @@ impl App {
     /// order, retried; stops at a dead batch. Returns file-drop paths.
     pub async fn deliver_pending(&self, feed: &FeedConfig) -> anyhow::Result<Vec<PathBuf>> {
         Ok(self.deliver_feed(feed).await?.delivered_paths)
+    }
+}
+
+/// A `run_finished` entry: the run's counts (no timings: they are not facts
+/// an auditor needs, and they would make entries unrepeatable).
+fn audit_run_finished(feed: &str, outcome: &str, run: Option<&RunReport>) -> Entry {
+    let mut counts = BTreeMap::new();
+    if let Some(r) = run {
+        for (k, v) in [
+            ("files_new", r.files_new),
+            ("documents_decoded", r.documents_decoded),
+            ("documents_duplicate", r.documents_duplicate),
+            ("documents_quarantined", r.documents_quarantined),
+            ("documents_temporary_id", r.documents_temporary_id),
+            ("persons_evaluated", r.persons_evaluated),
+            ("cohort_entered", r.cohort_entered),
+            ("cohort_left", r.cohort_left),
+            ("upserts", r.upserts),
+            ("retracts", r.retracts),
+            ("batches_staged", r.staged.len() as u64),
+        ] {
+            counts.insert(k.to_owned(), v);
+        }
+        for (reason, n) in &r.held {
+            counts.insert(format!("held:{reason}"), *n);
+        }
+    }
+    Entry::RunFinished {
+        feed: feed.to_owned(),
+        outcome: outcome.to_owned(),
+        counts,
     }
 }

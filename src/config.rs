@@ -29,6 +29,7 @@ pub const ENV_OVERRIDES: &[&str] = &[
     "REGFEED_DAEMON__STATE_DIR",
     "REGFEED_DATABASE__URL",
     "REGFEED_KEYS__INDEX",
+    "REGFEED_KEYS__AUDIT",
     "REGFEED_LOG__LEVEL",
     "REGFEED_LOG__FORMAT",
     "REGFEED_TELEMETRY__LISTEN",
@@ -93,6 +94,9 @@ struct RawDatabase {
 #[serde(deny_unknown_fields)]
 struct RawKeys {
     index: Spanned<String>,
+    /// Optional in the shape so that its absence is reported with our
+    /// message; required by validation.
+    audit: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -203,6 +207,10 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub database_url: String,
     pub index_key: KeySource,
+    /// The key of audit pseudonyms (people in the audit trail).
+    pub audit_key: KeySource,
+    /// SHA-256 of the config file's text, lowercase hex (audited on change).
+    pub sha256: String,
     pub log_level: String,
     pub log_format: LogFormat,
     pub limits: Limits,
@@ -527,6 +535,19 @@ impl Config {
             &env("REGFEED_KEYS__INDEX").unwrap_or_else(|| raw.keys.index.get_ref().clone()),
             &base,
         );
+        let audit_key = match env("REGFEED_KEYS__AUDIT")
+            .or_else(|| raw.keys.audit.as_ref().map(|a| a.get_ref().clone()))
+        {
+            Some(a) => key_ref(&a, &base),
+            None => {
+                c.at(
+                    raw.keys.index.span(),
+                    "keys.audit",
+                    "an audit key is required (people in the audit trail are pseudonymised with it)",
+                );
+                KeySource::File(PathBuf::new())
+            }
+        };
         let log_level = env("REGFEED_LOG__LEVEL")
             .or(raw.log.level.clone())
             .unwrap_or_else(|| "info".into());
@@ -646,6 +667,8 @@ impl Config {
             state_dir,
             database_url,
             index_key,
+            audit_key,
+            sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())),
             log_level,
             log_format,
             limits: raw.limits,

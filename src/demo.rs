@@ -117,7 +117,7 @@ pub fn write_setup(dir: &Path, corpus: &Path) -> anyhow::Result<Setup> {
     for d in [&keys, &mappings, &delivered] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    let mut key_names = vec!["index.key".to_owned()];
+    let mut key_names = vec!["index.key".to_owned(), "audit.key".to_owned()];
     for f in FEEDS {
         key_names.push(format!("{}.pseudonym.key", f.recipient));
         key_names.push(format!("{}.record.key", f.name));
@@ -150,7 +150,7 @@ pub fn config_text(corpus: &Path) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "# regfeed demo configuration (synthetic data, fresh keys).\n\n[daemon]\nstate_dir = \"state\"\n\n[keys]\nindex = \"keys/index.key\"\n"
+        "# regfeed demo configuration (synthetic data, fresh keys).\n\n[daemon]\nstate_dir = \"state\"\n\n[keys]\nindex = \"keys/index.key\"\naudit = \"keys/audit.key\"\n"
     );
     for (id, name, oids) in controllers() {
         let oids: Vec<String> = oids.iter().map(|o| toml_str(o)).collect();
@@ -225,7 +225,17 @@ pub fn policy_inputs(plan: &crate::synth::Plan) -> String {
     let mut csv = String::from(
         "kind,hetu,made_to,purposes,effective_from,controller,start,since,source,reference\r\n",
     );
-    let mut it = members.into_iter();
+    // Objection 1 goes to someone all of whose records one controller holds,
+    // so the research extract shows none of theirs (an objection binds only
+    // the controller it was made to).
+    let single = members.iter().position(|p| {
+        p.rows
+            .first()
+            .is_some_and(|f| p.rows.iter().all(|r| r.controller == f.controller))
+    });
+    let mut members = members;
+    let first = single.map(|i| members.remove(i));
+    let mut it = first.into_iter().chain(members);
     if let Some(p) = it.next()
         && let Some(ctl) = p.rows.first().and_then(|r| org_of(&r.controller))
     {

@@ -36,6 +36,8 @@
 //!   keys: the index key for the store, a recipient's key for its feeds.
 //! - [`record_id`]: HMAC-SHA-256(record key, `"rec:" + set id + ":" +
 //!   ordinal`), the ordinal in decimal without padding, lowercase hex.
+//! - [`audit_pseudonym`]: HMAC-SHA-256(audit key, `"person:" + index
+//!   pseudonym`), lowercase hex: people in the audit trail.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -384,6 +386,12 @@ pub fn pseudonym(recipient_key: &Key, hetu: &Hetu) -> String {
 pub fn record_id(record_key: &Key, set_id: &str, ordinal: u32) -> String {
     let ordinal = ordinal.to_string();
     record_key.hmac_hex(&[b"rec:", set_id.as_bytes(), b":", ordinal.as_bytes()])
+}
+
+/// A person in the audit trail, derived from their index pseudonym (the
+/// store knows no hetu) under the audit key.
+pub fn audit_pseudonym(audit_key: &Key, index_person: &str) -> String {
+    audit_key.hmac_hex(&[b"person:", index_person.as_bytes()])
 }
 
 /// Writes a new key file: 32 bytes from `/dev/urandom` as hex and a newline,

@@ -21,6 +21,8 @@
 //!   drop and HTTP sinks.
 //! - [`failpoint`]: named crash points for tests (`REGFEED_FAILPOINT`).
 //! - [`demo`]: the embedded default: keys, mappings and a config in a folder.
+//! - [`audit`]: the hash-chained audit trail; verify, subject lookup, FHIR
+//!   AuditEvent export.
 //! - [`app`]: the composition root: keys, store, stage → seal → deliver.
 //! - [`daemon`]: `regfeed run`: scheduler, delivery loop, leases, reload,
 //!   graceful stop, systemd notify.
@@ -34,6 +36,7 @@
 //!   decides every fire time (Europe/Helsinki, DST rules of DESIGN.md §7).
 
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod codes;
 pub mod config;

@@ -57,6 +57,8 @@ pub enum PipelineError {
     },
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 /// What one run did.
@@ -146,6 +148,8 @@ pub struct FeedKeys<'a> {
     pub record: &'a Key,
     /// The recipient's pseudonym key (pseudonym feeds).
     pub pseudonym: Option<&'a Key>,
+    /// The audit key: people in audit entries. Required to commit a run.
+    pub audit: Option<&'a Key>,
 }
 
 impl<'a> FeedKeys<'a> {
@@ -169,6 +173,7 @@ impl<'a> FeedKeys<'a> {
             index: keys.index(),
             record,
             pseudonym,
+            audit: keys.audit(),
         })
     }
 }
@@ -878,6 +883,7 @@ async fn stage_chunk(
     let upto = timed!(report.store_ns, tx.max_doc_key())?;
     let persons = timed!(report.store_ns, tx.persons_between(cursor, upto))?;
     let excluded_before = report.excluded.clone();
+    let decisions_before = report.decisions.len();
     let mut preview_blocked: Vec<PreviewRow> = Vec::new();
     let mut preview_decisions: HashMap<String, (policy::Outcome, policy::Rule)> = HashMap::new();
     let exempt_before = report.exempt;
@@ -887,6 +893,8 @@ async fn stage_chunk(
     let mut held_all: Vec<(String, String, String)> = Vec::new();
     let mut held_counts: BTreeMap<String, u64> = BTreeMap::new();
     let mut cohort_changes = Vec::new();
+    // Index pseudonyms of everyone with a row in the batch (for the audit).
+    let mut batch_people: Vec<String> = Vec::new();
     for group in persons.chunks(PERSON_GROUP) {
         report.persons_evaluated += group.len() as u64;
         let docs = timed!(report.store_ns, tx.person_docs(feed, group, upto))?;
@@ -941,6 +949,7 @@ async fn stage_chunk(
             .collect();
 
         for person in group {
+            let rows_before = batch_rows.len();
             let pdocs = docs_by_person
                 .get(person.as_str())
                 .map(Vec::as_slice)
@@ -1095,6 +1104,9 @@ async fn stage_chunk(
                     doc_key: Some(*doc_key),
                 });
             }
+            if batch_rows.len() > rows_before {
+                batch_people.push(person.clone());
+            }
         }
     }
 
@@ -1130,6 +1142,17 @@ async fn stage_chunk(
         // Dropping the transaction rolls everything back.
         return Ok(());
     }
+    let audit_key = cx.keys.audit.ok_or_else(|| {
+        PipelineError::Config(format!("feed {feed}: the audit key is not loaded"))
+    })?;
+    let mut audit_entries: Vec<crate::audit::Entry> = quarantined
+        .iter()
+        .map(|q| crate::audit::Entry::Quarantined {
+            feed: feed.clone(),
+            doc_sha256: q.sha256.chars().take(16).collect(),
+            class: q.class.clone(),
+        })
+        .collect();
     timed!(report.store_ns, tx.replace_held(feed, &persons, &held_all))?;
     timed!(report.store_ns, tx.set_cohort(feed, &cohort_changes))?;
     if !batch_rows.is_empty() {
@@ -1163,7 +1186,72 @@ async fn stage_chunk(
         report.upserts += upserts.len() as u64;
         report.retracts += retracts.len() as u64;
         report.staged.push(seq);
+        audit_entries.push(crate::audit::Entry::batch_staged(
+            cx.feed,
+            seq,
+            upserts.len() as u64,
+            retracts.len() as u64,
+            batch_people
+                .iter()
+                .map(|p| crate::audit::audit_pseudonym(audit_key, p))
+                .collect(),
+        ));
     }
+    // Decisions of this chunk, per person and rule: the policy gate's
+    // (exclusions, holds, exemptions, overrides, derogations) and the
+    // mapping's holds (e.g. a value without a unit). Re-evaluated every
+    // run, so audited each time they are made.
+    let policy_rules: HashSet<&str> = report.decisions[decisions_before..]
+        .iter()
+        .map(|d| d.rule.as_str())
+        .collect();
+    let mut items: Vec<crate::audit::Decision> = report.decisions[decisions_before..]
+        .iter()
+        .map(|d| crate::audit::Decision {
+            person: crate::audit::audit_pseudonym(audit_key, &d.person),
+            outcome: match d.outcome {
+                policy::Outcome::Include => crate::audit::Outcome::Include,
+                policy::Outcome::Exempt => crate::audit::Outcome::Exempt,
+                policy::Outcome::Exclude => crate::audit::Outcome::Exclude,
+                policy::Outcome::Hold => crate::audit::Outcome::Hold,
+            },
+            rule: d.rule.as_str().to_owned(),
+            basis: d.basis.clone(),
+            records: d.records,
+        })
+        .collect();
+    let mut holds: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for (_, person, reason) in &held_all {
+        if !policy_rules.contains(reason.as_str()) {
+            *holds.entry((person, reason)).or_default() += 1;
+        }
+    }
+    items.extend(
+        holds
+            .into_iter()
+            .map(|((person, reason), records)| crate::audit::Decision {
+                person: crate::audit::audit_pseudonym(audit_key, person),
+                outcome: crate::audit::Outcome::Hold,
+                rule: format!("mapping.hold.{reason}"),
+                basis: format!("held: {reason}"),
+                records,
+            }),
+    );
+    if !items.is_empty() {
+        audit_entries.push(crate::audit::Entry::Decisions {
+            feed: feed.clone(),
+            seq: audit_entries.iter().find_map(|e| match e {
+                crate::audit::Entry::BatchStaged { seq, .. } => Some(*seq),
+                _ => None,
+            }),
+            items,
+        });
+    }
+    // In the staging transaction: the trail holds what was staged, or neither.
+    timed!(
+        report.store_ns,
+        crate::audit::append(tx.conn(), &audit_entries)
+    )?;
     timed!(report.store_ns, tx.set_cursor(feed, upto))?;
     timed!(report.store_ns, tx.commit())?;
     crate::failpoint::hit("staged");

@@ -5,6 +5,7 @@
 //! It must not print a source path, a hetu or a name: a file name may contain
 //! a hetu, so files are named by argument position and digest.
 
+pub mod audit;
 pub mod decode;
 pub mod feeds;
 pub mod outbox;
@@ -139,6 +140,11 @@ pub enum Command {
         #[command(subcommand)]
         command: outbox::FeedCommand,
     },
+    /// The audit trail: verify the hash chain, answer for one person, export.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
     /// Decode documents and print their header and records as JSON lines.
     #[command(long_about = decode::LONG_ABOUT)]
     Decode {
@@ -218,6 +224,7 @@ pub fn run(cli: Cli) -> ExitCode {
         },
         Command::Outbox { command } => outbox::outbox(command),
         Command::Feed { command } => outbox::feed(command),
+        Command::Audit { command } => audit::run(command),
     }
 }
 

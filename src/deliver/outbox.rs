@@ -410,6 +410,53 @@ impl App {
     /// the audit trail records each event here.
     pub async fn audit_delivery(&self, event: DeliveryEvent<'_>) -> anyhow::Result<()> {
         tracing::debug!(?event, "Delivery event.");
+        let receipt_json = |r: &str| {
+            serde_json::from_str::<serde_json::Value>(r)
+                .unwrap_or_else(|_| serde_json::Value::String(r.to_owned()))
+        };
+        let entry = match event {
+            // Sealing is audited by the seal itself, in its transaction.
+            DeliveryEvent::Sealed { .. } => return Ok(()),
+            DeliveryEvent::Delivered { feed, seq, receipt } => crate::audit::Entry::Delivery {
+                feed: feed.to_owned(),
+                seq,
+                outcome: "delivered".into(),
+                receipt: receipt_json(receipt),
+            },
+            DeliveryEvent::Replayed { feed, seq, receipt } => crate::audit::Entry::Delivery {
+                feed: feed.to_owned(),
+                seq,
+                outcome: "replayed".into(),
+                receipt: receipt_json(receipt),
+            },
+            DeliveryEvent::Dead {
+                feed,
+                seq,
+                class,
+                reason,
+            } => crate::audit::Entry::Delivery {
+                feed: feed.to_owned(),
+                seq,
+                outcome: "dead".into(),
+                receipt: serde_json::json!({ "class": class, "reason": reason }),
+            },
+            DeliveryEvent::RetriedByOperator {
+                feed,
+                seq,
+                resealed,
+            } => crate::audit::Entry::Delivery {
+                feed: feed.to_owned(),
+                seq,
+                outcome: if resealed {
+                    "retried_by_operator_resealed".into()
+                } else {
+                    "retried_by_operator".into()
+                },
+                receipt: serde_json::Value::Null,
+            },
+        };
+        crate::audit::record(self.store.pool(), &[entry]).await?;
+        crate::audit::log_head(self.store.pool()).await?;
         Ok(())
     }
 

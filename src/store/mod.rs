@@ -68,6 +68,13 @@ fn migrator() -> Migrator {
             Cow::Borrowed(include_str!("migrations/sqlite/0004_policy.sql")),
             false,
         ),
+        Migration::new(
+            5,
+            Cow::Borrowed("audit"),
+            MigrationType::Simple,
+            Cow::Borrowed(include_str!("migrations/sqlite/0005_audit.sql")),
+            false,
+        ),
     ];
     Migrator {
         migrations: Cow::Owned(migrations),
@@ -244,9 +251,13 @@ impl Store {
         Ok(Store { pool })
     }
 
+    /// A write transaction. It takes SQLite's write lock at once (`BEGIN
+    /// IMMEDIATE`): a deferred transaction that reads and then writes while
+    /// another writer commits fails with "database is locked" instead of
+    /// waiting, which concurrent feed runs would hit.
     pub async fn begin(&self) -> Result<Tx> {
         Ok(Tx {
-            tx: self.pool.begin().await?,
+            tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
         })
     }
 
@@ -501,6 +512,23 @@ impl Tx {
 
     pub async fn commit(self) -> Result<()> {
         self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Store::mark_sealed`] inside this transaction (with its audit entry).
+    pub async fn mark_sealed(&mut self, feed: &str, seq: i64, s: &SealRecord) -> Result<()> {
+        sqlx::query(
+            "UPDATE batches SET state = 'sealed', sealed_at = ?, data_file = ?, data_bytes = ?, data_sha256 = ?, manifest_sha256 = ? WHERE feed = ? AND seq = ? AND state = 'staged'",
+        )
+        .bind(&s.sealed_at)
+        .bind(&s.data_file)
+        .bind(s.data_bytes)
+        .bind(&s.data_sha256)
+        .bind(&s.manifest_sha256)
+        .bind(feed)
+        .bind(seq)
+        .execute(&mut *self.tx)
+        .await?;
         Ok(())
     }
 
@@ -909,7 +937,7 @@ impl Tx {
         let mut line = 0i64;
         for chunk in rows.chunks(CHUNK) {
             let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO batch_rows (feed, seq, line, record_id, op, row) ",
+                "INSERT INTO batch_rows (feed, seq, line, record_id, op, row, person, doc_key) ",
             );
             q.push_values(chunk, |mut bld, r| {
                 line += 1;
@@ -918,7 +946,9 @@ impl Tx {
                     .push_bind(line)
                     .push_bind(&r.record_id)
                     .push_bind(&r.op)
-                    .push_bind(&r.row);
+                    .push_bind(&r.row)
+                    .push_bind(&r.person)
+                    .push_bind(r.doc_key);
             });
             q.build().execute(&mut *self.tx).await?;
         }

@@ -86,7 +86,7 @@ impl Store {
         kind: &str,
         data_sha256: &str,
     ) -> Result<(i64, String)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let started = now_ms();
         // Write first, so the transaction takes SQLite's write lock (and
         // waits for it) instead of failing to upgrade a read.

@@ -190,6 +190,30 @@ impl Tx {
         Ok(())
     }
 
+    /// (feed, seq, person) of sealed or delivered batches holding rows of
+    /// these people.
+    pub async fn sealed_batches_of(
+        &mut self,
+        persons: &[String],
+    ) -> Result<Vec<(String, i64, String)>> {
+        let mut out = Vec::new();
+        for chunk in persons.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT DISTINCT r.feed, r.seq, r.person FROM batch_rows r JOIN batches b ON b.feed = r.feed AND b.seq = r.seq WHERE b.state IN ('sealed', 'sending', 'delivered', 'dead') AND r.person IN (",
+            );
+            let mut sep = q.separated(", ");
+            for p in chunk {
+                sep.push_bind(p);
+            }
+            q.push(")");
+            q.push(" ORDER BY r.feed, r.seq");
+            for r in q.build().fetch_all(&mut *self.tx).await? {
+                out.push((r.get(0), r.get(1), r.get(2)));
+            }
+        }
+        Ok(out)
+    }
+
     /// The stored policy of these people.
     pub async fn policy_rows(&mut self, persons: &[String]) -> Result<HashMap<String, PolicyRows>> {
         load_policy(&mut self.tx, persons).await

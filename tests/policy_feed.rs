@@ -1,0 +1,303 @@
+//! Objections through real feed runs (issue 4): evaluated when a batch is
+//! staged and again when it is sealed; an objection after sealing recalls
+//! nothing and is audited; a person who leaves a feed by objection gets no
+//! retractions; a dead batch retried later is re-checked and re-sealed; the
+//! exempt register feed keeps delivering, audited as exempt.
+
+mod common;
+#[path = "common/delivery.rs"]
+mod helpers;
+mod receiver;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use chrono::Utc;
+use regfeed::app::App;
+use regfeed::config::Config;
+use regfeed::decode::hetu::Hetu;
+use regfeed::feed::{self, Op, Row, Value};
+use regfeed::identity::{self, Key, KeyRole, KeySource};
+use regfeed::pipeline::{self, FeedKeys, Mode};
+
+const RESEARCH: &str = "research-diabetes";
+const THL: &str = "thl-diabetes";
+/// P1 of the fixtures: every document from the Pirkanmaa county.
+const P1: &str = "140372-912E";
+/// P2: documents from Pirkanmaa and from a private provider.
+const P2: &str = "050658-9334";
+
+fn copy_fixtures(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("corpus");
+    for e in std::fs::read_dir(from).expect("fixtures") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "xml") {
+            std::fs::copy(&p, to.join(p.file_name().expect("name"))).expect("copy");
+        }
+    }
+}
+
+async fn open(config: &Path) -> App {
+    App::open(Config::load(config).expect("config validates"))
+        .await
+        .expect("app")
+}
+
+fn pseudonym(setup_dir: &Path, recipient: &str, hetu: &str) -> String {
+    let key = Key::load(
+        &KeyRole::Pseudonym(recipient.into()),
+        &KeySource::File(setup_dir.join(format!("keys/{recipient}.pseudonym.key"))),
+    )
+    .expect("key");
+    identity::pseudonym(&key, &Hetu::parse(hetu).expect("hetu"))
+}
+
+fn import(app: &App, dir: &Path, name: &str, csv: &str) -> impl std::future::Future<Output = ()> {
+    let file = dir.join(name);
+    std::fs::write(&file, csv).expect("write import");
+    async move {
+        let r = app.import_policy(&file).await.expect("import runs");
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+    }
+}
+
+fn objection_csv(hetu: &str, made_to: &str) -> String {
+    format!(
+        "kind,hetu,made_to,purposes,effective_from,source,reference\r\nobjection,{hetu},{made_to},all,{},test,OBJ-T\r\n",
+        Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )
+}
+
+fn rows_of(dir: &Path, app: &App, feed_name: &str, seq: u64) -> Vec<Row> {
+    let fc = app.cfg.feed(feed_name).expect("feed");
+    let path = dir.join(format!("{feed_name}-{seq:08}.csv"));
+    let f = std::io::BufReader::new(std::fs::File::open(&path).expect("batch file"));
+    feed::csv::read(f, &fc.mapping.feed_columns()).expect("reads back")
+}
+
+fn persons_in(rows: &[Row], app: &App, feed_name: &str) -> Vec<String> {
+    let fc = app.cfg.feed(feed_name).expect("feed");
+    let i = fc
+        .mapping
+        .columns
+        .iter()
+        .position(|c| c.name == "person")
+        .expect("person column");
+    rows.iter()
+        .filter_map(|r| match r.values.get(i) {
+            Some(Value::Text(p)) => Some(p.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+struct World {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    corpus: PathBuf,
+    app: App,
+}
+
+async fn world() -> Option<World> {
+    let fixtures = common::shared_data()?.join("fixtures");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let corpus = tmp.path().join("corpus");
+    copy_fixtures(&fixtures, &corpus);
+    let setup = regfeed::demo::write_setup(&tmp.path().join("demo"), &corpus).expect("setup");
+    let app = open(&setup.config).await;
+    Some(World {
+        dir: setup.dir,
+        corpus,
+        app,
+        _tmp: tmp,
+    })
+}
+
+async fn stage_only(app: &App, feed_name: &str) -> pipeline::RunReport {
+    let fc = app.cfg.feed(feed_name).expect("feed");
+    let keys = FeedKeys::for_feed(&app.keys, fc).expect("keys");
+    pipeline::stage(&app.cfg, fc, &app.store, keys, Utc::now(), Mode::Commit)
+        .await
+        .expect("stage")
+}
+
+async fn audit_kinds(app: &App) -> Vec<(String, String)> {
+    sqlx::query_as::<_, (String, String)>(
+        "SELECT kind, COALESCE(feed, '') || ' ' || data FROM audit ORDER BY seq",
+    )
+    .fetch_all(app.store.pool())
+    .await
+    .expect("audit rows")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_objection_between_staging_and_sealing_removes_the_rows_at_sealing() {
+    let Some(w) = world().await else { return };
+    let staged = stage_only(&w.app, RESEARCH).await;
+    assert_eq!(staged.staged, vec![1]);
+    // P1 objects to the county that holds all their records, after staging.
+    import(&w.app, &w.dir, "o.csv", &objection_csv(P1, "org-32213086")).await;
+    let fc = w.app.cfg.feed(RESEARCH).expect("feed");
+    let d = w.app.deliver_feed(fc).await.expect("deliver");
+    assert_eq!(d.delivered, vec![1]);
+
+    let out = w.dir.join("delivered").join(RESEARCH);
+    let rows = rows_of(&out, &w.app, RESEARCH, 1);
+    let p1 = pseudonym(&w.dir, "findata-permit-2026-017", P1);
+    assert!(
+        !persons_in(&rows, &w.app, RESEARCH).contains(&p1),
+        "P1's rows were removed at sealing"
+    );
+    assert!(!rows.is_empty(), "others' rows still go out");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join(format!("{RESEARCH}-00000001.manifest.json"))).expect("manifest"),
+    )
+    .expect("json");
+    assert!(
+        manifest["counts"]["excluded"]["objection_to_controller_at_sealing"].as_u64() > Some(0),
+        "{manifest}"
+    );
+    let sealed = audit_kinds(&w.app)
+        .await
+        .into_iter()
+        .find(|(k, _)| k == "batch_sealed")
+        .expect("a batch_sealed entry");
+    assert!(
+        sealed.1.contains("objection_to_controller"),
+        "audited: {}",
+        sealed.1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_objection_after_sealing_recalls_nothing_is_audited_and_sends_no_retractions() {
+    let Some(w) = world().await else { return };
+    let first = w.app.once(RESEARCH).await.expect("first run");
+    assert_eq!(first.sealed, vec![1]);
+    let out = w.dir.join("delivered").join(RESEARCH);
+    let before = std::fs::read(out.join(format!("{RESEARCH}-00000001.csv"))).expect("batch");
+    let p2 = pseudonym(&w.dir, "findata-permit-2026-017", P2);
+    assert!(persons_in(&rows_of(&out, &w.app, RESEARCH, 1), &w.app, RESEARCH).contains(&p2));
+
+    // P2 objects to Findata after the batch was sealed and delivered.
+    import(&w.app, &w.dir, "o.csv", &objection_csv(P2, "findata")).await;
+    let kinds = audit_kinds(&w.app).await;
+    assert!(
+        kinds
+            .iter()
+            .any(|(k, d)| k == "objection_after_sealing" && d.contains(RESEARCH)),
+        "the sealed batch holding P2 is audited, not recalled"
+    );
+    assert_eq!(
+        std::fs::read(out.join(format!("{RESEARCH}-00000001.csv"))).expect("batch"),
+        before,
+        "the delivered batch is unchanged"
+    );
+
+    // A new document of P2 arrives: their rows are excluded now, and their
+    // earlier rows are not retracted (leaving by objection recalls nothing).
+    let f03 = std::fs::read_to_string(w.corpus.join("f03-lab-panel.xml")).expect("f03");
+    std::fs::write(
+        w.corpus.join("f03b.xml"),
+        f03.replace("140372-912E", P2).replace(
+            "1.2.246.10.32213086.93.2026.103",
+            "1.2.246.10.32213086.93.2026.903",
+        ),
+    )
+    .expect("write");
+    let second = w.app.once(RESEARCH).await.expect("second run");
+    assert!(
+        second
+            .run
+            .excluded
+            .get("objection_to_findata")
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "{:?}",
+        second.run
+    );
+    assert_eq!(
+        second.run.retracts, 0,
+        "no retractions for a departure by objection"
+    );
+    assert!(second.sealed.is_empty(), "nothing else changed: no batch");
+
+    // The statutory register feed delivers P2's new rows, audited as exempt.
+    let thl = w.app.once(THL).await.expect("thl run");
+    assert!(thl.run.exempt > 0, "{:?}", thl.run);
+    let thl_rows = rows_of(&w.dir.join("delivered").join(THL), &w.app, THL, 1);
+    let p2_thl = pseudonym(&w.dir, "thl", P2);
+    assert!(persons_in(&thl_rows, &w.app, THL).contains(&p2_thl));
+    assert!(thl_rows.iter().all(|r| r.op == Op::Upsert));
+    let kinds = audit_kinds(&w.app).await;
+    assert!(
+        kinds
+            .iter()
+            .any(|(k, d)| k == "decisions" && d.contains("exempt: THL Act 668/2008")),
+        "the exemption is audited with its statute"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_batch_retried_after_an_objection_is_rechecked_and_resealed() {
+    let Some(data) = common::shared_data() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let broken = Arc::new(AtomicBool::new(true));
+    let mut opts = receiver::Options::new(&tmp.path().join("received"));
+    let b2 = Arc::clone(&broken);
+    opts.injector = Arc::new(move |_r: &receiver::Req| {
+        if b2.load(Ordering::SeqCst) {
+            receiver::Fault::BadRequest("rejected by the test register".into())
+        } else {
+            receiver::Fault::None
+        }
+    });
+    let reg = receiver::start(opts).await;
+    let corpus = tmp.path().join("corpus");
+    copy_fixtures(&data.join("fixtures"), &corpus);
+    let config = helpers::write_http_setup(
+        &tmp.path().join("demo"),
+        &corpus,
+        &helpers::SinkSpec::new(&reg.base_url),
+    );
+    let app = open(&config).await;
+    let first = app.once(RESEARCH).await;
+    assert!(
+        first.is_err() || first.as_ref().is_ok_and(|r| !r.dead.is_empty()),
+        "the batch dies: {first:?}"
+    );
+    let before = app
+        .store
+        .batch(RESEARCH, 1)
+        .await
+        .expect("batch")
+        .expect("exists");
+    assert_eq!(before.state, "dead");
+
+    // The cause is fixed, but P1 objected in the meantime.
+    let demo_dir = tmp.path().join("demo");
+    import(&app, &demo_dir, "o.csv", &objection_csv(P1, "org-32213086")).await;
+    broken.store(false, Ordering::SeqCst);
+    let d = app.retry_dead(RESEARCH, 1).await.expect("retry");
+    assert_eq!(d.delivered, vec![1]);
+    let after = app
+        .store
+        .batch(RESEARCH, 1)
+        .await
+        .expect("batch")
+        .expect("exists");
+    assert_eq!(after.state, "delivered");
+    assert_ne!(
+        after.data_sha256, before.data_sha256,
+        "re-sealed under the same sequence with a new digest"
+    );
+    let snap = reg.snapshot();
+    let sent = std::fs::read_dir(tmp.path().join("received"))
+        .expect("received")
+        .count();
+    assert!(sent > 0, "{snap:?}");
+}
