@@ -116,10 +116,6 @@ impl App {
                 return Err(e.into());
             }
         };
-        let counts = serde_json::to_string(&run).unwrap_or_else(|_| "{}".into());
-        self.store.finish_run(run_id, "ok", &counts).await?;
-        self.audit(audit_run_finished(&feed.name, "ok", Some(&run)))
-            .await?;
         if !run.staged.is_empty() {
             audit::log_head(self.store.pool()).await?;
         }
@@ -133,7 +129,26 @@ impl App {
             "Run staged."
         );
         // Sealing happens in delivery, just before each batch's first attempt.
-        let d = self.deliver_feed(feed).await?;
+        // The run is recorded with its outcome once delivery has been tried:
+        // "ok", "waiting" (a dead batch holds the feed back) or "failed".
+        let counts = serde_json::to_string(&run).unwrap_or_else(|_| "{}".into());
+        let d = match self.deliver_feed(feed).await {
+            Ok(d) => d,
+            Err(e) => {
+                self.store.finish_run(run_id, "failed", &counts).await?;
+                self.audit(audit_run_finished(&feed.name, "failed", Some(&run)))
+                    .await?;
+                return Err(e);
+            }
+        };
+        let outcome = if d.waiting_on.is_some() {
+            "waiting"
+        } else {
+            "ok"
+        };
+        self.store.finish_run(run_id, outcome, &counts).await?;
+        self.audit(audit_run_finished(&feed.name, outcome, Some(&run)))
+            .await?;
         Ok(OnceReport {
             run,
             sealed: d.sealed,

@@ -374,3 +374,78 @@ pub fn parse(text: &str, cfg: &Config, index_key: &Key) -> Result<Parsed, Vec<Li
         Err(errors)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> (tempfile::TempDir, Config) {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let corpus = tmp.path().join("corpus");
+        std::fs::create_dir_all(&corpus).expect("corpus");
+        let s = crate::demo::write_setup(&tmp.path().join("d"), &corpus).expect("setup");
+        let c = Config::load(&s.config).expect("config");
+        (tmp, c)
+    }
+
+    fn key() -> Key {
+        Key::from_bytes(&crate::identity::KeyRole::Index, &[7u8; 32]).expect("key")
+    }
+
+    #[test]
+    fn good_rows_of_every_kind_parse_and_hetus_become_pseudonyms() {
+        let (_t, c) = cfg();
+        let csv = "kind,hetu,made_to,purposes,effective_from,withdrawn,controller,start,end,service_event,provider,since,source,reference\r\n\
+objection,010101-900R,org-32213086,statistics;scientific_research,2026-01-01,,,,,,,,kirjaamo,OBJ-1\r\n\
+objection,010101-900R,findata,all,2026-01-01T08:00:00Z,2026-06-01,,,,,,,,\r\n\
+restriction,020202-902H,,,,,org-32213086,2026-02-01,2026-03-01,,,,,\r\n\
+denial,020202-902H,,,2026-01-01,,,,,1.2.246.10.32213086.14011.2026.1,,,,\r\n\
+turvakielto,030303-9049,,,,,,,,,,2026-01-01,,\r\n";
+        let p = parse(csv, &c, &key()).expect("parses");
+        assert_eq!(p.rows, 5);
+        assert_eq!(p.objections.len(), 2);
+        assert_eq!(
+            p.objections[0].purposes,
+            "[\"statistics\",\"scientific_research\"]"
+        );
+        assert_eq!(
+            p.restrictions[0].controller.as_deref(),
+            Some("org-32213086")
+        );
+        assert_eq!(p.denials[0].denials.len(), 1);
+        assert_eq!(p.flags[0].flag, "turvakielto");
+        let dump = format!("{p:?}");
+        assert!(
+            !dump.contains("010101-900R"),
+            "only index pseudonyms are kept"
+        );
+        // JSON Lines reads the same.
+        let jsonl = "{\"hetu\":\"010101-900R\",\"made_to\":\"findata\",\"purposes\":[\"statistics\"],\"effective_from\":\"2026-01-01\"}\n";
+        assert_eq!(parse(jsonl, &c, &key()).expect("jsonl").objections.len(), 1);
+    }
+
+    #[test]
+    fn every_bad_row_is_reported_by_line_without_its_content_and_nothing_is_kept() {
+        let (_t, c) = cfg();
+        let csv = "kind,hetu,made_to,purposes,effective_from,withdrawn\r\n\
+objection,010101-900R,org-32213086,all,2026-01-01,\r\n\
+objection,010101-900X,org-32213086,all,2026-01-01,\r\n\
+objection,010101-900R,no-such-controller,all,2026-01-01,\r\n\
+objection,010101-900R,findata,all,yesterday,\r\n\
+objection,010101-900R,findata,all,2026-02-01,2026-01-01\r\n\
+objection,010101-900R,findata,gossip,2026-01-01,\r\n\
+parking,010101-900R,findata,all,2026-01-01,\r\n";
+        let errors = parse(csv, &c, &key()).expect_err("bad rows");
+        let lines: Vec<u64> = errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![3, 4, 5, 6, 7, 8], "{errors:?}");
+        let text: String = errors.iter().map(|e| e.to_string() + "\n").collect();
+        assert!(text.contains("check character"), "{text}");
+        assert!(!text.contains("010101-900"), "no hetu in an error: {text}");
+        let unknown = "kind,hetu,notes\r\nobjection,010101-900R,hello\r\n";
+        assert!(
+            parse(unknown, &c, &key()).expect_err("column")[0]
+                .message
+                .contains("unknown column")
+        );
+    }
+}
