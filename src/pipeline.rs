@@ -612,34 +612,44 @@ pub async fn stage(
     };
 
     let started = std::time::Instant::now();
-    let seen = timed!(report.store_ns, store.seen(source.name()))?;
-    let listed = match &source {
-        Source::ArchiveDir(a) => a.list().map_err(|error| PipelineError::Source {
+    // Folder by folder: the `seen` entries of that folder's files decide
+    // what is new or changed; candidates fill chunks, each staged as it
+    // fills. Memory holds one folder's listing and one chunk.
+    let chunk_size = cfg.max_documents_per_batch.max(1);
+    let Source::ArchiveDir(dir) = &source;
+    let mut pending: Vec<(Listed, Option<String>)> = Vec::new();
+    let mut chunks_staged = 0u64;
+    for files in dir.walk() {
+        let files = files.map_err(|error| PipelineError::Source {
             source_name: source.name().to_owned(),
             error,
-        })?,
-    };
-    report.files_listed = listed.len() as u64;
-    let candidates: Vec<Listed> = listed
-        .into_iter()
-        .filter(|l| {
-            seen.get(&l.path)
-                .is_none_or(|s| s.size != l.size as i64 || s.mtime_ns != l.mtime_ns)
-        })
-        .collect();
-    report.files_new = candidates.len() as u64;
-
-    let chunk_size = cfg.max_documents_per_batch.max(1);
-    if candidates.is_empty() {
+        })?;
+        report.files_listed += files.len() as u64;
+        let paths: Vec<&str> = files.iter().map(|l| l.path.as_str()).collect();
+        let seen = timed!(report.store_ns, store.seen_for(source.name(), &paths))?;
+        for l in files {
+            let known = seen.get(&l.path);
+            if known.is_some_and(|s| s.size == l.size as i64 && s.mtime_ns == l.mtime_ns) {
+                continue;
+            }
+            report.files_new += 1;
+            pending.push((l, known.map(|s| s.sha256.clone())));
+        }
+        while pending.len() >= chunk_size {
+            let rest = pending.split_off(chunk_size);
+            stage_chunk(&cx, store, &pending, &mut report).await?;
+            chunks_staged += 1;
+            pending = rest;
+            if mode == Mode::DryRun {
+                report.total_ns = started.elapsed().as_nanos() as u64;
+                return Ok(report);
+            }
+        }
+    }
+    if !pending.is_empty() || chunks_staged == 0 {
         // Even with no new files, other feeds may have ingested documents
         // this feed has not processed yet.
-        stage_chunk(&cx, store, &seen, &[], &mut report).await?;
-    }
-    for chunk in candidates.chunks(chunk_size) {
-        stage_chunk(&cx, store, &seen, chunk, &mut report).await?;
-        if mode == Mode::DryRun {
-            break;
-        }
+        stage_chunk(&cx, store, &pending, &mut report).await?;
     }
     report.total_ns = started.elapsed().as_nanos() as u64;
     Ok(report)
@@ -731,8 +741,7 @@ fn ingest(
 async fn stage_chunk(
     cx: &Ctx<'_>,
     store: &Store,
-    seen: &HashMap<String, Seen>,
-    files: &[Listed],
+    files: &[(Listed, Option<String>)],
     report: &mut RunReport,
 ) -> Result<(), PipelineError> {
     let feed = &cx.feed.name;
@@ -744,7 +753,7 @@ async fn stage_chunk(
     // header facts and mapped rows, never whole documents.
     let mut decoded: Vec<(NewDocument, Option<Mapped>, Option<store::DenialSnapshot>)> = Vec::new();
     let decode_started = std::time::Instant::now();
-    for l in files {
+    for (l, seen_sha) in files {
         crate::failpoint::hit("decode");
         let bytes = match cx.source.locate(&l.path) {
             Ok(b) => b,
@@ -762,7 +771,7 @@ async fn stage_chunk(
             mtime_ns: l.mtime_ns,
             sha256: sha.clone(),
         });
-        if seen.get(&l.path).is_some_and(|s| s.sha256 == sha) {
+        if seen_sha.as_deref() == Some(sha.as_str()) {
             continue; // touched or copied over with the same bytes
         }
         let result = if bytes.len() > cx.cfg.limits.max_document_bytes {

@@ -42,41 +42,21 @@ impl ArchiveDir {
         &self.root
     }
 
-    /// Every document file below the root, sorted by path.
+    /// Every document file below the root, one folder at a time (each
+    /// folder's files sorted by name, folders in sorted order): memory holds
+    /// one folder's listing, never the whole tree's.
+    pub fn walk(&self) -> Walk {
+        Walk {
+            stack: vec![(self.root.clone(), String::new())],
+        }
+    }
+
+    /// Every document file below the root, sorted by path (small trees and
+    /// tests; a run uses [`ArchiveDir::walk`]).
     pub fn list(&self) -> io::Result<Vec<Listed>> {
         let mut out = Vec::new();
-        let mut stack = vec![(self.root.clone(), String::new())];
-        while let Some((dir, rel)) = stack.pop() {
-            for entry in std::fs::read_dir(&dir)? {
-                let entry = entry?;
-                let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                    continue; // not UTF-8: cannot be a producer's document name
-                };
-                if ignored(&name) {
-                    continue;
-                }
-                let ft = entry.file_type()?;
-                let child = if rel.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{rel}/{name}")
-                };
-                if ft.is_dir() {
-                    stack.push((entry.path(), child));
-                } else if ft.is_file() {
-                    let meta = entry.metadata()?;
-                    let mtime_ns = meta
-                        .modified()
-                        .ok()
-                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-                    out.push(Listed {
-                        path: child,
-                        size: meta.len(),
-                        mtime_ns,
-                    });
-                }
-            }
+        for files in self.walk() {
+            out.extend(files?);
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
@@ -94,6 +74,67 @@ impl ArchiveDir {
         }
         std::fs::read(self.root.join(p))
     }
+}
+
+/// A folder to walk: its path and its path relative to the root.
+type Folder = (PathBuf, String);
+
+/// Walks an `archive_dir` folder by folder: see [`ArchiveDir::walk`].
+#[derive(Debug)]
+pub struct Walk {
+    stack: Vec<Folder>,
+}
+
+impl Iterator for Walk {
+    type Item = io::Result<Vec<Listed>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (dir, rel) = self.stack.pop()?;
+        Some(list_dir(&dir, &rel).map(|(files, mut dirs)| {
+            // Pushed in reverse so the smallest name is walked first.
+            dirs.sort_by(|a, b| b.1.cmp(&a.1));
+            self.stack.extend(dirs);
+            files
+        }))
+    }
+}
+
+/// One folder's document files (sorted) and subfolders.
+fn list_dir(dir: &Path, rel: &str) -> io::Result<(Vec<Listed>, Vec<Folder>)> {
+    let mut files = Vec::new();
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue; // not UTF-8: cannot be a producer's document name
+        };
+        if ignored(&name) {
+            continue;
+        }
+        let ft = entry.file_type()?;
+        let child = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
+        };
+        if ft.is_dir() {
+            dirs.push((entry.path(), child));
+        } else if ft.is_file() {
+            let meta = entry.metadata()?;
+            let mtime_ns = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+            files.push(Listed {
+                path: child,
+                size: meta.len(),
+                mtime_ns,
+            });
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok((files, dirs))
 }
 
 #[cfg(test)]

@@ -280,6 +280,33 @@ impl Store {
             .collect())
     }
 
+    /// What the `seen` table holds for these paths of a source.
+    pub async fn seen_for(&self, source: &str, paths: &[&str]) -> Result<HashMap<String, Seen>> {
+        let mut out = HashMap::new();
+        for chunk in paths.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT path, size, mtime_ns, sha256 FROM seen WHERE source = ",
+            );
+            q.push_bind(source);
+            q.push(" AND path IN (");
+            let mut sep = q.separated(", ");
+            for p in chunk {
+                sep.push_bind(*p);
+            }
+            q.push(")");
+            for r in q.build().fetch_all(&self.pool).await? {
+                let s = Seen {
+                    path: r.get(0),
+                    size: r.get(1),
+                    mtime_ns: r.get(2),
+                    sha256: r.get(3),
+                };
+                out.insert(s.path.clone(), s);
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn batch(&self, feed: &str, seq: i64) -> Result<Option<BatchInfo>> {
         let row = sqlx::query(BATCH_SELECT_WHERE)
             .bind(feed)
