@@ -419,14 +419,16 @@ pub fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-struct Collector<'a> {
-    file: &'a Path,
-    text: &'a str,
-    problems: Vec<Problem>,
+/// Gathers located problems while a file is validated (config and
+/// mappings alike).
+pub(crate) struct Collector<'a> {
+    pub(crate) file: &'a Path,
+    pub(crate) text: &'a str,
+    pub(crate) problems: Vec<Problem>,
 }
 
 impl Collector<'_> {
-    fn at(&mut self, span: Range<usize>, field: &str, message: impl Into<String>) {
+    pub(crate) fn at(&mut self, span: Range<usize>, field: &str, message: impl Into<String>) {
         self.problems.push(Problem {
             file: self.file.to_path_buf(),
             line: line_of(self.text, span.start),

@@ -10,14 +10,13 @@
 
 pub mod eval;
 
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-use crate::config::{Problem, line_of};
+use crate::config::Problem;
 use crate::feed::{ColumnType, Format};
 use crate::record::{MedicationEvent, RecordKind};
 
@@ -357,22 +356,7 @@ impl Mapping {
 
 // -------------------------------------------------------------- validation
 
-struct Ctx<'a> {
-    file: &'a Path,
-    text: &'a str,
-    problems: Vec<Problem>,
-}
-
-impl Ctx<'_> {
-    fn at(&mut self, span: Range<usize>, field: &str, message: impl Into<String>) {
-        self.problems.push(Problem {
-            file: self.file.to_path_buf(),
-            line: line_of(self.text, span.start),
-            field: field.to_owned(),
-            message: message.into(),
-        });
-    }
-}
+use crate::config::Collector as Ctx;
 
 /// Reads and validates a mapping file.
 pub fn load(path: &Path) -> Result<Mapping, Vec<Problem>> {

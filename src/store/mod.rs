@@ -38,44 +38,44 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// The SQLite migrations, in order: (version, description, SQL).
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        2,
+        "outbox",
+        include_str!("migrations/sqlite/0002_outbox.sql"),
+    ),
+    (
+        3,
+        "schedule",
+        include_str!("migrations/sqlite/0003_schedule.sql"),
+    ),
+    (
+        4,
+        "policy",
+        include_str!("migrations/sqlite/0004_policy.sql"),
+    ),
+    (5, "audit", include_str!("migrations/sqlite/0005_audit.sql")),
+];
+
 fn migrator() -> Migrator {
-    let migrations = vec![
-        Migration::new(
-            1,
-            Cow::Borrowed("initial"),
-            MigrationType::Simple,
-            Cow::Borrowed(include_str!("migrations/sqlite/0001_initial.sql")),
-            false,
-        ),
-        Migration::new(
-            2,
-            Cow::Borrowed("outbox"),
-            MigrationType::Simple,
-            Cow::Borrowed(include_str!("migrations/sqlite/0002_outbox.sql")),
-            false,
-        ),
-        Migration::new(
-            3,
-            Cow::Borrowed("schedule"),
-            MigrationType::Simple,
-            Cow::Borrowed(include_str!("migrations/sqlite/0003_schedule.sql")),
-            false,
-        ),
-        Migration::new(
-            4,
-            Cow::Borrowed("policy"),
-            MigrationType::Simple,
-            Cow::Borrowed(include_str!("migrations/sqlite/0004_policy.sql")),
-            false,
-        ),
-        Migration::new(
-            5,
-            Cow::Borrowed("audit"),
-            MigrationType::Simple,
-            Cow::Borrowed(include_str!("migrations/sqlite/0005_audit.sql")),
-            false,
-        ),
-    ];
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|(version, description, sql)| {
+            Migration::new(
+                *version,
+                Cow::Borrowed(*description),
+                MigrationType::Simple,
+                Cow::Borrowed(*sql),
+                false,
+            )
+        })
+        .collect::<Vec<_>>();
     Migrator {
         migrations: Cow::Owned(migrations),
         ignore_missing: false,
