@@ -135,14 +135,17 @@ impl Store {
     pub async fn renew_lease(&self, lease: &Lease, ttl: std::time::Duration) -> Result<bool> {
         let now = Utc::now();
         let until = millis(now) + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        // The token proves the lease is still ours: every acquisition by
+        // anyone raises it. A lease that ran past its expiry while the store
+        // was busy (a long staging transaction holds SQLite's write lock) but
+        // that nobody took is still ours, and is renewed.
         let done = sqlx::query(
-            "UPDATE leases SET expires_at = ? WHERE feed = ? AND holder = ? AND token = ? AND expires_at > ?",
+            "UPDATE leases SET expires_at = ? WHERE feed = ? AND holder = ? AND token = ?",
         )
         .bind(until)
         .bind(&lease.feed)
         .bind(&lease.holder)
         .bind(lease.token)
-        .bind(millis(now))
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
