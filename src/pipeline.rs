@@ -1148,7 +1148,8 @@ async fn stage_chunk(
             })
             .chain(preview_blocked)
             .collect();
-        // Dropping the transaction rolls everything back.
+        // A dry run changes nothing.
+        timed!(report.store_ns, tx.rollback())?;
         return Ok(());
     }
     let audit_key = cx.keys.audit.ok_or_else(|| {

@@ -351,6 +351,9 @@ pub async fn record_config_if_changed(
     .fetch_optional(&mut *tx)
     .await?;
     if last.as_deref() == Some(data.as_str()) {
+        // Roll back now: the transaction holds SQLite's write lock, and a
+        // dropped one is rolled back only when its connection is next used.
+        tx.rollback().await?;
         return Ok(false);
     }
     append(&mut tx, &[entry]).await?;

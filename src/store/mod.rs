@@ -537,6 +537,13 @@ impl Tx {
         &mut self.tx
     }
 
+    /// Rolls back at once (a dropped transaction would keep SQLite's write
+    /// lock until its connection is next used).
+    pub async fn rollback(self) -> Result<()> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+
     pub async fn commit(self) -> Result<()> {
         self.tx.commit().await?;
         Ok(())
