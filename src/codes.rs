@@ -96,6 +96,16 @@ pub fn is_oid(s: &str) -> bool {
         })
 }
 
+/// `oid` without surrounding whitespace and `urn:oid:` prefixes (repeated
+/// ones too, so that normalising is idempotent).
+fn bare(oid: &str) -> &str {
+    let mut s = oid.trim();
+    while let Some(rest) = s.strip_prefix("urn:oid:") {
+        s = rest.trim();
+    }
+    s
+}
+
 impl CodeSystems {
     pub fn parse(text: &str) -> Result<CodeSystems, TableError> {
         let raw: RawTable = toml::from_str(text)?;
@@ -129,11 +139,10 @@ impl CodeSystems {
     }
 
     /// The canonical OID for `oid` as written: a listed versioned form maps to
-    /// its system; `urn:oid:` is dropped; anything else is returned trimmed
+    /// its system; `urn:oid:` is dropped (repeatedly); anything else is returned trimmed
     /// but otherwise unchanged.
     pub fn normalise<'a>(&'a self, oid: &'a str) -> &'a str {
-        let bare = oid.trim();
-        let bare = bare.strip_prefix("urn:oid:").unwrap_or(bare);
+        let bare = bare(oid);
         match self.by_oid.get(bare) {
             Some(&i) => &self.systems[i].oid,
             None => bare,
@@ -142,9 +151,7 @@ impl CodeSystems {
 
     /// The known system an OID (canonical or versioned) names.
     pub fn lookup(&self, oid: &str) -> Option<&CodeSystem> {
-        let bare = oid.trim();
-        let bare = bare.strip_prefix("urn:oid:").unwrap_or(bare);
-        self.by_oid.get(bare).map(|&i| &self.systems[i])
+        self.by_oid.get(bare(oid)).map(|&i| &self.systems[i])
     }
 
     /// The system with this short name (`icd10-fi`, `atc`, ...).
