@@ -77,20 +77,36 @@ pub(super) async fn under_lease<T>(
     let mut renew = tokio::time::interval(LEASE_TTL / 3);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     renew.tick().await;
+    // The renewal is polled beside the work, never instead of it: a renewal
+    // waits for SQLite's write lock, which the work's staging transaction may
+    // hold, and the work must keep going meanwhile.
+    let mut renewing: Option<std::pin::Pin<Box<dyn Future<Output = _> + Send + '_>>> = None;
     let out = loop {
         tokio::select! {
             biased;
             r = &mut work => break Leased::Done(r),
             _ = stop.cancelled() => break Leased::Aborted("stopped"),
-            _ = renew.tick() => match store.renew_lease(&lease, LEASE_TTL).await {
-                Ok(true) => {}
-                Ok(false) => break Leased::Aborted("lease lost"),
-                Err(e) => {
-                    tracing::warn!(feed = %lease.feed, error = %e, "Could not renew the feed's lease.");
+            res = async {
+                match renewing.as_mut() {
+                    Some(f) => f.await,
+                    None => std::future::pending().await,
                 }
-            },
+            } => {
+                renewing = None;
+                match res {
+                    Ok(true) => {}
+                    Ok(false) => break Leased::Aborted("lease lost"),
+                    Err(e) => {
+                        tracing::warn!(feed = %lease.feed, error = %e, "Could not renew the feed's lease.");
+                    }
+                }
+            }
+            _ = renew.tick(), if renewing.is_none() => {
+                renewing = Some(Box::pin(store.renew_lease(&lease, LEASE_TTL)));
+            }
         }
     };
+    drop(renewing);
     // Drop the work (and any transaction it holds) before the lease goes.
     drop(work);
     if let Err(e) = store.release_lease(&lease).await {
