@@ -1257,6 +1257,9 @@ async fn stage_chunk(
             items,
         });
     }
+    // The chunk's decisions are in the trail now; a run keeps no per-person
+    // state across chunks.
+    report.decisions.truncate(decisions_before);
     // In the staging transaction: the trail holds what was staged, or neither.
     timed!(
         report.store_ns,

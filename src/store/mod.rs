@@ -294,7 +294,7 @@ impl Store {
                 sep.push_bind(*p);
             }
             q.push(")");
-            for r in q.build().fetch_all(&self.pool).await? {
+            for r in q.build().persistent(false).fetch_all(&self.pool).await? {
                 let s = Seen {
                     path: r.get(0),
                     size: r.get(1),
@@ -406,7 +406,7 @@ impl Store {
                 sep.push_bind(*k);
             }
             q.push(")");
-            for r in q.build().fetch_all(&self.pool).await? {
+            for r in q.build().persistent(false).fetch_all(&self.pool).await? {
                 out.insert(r.get(0), (r.get(1), r.get(2)));
             }
         }
@@ -425,7 +425,7 @@ impl Store {
                 sep.push_bind(id);
             }
             q.push(")");
-            q.build().execute(&self.pool).await?;
+            q.build().persistent(false).execute(&self.pool).await?;
         }
         Ok(())
     }
@@ -583,7 +583,7 @@ impl Tx {
             q.push(
                 " ON CONFLICT (source, path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256, seen_at = excluded.seen_at",
             );
-            q.build().execute(&mut *self.tx).await?;
+            q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -600,7 +600,7 @@ impl Tx {
                 sep.push_bind(*id);
             }
             q.push(")");
-            for r in q.build().fetch_all(&mut *self.tx).await? {
+            for r in q.build().persistent(false).fetch_all(&mut *self.tx).await? {
                 out.insert(r.get(0), r.get(1));
             }
         }
@@ -635,7 +635,7 @@ impl Tx {
                     .push_bind(&at);
             });
             q.push(" RETURNING doc_key");
-            let rows = q.build().fetch_all(&mut *self.tx).await?;
+            let rows = q.build().persistent(false).fetch_all(&mut *self.tx).await?;
             keys.extend(rows.into_iter().map(|r| r.get::<i64, _>(0)));
         }
         Ok(keys)
@@ -655,7 +655,7 @@ impl Tx {
                     .push_bind(&r.detail)
                     .push_bind(&at);
             });
-            q.build().execute(&mut *self.tx).await?;
+            q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -720,7 +720,7 @@ impl Tx {
                 sep.push_bind(p);
             }
             q.push(") ORDER BY d.doc_key");
-            for r in q.build().fetch_all(&mut *self.tx).await? {
+            for r in q.build().persistent(false).fetch_all(&mut *self.tx).await? {
                 out.push(PersonDoc {
                     doc_key: r.get(0),
                     doc_id: r.get(1),
@@ -754,7 +754,7 @@ impl Tx {
                 sep.push_bind(*k);
             }
             q.push(") ORDER BY doc_key, ordinal");
-            for r in q.build().fetch_all(&mut *self.tx).await? {
+            for r in q.build().persistent(false).fetch_all(&mut *self.tx).await? {
                 out.push(DocRow {
                     doc_key: r.get(0),
                     ordinal: r.get(1),
@@ -782,7 +782,7 @@ impl Tx {
             q.push_values(chunk, |mut b, (k, p, e)| {
                 b.push_bind(feed).push_bind(*k).push_bind(p).push_bind(*e);
             });
-            q.build().execute(&mut *self.tx).await?;
+            q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         for chunk in rows.chunks(CHUNK / 2) {
             let mut q = QueryBuilder::<Sqlite>::new(
@@ -797,7 +797,7 @@ impl Tx {
                     .push_bind(&r.event_date)
                     .push_bind(&r.held);
             });
-            q.build().execute(&mut *self.tx).await?;
+            q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -818,7 +818,7 @@ impl Tx {
                 sep.push_bind(p);
             }
             q.push(")");
-            for r in q.build().fetch_all(&mut *self.tx).await? {
+            for r in q.build().persistent(false).fetch_all(&mut *self.tx).await? {
                 out.push(LiveRow {
                     record_id: r.get(0),
                     person: r.get(1),
@@ -852,7 +852,7 @@ impl Tx {
             q.push(
                 " ON CONFLICT (feed, record_id) DO UPDATE SET person = excluded.person, row_hash = excluded.row_hash, live = 1, batch_seq = excluded.batch_seq",
             );
-            q.build().execute(&mut *self.tx).await?;
+            q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         for chunk in retracts.chunks(CHUNK) {
             let mut q = QueryBuilder::<Sqlite>::new("UPDATE feed_rows SET live = 0, batch_seq = ");
@@ -865,7 +865,7 @@ impl Tx {
                 sep.push_bind(id);
             }
             q.push(")");
-            q.build().execute(&mut *self.tx).await?;
+            q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -887,7 +887,7 @@ impl Tx {
                 sep.push_bind(p);
             }
             q.push(")");
-            q.build().execute(&mut *self.tx).await?;
+            q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         let at = now();
         for chunk in held.chunks(CHUNK) {
@@ -901,7 +901,7 @@ impl Tx {
                     .push_bind(r)
                     .push_bind(&at);
             });
-            q.build().execute(&mut *self.tx).await?;
+            q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -923,7 +923,7 @@ impl Tx {
                 sep.push_bind(p);
             }
             q.push(")");
-            for r in q.build().fetch_all(&mut *self.tx).await? {
+            for r in q.build().persistent(false).fetch_all(&mut *self.tx).await? {
                 out.insert(r.get(0), r.get(1));
             }
         }
@@ -940,7 +940,7 @@ impl Tx {
                 b.push_bind(feed).push_bind(p).push_bind(*m).push_bind(&at);
             });
             q.push(" ON CONFLICT (feed, person) DO UPDATE SET member = excluded.member, changed_at = excluded.changed_at");
-            q.build().execute(&mut *self.tx).await?;
+            q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -984,7 +984,7 @@ impl Tx {
                     .push_bind(&r.person)
                     .push_bind(r.doc_key);
             });
-            q.build().execute(&mut *self.tx).await?;
+            q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }

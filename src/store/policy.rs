@@ -110,7 +110,7 @@ impl Tx {
                     .push_bind(&o.reference)
                     .push_bind(import_id);
             });
-            q.build().execute(&mut *self.tx).await?;
+            q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -133,7 +133,7 @@ impl Tx {
                     .push_bind(&r.reference)
                     .push_bind(import_id);
             });
-            q.build().execute(&mut *self.tx).await?;
+            q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -153,7 +153,7 @@ impl Tx {
                     .push_bind(import_id);
             });
             q.push(" ON CONFLICT (person, flag) DO UPDATE SET since = excluded.since, until = excluded.until, source = excluded.source, reference = excluded.reference, import_id = excluded.import_id");
-            q.build().execute(&mut *self.tx).await?;
+            q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -184,7 +184,7 @@ impl Tx {
                         .push_bind(&d.from_at)
                         .push_bind(&d.to_at);
                 });
-                q.build().execute(&mut *self.tx).await?;
+                q.build().persistent(false).execute(&mut *self.tx).await?;
             }
         }
         Ok(())
@@ -207,7 +207,7 @@ impl Tx {
             }
             q.push(")");
             q.push(" ORDER BY r.feed, r.seq");
-            for r in q.build().fetch_all(&mut *self.tx).await? {
+            for r in q.build().persistent(false).fetch_all(&mut *self.tx).await? {
                 out.push((r.get(0), r.get(1), r.get(2)));
             }
         }
@@ -269,7 +269,7 @@ async fn load_policy(
             "SELECT person, made_to, purposes, received_at, effective_from, withdrawn_at, source, reference FROM objections WHERE",
         );
         in_list(&mut q, chunk);
-        for r in q.build().fetch_all(&mut *conn).await? {
+        for r in q.build().persistent(false).fetch_all(&mut *conn).await? {
             let o = ObjectionRow {
                 person: r.get(0),
                 made_to: r.get(1),
@@ -286,7 +286,7 @@ async fn load_policy(
             "SELECT person, controller, start_at, end_at, source, reference FROM restrictions WHERE",
         );
         in_list(&mut q, chunk);
-        for r in q.build().fetch_all(&mut *conn).await? {
+        for r in q.build().persistent(false).fetch_all(&mut *conn).await? {
             let x = RestrictionRow {
                 person: r.get(0),
                 controller: r.get(1),
@@ -304,7 +304,7 @@ async fn load_policy(
             "SELECT person, flag, since, until, source, reference FROM person_flags WHERE",
         );
         in_list(&mut q, chunk);
-        for r in q.build().fetch_all(&mut *conn).await? {
+        for r in q.build().persistent(false).fetch_all(&mut *conn).await? {
             let f = FlagRow {
                 person: r.get(0),
                 flag: r.get(1),
@@ -322,7 +322,7 @@ async fn load_policy(
         in_list(&mut q, chunk);
         q.push(" ORDER BY person, effective_at, id");
         let mut latest: HashMap<String, (i64, DenialSnapshot)> = HashMap::new();
-        for r in q.build().fetch_all(&mut *conn).await? {
+        for r in q.build().persistent(false).fetch_all(&mut *conn).await? {
             let snap = DenialSnapshot {
                 person: r.get(1),
                 origin: r.get(2),
@@ -345,7 +345,7 @@ async fn load_policy(
             }
             q.push(")");
             let mut by_id: HashMap<i64, Vec<DenialRow>> = HashMap::new();
-            for r in q.build().fetch_all(&mut *conn).await? {
+            for r in q.build().persistent(false).fetch_all(&mut *conn).await? {
                 by_id.entry(r.get(0)).or_default().push(DenialRow {
                     service_event: r.get(1),
                     provider: r.get(2),
