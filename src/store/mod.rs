@@ -84,6 +84,19 @@ fn migrator() -> Migrator {
     }
 }
 
+/// Binds `values` as the items of an `IN (` list the query has just opened,
+/// and closes it.
+fn push_list<'a, T>(q: &mut QueryBuilder<'a, Sqlite>, values: impl IntoIterator<Item = T>)
+where
+    T: 'a + sqlx::Encode<'a, Sqlite> + sqlx::Type<Sqlite>,
+{
+    let mut sep = q.separated(", ");
+    for v in values {
+        sep.push_bind(v);
+    }
+    q.push(")");
+}
+
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
@@ -289,11 +302,7 @@ impl Store {
             );
             q.push_bind(source);
             q.push(" AND path IN (");
-            let mut sep = q.separated(", ");
-            for p in chunk {
-                sep.push_bind(*p);
-            }
-            q.push(")");
+            push_list(&mut q, chunk.iter().copied());
             for r in q.build().persistent(false).fetch_all(&self.pool).await? {
                 let s = Seen {
                     path: r.get(0),
@@ -401,11 +410,7 @@ impl Store {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "SELECT doc_key, controller, service_event FROM documents WHERE doc_key IN (",
             );
-            let mut sep = q.separated(", ");
-            for k in chunk {
-                sep.push_bind(*k);
-            }
-            q.push(")");
+            push_list(&mut q, chunk.iter().copied());
             for r in q.build().persistent(false).fetch_all(&self.pool).await? {
                 out.insert(r.get(0), (r.get(1), r.get(2)));
             }
@@ -420,11 +425,7 @@ impl Store {
             let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM feed_rows WHERE feed = ");
             q.push_bind(feed);
             q.push(" AND record_id IN (");
-            let mut sep = q.separated(", ");
-            for id in chunk {
-                sep.push_bind(id);
-            }
-            q.push(")");
+            push_list(&mut q, chunk);
             q.build().persistent(false).execute(&self.pool).await?;
         }
         Ok(())
@@ -595,11 +596,7 @@ impl Tx {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "SELECT doc_id, sha256 FROM documents WHERE doc_id IN (",
             );
-            let mut sep = q.separated(", ");
-            for id in chunk {
-                sep.push_bind(*id);
-            }
-            q.push(")");
+            push_list(&mut q, chunk.iter().copied());
             for r in q.build().persistent(false).fetch_all(&mut *self.tx).await? {
                 out.insert(r.get(0), r.get(1));
             }
@@ -813,11 +810,7 @@ impl Tx {
             );
             q.push_bind(feed);
             q.push(" AND person IN (");
-            let mut sep = q.separated(", ");
-            for p in chunk {
-                sep.push_bind(p);
-            }
-            q.push(")");
+            push_list(&mut q, chunk);
             for r in q.build().persistent(false).fetch_all(&mut *self.tx).await? {
                 out.push(LiveRow {
                     record_id: r.get(0),
@@ -860,11 +853,7 @@ impl Tx {
             q.push(" WHERE feed = ");
             q.push_bind(feed);
             q.push(" AND record_id IN (");
-            let mut sep = q.separated(", ");
-            for id in chunk {
-                sep.push_bind(id);
-            }
-            q.push(")");
+            push_list(&mut q, chunk);
             q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
@@ -882,11 +871,7 @@ impl Tx {
             let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM held WHERE feed = ");
             q.push_bind(feed);
             q.push(" AND person IN (");
-            let mut sep = q.separated(", ");
-            for p in chunk {
-                sep.push_bind(p);
-            }
-            q.push(")");
+            push_list(&mut q, chunk);
             q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         let at = now();
@@ -918,11 +903,7 @@ impl Tx {
                 QueryBuilder::<Sqlite>::new("SELECT person, member FROM cohort WHERE feed = ");
             q.push_bind(feed);
             q.push(" AND person IN (");
-            let mut sep = q.separated(", ");
-            for p in chunk {
-                sep.push_bind(p);
-            }
-            q.push(")");
+            push_list(&mut q, chunk);
             for r in q.build().persistent(false).fetch_all(&mut *self.tx).await? {
                 out.insert(r.get(0), r.get(1));
             }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{CHUNK, Result, Store, Tx, now};
+use super::{CHUNK, Result, Store, Tx, now, push_list};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectionRow {
@@ -73,11 +73,7 @@ pub struct PolicyRows {
 
 fn in_list<'a>(q: &mut QueryBuilder<'a, Sqlite>, persons: &'a [String]) {
     q.push(" person IN (");
-    let mut sep = q.separated(", ");
-    for p in persons {
-        sep.push_bind(p);
-    }
-    q.push(")");
+    push_list(q, persons);
 }
 
 impl Tx {
@@ -201,11 +197,7 @@ impl Tx {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "SELECT DISTINCT r.feed, r.seq, r.person FROM batch_rows r JOIN batches b ON b.feed = r.feed AND b.seq = r.seq WHERE b.state IN ('sealed', 'sending', 'delivered', 'dead') AND r.person IN (",
             );
-            let mut sep = q.separated(", ");
-            for p in chunk {
-                sep.push_bind(p);
-            }
-            q.push(")");
+            push_list(&mut q, chunk);
             q.push(" ORDER BY r.feed, r.seq");
             for r in q.build().persistent(false).fetch_all(&mut *self.tx).await? {
                 out.push((r.get(0), r.get(1), r.get(2)));
