@@ -77,8 +77,13 @@ fn copy_dir(from: &Path, to: &Path) {
         if e.file_type().expect("type").is_dir() {
             copy_dir(&e.path(), &target);
         } else {
-            // Keeps the mode: key files stay 0600.
-            std::fs::copy(e.path(), &target).expect("copy");
+            // Keeps the mode: key files stay 0600. SQLite's -wal/-shm files
+            // may vanish while another test's process checkpoints: skip them.
+            match std::fs::copy(e.path(), &target) {
+                Ok(_) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => panic!("copy: {err}"),
+            }
         }
     }
 }
