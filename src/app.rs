@@ -84,8 +84,7 @@ impl App {
             .await
             .context("opening the store")?;
         // Configuration, mapping versions and key ids: audited when changed.
-        audit::record_config_if_changed(store.pool(), &cfg, &keys, crate::policy::RULES_VERSION)
-            .await?;
+        audit::record_config_if_changed(&store, &cfg, &keys, crate::policy::RULES_VERSION).await?;
         Ok(App { cfg, store, keys })
     }
 
@@ -161,7 +160,7 @@ impl App {
 
     /// Appends one audit entry in a transaction of its own.
     async fn audit(&self, entry: Entry) -> anyhow::Result<()> {
-        audit::record(self.store.pool(), &[entry]).await?;
+        audit::record(&self.store, &[entry]).await?;
         Ok(())
     }
 

@@ -71,6 +71,9 @@ struct RawDaemon {
     shutdown_grace: Option<Spanned<String>>,
     /// How often the daemon retries sealed, undelivered batches (`30s`).
     delivery_interval: Option<Spanned<String>>,
+    /// How long a feed's lease lasts unless renewed (`60s`): how soon
+    /// another replica takes over the work of one that died.
+    lease_ttl: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -227,6 +230,8 @@ pub struct Config {
 pub struct DaemonSettings {
     pub shutdown_grace: std::time::Duration,
     pub delivery_interval: std::time::Duration,
+    /// How long a feed's lease lasts unless renewed (renewed every third).
+    pub lease_ttl: std::time::Duration,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub telemetry_listen: std::net::SocketAddr,
 }
@@ -525,13 +530,19 @@ impl Config {
             Some(u) => u,
             None => format!("sqlite://{}", state_dir.join("regfeed.db").display()),
         };
-        if !database_url.starts_with("sqlite:") {
-            let span = raw.database.url.as_ref().map(|u| u.span()).unwrap_or(0..0);
-            c.at(
+        let span = raw.database.url.as_ref().map(|u| u.span()).unwrap_or(0..0);
+        match crate::store::Backend::of_url(&database_url) {
+            None => c.at(
                 span,
                 "database.url",
-                "only sqlite: URLs are supported by this build (PostgreSQL arrives later)",
-            );
+                "must be sqlite://PATH or postgres://[USER@]HOST[:PORT]/DATABASE",
+            ),
+            Some(crate::store::Backend::Postgres) if url_has_password(&database_url) => c.at(
+                span,
+                "database.url",
+                "must not carry a password: put it in a pgpass file (PGPASSFILE, e.g. a systemd credential) instead",
+            ),
+            Some(_) => {}
         }
         let index_key = key_ref(
             &env("REGFEED_KEYS__INDEX").unwrap_or_else(|| raw.keys.index.get_ref().clone()),
@@ -850,12 +861,21 @@ fn validate_daemon(
         "daemon.delivery_interval",
         30,
     );
+    let lease_ttl = duration(&raw.daemon.lease_ttl, "daemon.lease_ttl", 60);
     if delivery_interval.is_zero() {
         let span = raw.daemon.delivery_interval.as_ref().map(|s| s.span());
         c.at(
             span.unwrap_or(0..0),
             "daemon.delivery_interval",
             "must be more than zero",
+        );
+    }
+    if lease_ttl < std::time::Duration::from_secs(3) {
+        let span = raw.daemon.lease_ttl.as_ref().map(|s| s.span());
+        c.at(
+            span.unwrap_or(0..0),
+            "daemon.lease_ttl",
+            "must be at least 3s (it is renewed every third)",
         );
     }
     let span = raw
@@ -878,8 +898,19 @@ fn validate_daemon(
     DaemonSettings {
         shutdown_grace,
         delivery_interval,
+        lease_ttl,
         telemetry_listen,
     }
+}
+
+/// Whether a `postgres://user:password@host/...` URL carries a password.
+fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+        || url.contains("password=")
 }
 
 fn validate_sink(s: &Spanned<RawSink>, base: &Path, c: &mut Collector<'_>) -> Option<SinkConfig> {

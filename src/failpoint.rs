@@ -6,7 +6,12 @@
 //! prints `regfeed: failpoint NAME hit` to standard error, so a test can
 //! assert that the point was reached.
 //!
-//! Points: `decode` (pipeline, while decoding a chunk), `staged` (after the
+//! With `REGFEED_FAILPOINT_ACTION=stop` the process stops itself instead
+//! (SIGSTOP, as a paused VM or a long GC pause would) and goes on where it
+//! was once sent SIGCONT: the replica tests use it to show fencing.
+//!
+//! Points: `decode` (pipeline, while decoding a chunk), `commit` (just
+//! before the staging transaction commits), `staged` (after the
 //! staging transaction commits), `sealed` (after sealing, before the first
 //! attempt), `upload` (HTTP sink, after the first part of the body went
 //! out), `receipt` (after the register's receipt arrived, before it is
@@ -20,11 +25,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The environment variable naming the armed point.
 pub const ENV: &str = "REGFEED_FAILPOINT";
+/// The environment variable choosing what a hit does: `abort` (default) or
+/// `stop`.
+pub const ACTION_ENV: &str = "REGFEED_FAILPOINT_ACTION";
 /// The environment variable naming the marker file.
 pub const MARK_ENV: &str = "REGFEED_FAILPOINT_MARK";
 
 /// Every failpoint name, for tests and docs.
-pub const POINTS: &[&str] = &["decode", "staged", "sealed", "upload", "receipt"];
+pub const POINTS: &[&str] = &["decode", "commit", "staged", "sealed", "upload", "receipt"];
 
 struct Armed {
     name: String,
@@ -71,5 +79,14 @@ pub fn hit(name: &str) {
         let _ = f.sync_all();
     }
     eprintln!("regfeed: failpoint {name} hit");
+    if std::env::var(ACTION_ENV).is_ok_and(|a| a == "stop") {
+        // No unsafe code here: kill(1) stops this process, which resumes
+        // after this call once it is continued.
+        let _ = std::process::Command::new("kill")
+            .args(["-STOP", &std::process::id().to_string()])
+            .status();
+        eprintln!("regfeed: failpoint {name} resumed");
+        return;
+    }
     std::process::abort();
 }

@@ -1266,6 +1266,7 @@ async fn stage_chunk(
         crate::audit::append(tx.conn(), &audit_entries)
     )?;
     timed!(report.store_ns, tx.set_cursor(feed, upto))?;
+    crate::failpoint::hit("commit");
     timed!(report.store_ns, tx.commit())?;
     crate::failpoint::hit("staged");
     Ok(())

@@ -460,11 +460,11 @@ async fn concurrent_appenders_keep_one_chain() {
         .expect("store");
     let mut tasks = Vec::new();
     for t in 0..6 {
-        let pool = store.pool().clone();
+        let store = store.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..15u64 {
                 regfeed::audit::record(
-                    &pool,
+                    &store,
                     &[regfeed::audit::Entry::Import {
                         import_kind: format!("test-{t}"),
                         rows: i,
@@ -531,7 +531,7 @@ async fn a_consistently_rewritten_chain_is_caught_by_the_head_anchor() {
             source_sha256: "00".into(),
         })
         .collect();
-    let anchor = regfeed::audit::record(store.pool(), &entries)
+    let anchor = regfeed::audit::record(&store, &entries)
         .await
         .expect("append");
     assert_eq!(anchor.entries, 10);

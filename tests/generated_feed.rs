@@ -31,14 +31,17 @@ struct World {
     record_key: Key,
 }
 
-async fn world() -> World {
+async fn world(database_url: Option<&str>) -> World {
     let tmp = tempfile::tempdir().expect("tmp");
     let corpus = tmp.path().join("corpus");
     let plan = synth::plan(PATIENTS, SEED);
     synth::write_corpus(&plan, &corpus).expect("corpus");
     let truth = synth::truth::compute(&plan);
     let setup = regfeed::demo::write_setup(&tmp.path().join("demo"), &corpus).expect("setup");
-    let cfg = Config::load(&setup.config).expect("config validates");
+    let mut cfg = Config::load(&setup.config).expect("config validates");
+    if let Some(url) = database_url {
+        cfg.database_url = url.to_owned();
+    }
     let app = App::open(cfg).await.expect("app");
     let key = |role: KeyRole, file: &str| {
         Key::load(&role, &KeySource::File(setup.dir.join("keys").join(file))).expect("key")
@@ -228,9 +231,25 @@ fn check_manifests(dir: &Path) {
     assert!(n > 0, "no manifest to validate");
 }
 
+// The store's test story: the same on both backends (issue 7). Runs,
+// cursors, staged, sealed and delivered batches, held records, the outbox,
+// the audit trail, policy inputs and fenced commits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_corpus_equals_truth_and_follow_ups_give_exact_deltas() {
-    let w = world().await;
+    story(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_story_on_postgresql() {
+    let Some(db) = common::PgDb::create("story") else {
+        return;
+    };
+    story(Some(&db.url)).await;
+    drop(db);
+}
+
+async fn story(database_url: Option<&str>) {
+    let w = world(database_url).await;
     let delivered = w.setup.delivered.join("thl-diabetes");
 
     // First run: the batch equals the truth.
@@ -353,4 +372,77 @@ async fn generated_corpus_equals_truth_and_follow_ups_give_exact_deltas() {
             assert!(!body.contains(n), "a corpus name in {file}");
         }
     }
+
+    // The outbox: every batch delivered, in order, gapless.
+    let outbox = w
+        .app
+        .store
+        .outbox(Some("thl-diabetes"))
+        .await
+        .expect("outbox");
+    assert_eq!(
+        outbox
+            .iter()
+            .map(|e| (e.seq, e.state.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(1, "delivered"), (2, "delivered")]
+    );
+    // Held records are in the store by reason.
+    let held = w.app.store.held_counts().await.expect("held");
+    assert_eq!(
+        held.iter()
+            .filter(|(f, r, _)| f == "thl-diabetes" && r == "missing_unit")
+            .map(|(_, _, n)| *n as usize)
+            .sum::<usize>(),
+        fu.truth
+            .persons
+            .iter()
+            .filter(|p| p.in_cohort)
+            .map(|p| p.held.len())
+            .sum::<usize>(),
+        "held records after the follow-ups"
+    );
+
+    // Policy inputs and a feed they apply to.
+    let inputs = w._tmp.path().join("policy-inputs.csv");
+    std::fs::write(&inputs, regfeed::demo::policy_inputs(&w.plan)).expect("inputs");
+    let imported = w.app.import_policy(&inputs).await.expect("import");
+    assert!(imported.errors.is_empty(), "{:?}", imported.errors);
+    assert!(
+        !w.app
+            .store
+            .policy_counts()
+            .await
+            .expect("counts")
+            .is_empty()
+    );
+    let research = w.app.once("research-diabetes").await.expect("research run");
+    assert_eq!(research.sealed, vec![1], "{research:?}");
+
+    // The audit trail is intact and covers the runs and deliveries.
+    let v = regfeed::audit::verify(w.app.store.pool(), None, None)
+        .await
+        .expect("verify");
+    assert!(v.first_bad.is_none() && v.entries > 5, "{v:?}");
+
+    // Leases fence commits: a holder whose lease was taken cannot commit.
+    let store = &w.app.store;
+    let ttl = std::time::Duration::ZERO;
+    let lost = store
+        .acquire_lease("fence-test", "a:1", ttl)
+        .await
+        .expect("take");
+    let _taken = store
+        .acquire_lease("fence-test", "b:2", std::time::Duration::from_secs(60))
+        .await
+        .expect("expired lease taken");
+    let refused = regfeed::store::fenced(lost, async {
+        let tx = store.begin().await.expect("begin");
+        tx.commit().await
+    })
+    .await;
+    assert!(
+        matches!(refused, Err(regfeed::store::StoreError::Fenced(_))),
+        "{refused:?}"
+    );
 }

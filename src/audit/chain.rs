@@ -23,7 +23,9 @@
 use std::fmt;
 
 use sha2::{Digest, Sha256};
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use crate::store::Store;
 
 use super::{AuditError, Entry};
 
@@ -133,7 +135,7 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-async fn last(conn: &mut SqliteConnection) -> Result<Head, AuditError> {
+async fn last(conn: &mut AnyConnection) -> Result<Head, AuditError> {
     let row = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut *conn)
         .await?;
@@ -155,10 +157,15 @@ async fn last(conn: &mut SqliteConnection) -> Result<Head, AuditError> {
 /// The first statement is a write, so a transaction that has not written yet
 /// takes SQLite's write lock (waiting out the busy timeout) before it reads
 /// the head: two appenders never chain onto the same entry.
-pub async fn append(conn: &mut SqliteConnection, entries: &[Entry]) -> Result<Head, AuditError> {
-    sqlx::query("UPDATE audit SET seq = seq WHERE seq < 0")
-        .execute(&mut *conn)
-        .await?;
+pub async fn append(conn: &mut AnyConnection, entries: &[Entry]) -> Result<Head, AuditError> {
+    // PostgreSQL writers hold the store's write lock already; the table
+    // lock also keeps out any writer that does not.
+    let lock = if conn.backend_name().eq_ignore_ascii_case("postgresql") {
+        "LOCK TABLE audit IN SHARE ROW EXCLUSIVE MODE"
+    } else {
+        "UPDATE audit SET seq = seq WHERE seq < 0"
+    };
+    sqlx::query(lock).execute(&mut *conn).await?;
     let mut head = last(conn).await?;
     if entries.is_empty() {
         return Ok(head);
@@ -169,7 +176,7 @@ pub async fn append(conn: &mut SqliteConnection, entries: &[Entry]) -> Result<He
         let (kind, feed, data) = e.parts()?;
         let hash = entry_hash(seq, &at, kind, feed.as_deref(), &data, &head.hash);
         sqlx::query(
-            "INSERT INTO audit (seq, at, kind, feed, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit (seq, at, kind, feed, data, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(i64::try_from(seq).map_err(|_| AuditError::Other("audit sequence overflow".into()))?)
         .bind(&at)
@@ -186,27 +193,23 @@ pub async fn append(conn: &mut SqliteConnection, entries: &[Entry]) -> Result<He
 }
 
 /// Appends `entries` in a transaction of their own.
-pub async fn record(pool: &SqlitePool, entries: &[Entry]) -> Result<Head, AuditError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let head = append(&mut tx, entries).await?;
+pub async fn record(store: &Store, entries: &[Entry]) -> Result<Head, AuditError> {
+    let mut tx = store.begin().await?;
+    let head = append(tx.conn(), entries).await?;
     tx.commit().await?;
     Ok(head)
 }
 
 /// The current head, as stored (not verified).
-pub async fn head(pool: &SqlitePool) -> Result<Head, AuditError> {
+pub async fn head(pool: &AnyPool) -> Result<Head, AuditError> {
     let mut conn = pool.acquire().await?;
     last(&mut conn).await
 }
 
 /// Stored entries with `seq > after`, at most `limit`, in order.
-pub async fn page(
-    pool: &SqlitePool,
-    after: u64,
-    limit: i64,
-) -> Result<Vec<StoredEntry>, AuditError> {
+pub async fn page(pool: &AnyPool, after: u64, limit: i64) -> Result<Vec<StoredEntry>, AuditError> {
     let rows = sqlx::query(
-        "SELECT seq, at, kind, feed, data, prev_hash, hash FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",
+        "SELECT seq, at, kind, feed, data, prev_hash, hash FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
     )
     .bind(i64::try_from(after).unwrap_or(i64::MAX))
     .bind(limit)
@@ -215,7 +218,7 @@ pub async fn page(
     Ok(rows.into_iter().map(stored).collect())
 }
 
-pub(crate) fn stored(r: sqlx::sqlite::SqliteRow) -> StoredEntry {
+pub(crate) fn stored(r: sqlx::any::AnyRow) -> StoredEntry {
     StoredEntry {
         // A negative seq is tampering; u64::MAX never matches the expected seq.
         seq: u64::try_from(r.get::<i64, _>(0)).unwrap_or(u64::MAX),
@@ -321,7 +324,7 @@ impl VerifyReport {
 /// Reports the FIRST bad entry only. Store errors are `Err`; tampering is a
 /// report.
 pub async fn verify(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     expect_entries: Option<u64>,
     expect_head: Option<&str>,
 ) -> Result<VerifyReport, AuditError> {

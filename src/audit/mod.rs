@@ -20,7 +20,7 @@ pub mod subject;
 use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 
 pub use chain::{
     BadEntry, GENESIS, Head, Problem, StoredEntry, VerifyReport, append, head, record, verify,
@@ -28,11 +28,14 @@ pub use chain::{
 
 use crate::config::{Config, FeedConfig};
 use crate::identity::{Key, KeyRing};
+use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("audit trail: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error("audit trail: {0}")]
+    Store(#[from] crate::store::StoreError),
     #[error("audit trail: {0}")]
     Other(String),
 }
@@ -335,20 +338,21 @@ impl Entry {
 /// versions, the key ids or the rules version differ from the last `config`
 /// entry (so key rotations show up); returns whether it did.
 pub async fn record_config_if_changed(
-    pool: &SqlitePool,
+    store: &Store,
     cfg: &Config,
     keys: &KeyRing,
     rules_version: &str,
 ) -> Result<bool, AuditError> {
     let entry = Entry::config(cfg, keys, rules_version);
     let (_, _, data) = entry.parts()?;
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    // Take the write lock first, so two processes opening at once append once.
-    let _ = append(&mut tx, &[]).await?;
+    // The store's write lock first, so two processes opening at once append
+    // once.
+    let mut tx = store.begin().await?;
+    let _ = append(tx.conn(), &[]).await?;
     let last: Option<String> = sqlx::query_scalar(
         "SELECT data FROM audit WHERE kind = 'config' ORDER BY seq DESC LIMIT 1",
     )
-    .fetch_optional(&mut *tx)
+    .fetch_optional(tx.conn())
     .await?;
     if last.as_deref() == Some(data.as_str()) {
         // Roll back now: the transaction holds SQLite's write lock, and a
@@ -356,14 +360,14 @@ pub async fn record_config_if_changed(
         tx.rollback().await?;
         return Ok(false);
     }
-    append(&mut tx, &[entry]).await?;
+    append(tx.conn(), &[entry]).await?;
     tx.commit().await?;
     Ok(true)
 }
 
 /// Logs the head: the outside anchor of DESIGN.md §6. Call after every
 /// batch; the count is also the `entries` gauge.
-pub async fn log_head(pool: &SqlitePool) -> Result<Head, AuditError> {
+pub async fn log_head(pool: &AnyPool) -> Result<Head, AuditError> {
     let h = head(pool).await?;
     tracing::info!(entries = h.entries, head = %h.hash, "Audit head.");
     Ok(h)
@@ -373,11 +377,11 @@ pub async fn log_head(pool: &SqlitePool) -> Result<Head, AuditError> {
 /// `needle` (an audit pseudonym), in order. A prefilter: callers parse and
 /// check the entry.
 pub(crate) async fn entries_mentioning(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     kinds: &[&str],
     needle: Option<&str>,
 ) -> Result<Vec<StoredEntry>, AuditError> {
-    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+    let mut q = crate::store::QueryBuilder::new(
         "SELECT seq, at, kind, feed, data, prev_hash, hash FROM audit WHERE kind IN (",
     );
     let mut sep = q.separated(", ");
@@ -386,12 +390,13 @@ pub(crate) async fn entries_mentioning(
     }
     q.push(")");
     if let Some(n) = needle {
-        q.push(" AND instr(data, ");
+        // Audit pseudonyms are hex: nothing in them is a LIKE wildcard.
+        q.push(" AND data LIKE '%' || ");
         q.push_bind(n);
-        q.push(") > 0");
+        q.push(" || '%'");
     }
     q.push(" ORDER BY seq");
-    let rows = q.build().fetch_all(pool).await?;
+    let rows = q.build()?.fetch_all(pool).await?;
     Ok(rows.into_iter().map(chain::stored).collect())
 }
 

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 
 use super::{AuditError, Basis, Entry};
 
@@ -73,7 +73,7 @@ impl SubjectReport {
 }
 
 /// Everything the trail says about `person` (an audit pseudonym).
-pub async fn lookup(pool: &SqlitePool, person: &str) -> Result<SubjectReport, AuditError> {
+pub async fn lookup(pool: &AnyPool, person: &str) -> Result<SubjectReport, AuditError> {
     let mut report = SubjectReport::default();
     let mut index: BTreeMap<(String, i64), usize> = BTreeMap::new();
     let mentioning = super::entries_mentioning(

@@ -11,16 +11,30 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{App, OnceReport};
 use crate::store::{Lease, LeaseError, Store};
 
-/// How long a lease lasts unless renewed; renewed every third of it.
+/// How long a lease lasts unless renewed (`daemon.lease_ttl`'s default);
+/// renewed every third of it.
 pub const LEASE_TTL: Duration = Duration::from_secs(60);
 
 /// How often a waiting taker asks again.
 const LEASE_POLL: Duration = Duration::from_millis(250);
 
-/// A process's lease holder id: its role and process id (no host or user
-/// name: nothing personal).
+/// A process's lease holder id: its role, process id and a random tag drawn
+/// once per process (`daemon:4711@9f3a01c2`). Replicas on other machines may
+/// share a process id; the tag tells them apart. No host or user name:
+/// nothing personal.
 pub fn holder_id(role: &str) -> String {
-    format!("{role}:{}", std::process::id())
+    use std::hash::{BuildHasher, Hasher};
+    static TAG: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let tag = TAG.get_or_init(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.finish() as u32
+    });
+    format!("{role}:{}@{tag:08x}", std::process::id())
 }
 
 /// The feed's lease is someone else's.
@@ -36,12 +50,13 @@ pub(super) async fn acquire(
     store: &Store,
     feed: &str,
     holder: &str,
+    ttl: Duration,
     wait: Duration,
     stop: &CancellationToken,
 ) -> anyhow::Result<Lease> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        match store.acquire_lease(feed, holder, LEASE_TTL).await {
+        match store.acquire_lease(feed, holder, ttl).await {
             Ok(l) => return Ok(l),
             Err(LeaseError::Held { feed, holder, .. }) => {
                 if tokio::time::Instant::now() + LEASE_POLL > deadline {
@@ -66,15 +81,16 @@ pub(super) enum Leased<T> {
     Aborted(&'static str),
 }
 
-/// Runs `work` while renewing `lease`; gives the lease back after.
+/// Runs `work` while renewing `lease`, its commits fenced by it
+/// ([`crate::store::fenced`]); gives the lease back after.
 pub(super) async fn under_lease<T>(
     store: &Store,
     lease: Lease,
     stop: &CancellationToken,
     work: impl Future<Output = T>,
 ) -> Leased<T> {
-    let mut work = Box::pin(work);
-    let mut renew = tokio::time::interval(LEASE_TTL / 3);
+    let mut work = Box::pin(crate::store::fenced(lease.clone(), work));
+    let mut renew = tokio::time::interval(lease.ttl / 3);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     renew.tick().await;
     // The renewal is polled beside the work, never instead of it: a renewal
@@ -102,7 +118,7 @@ pub(super) async fn under_lease<T>(
                 }
             }
             _ = renew.tick(), if renewing.is_none() => {
-                renewing = Some(Box::pin(store.renew_lease(&lease, LEASE_TTL)));
+                renewing = Some(Box::pin(store.renew_lease(&lease)));
             }
         }
     };
@@ -119,7 +135,15 @@ pub(super) async fn under_lease<T>(
 /// the daemon to finish, else refuses ([`LeaseRefused`]).
 pub async fn once_leased(app: &App, feed: &str, wait: Duration) -> anyhow::Result<OnceReport> {
     let stop = CancellationToken::new();
-    let lease = acquire(&app.store, feed, &holder_id("once"), wait, &stop).await?;
+    let lease = acquire(
+        &app.store,
+        feed,
+        &holder_id("once"),
+        app.cfg.daemon.lease_ttl,
+        wait,
+        &stop,
+    )
+    .await?;
     match under_lease(&app.store, lease, &stop, app.once(feed)).await {
         Leased::Done(r) => r,
         Leased::Aborted(why) => {

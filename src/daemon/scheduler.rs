@@ -3,6 +3,12 @@
 //! counted; a fire missed while the daemon was down is caught up once or
 //! skipped, per feed. Runs are tasks on the daemon's tracker, each with the
 //! configuration that was current when it started.
+//!
+//! Several replicas may share one store (PostgreSQL). Each computes the same
+//! fire times; each fire is claimed in the store by exactly one of them
+//! (`fires`), and runs under the feed's lease. A replica beats in the
+//! `replicas` table; the fires of one silent for longer than a lease are
+//! taken over by another, once.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -126,12 +132,14 @@ pub(super) async fn schedule_loop(ctx: Ctx) {
     let mut plans = plan(&app, &BTreeMap::new(), Utc::now());
     ctx.health.scheduler_running.store(true, Ordering::Relaxed);
     loop {
+        heartbeat(&ctx, &app).await;
+        take_over(&ctx, &app, &plans).await;
         let now = Utc::now();
         for (feed, p) in plans.iter_mut() {
             if p.next > now {
                 continue;
             }
-            fire(&ctx, &app, feed, "schedule");
+            fire(&ctx, &app, feed, "schedule", Fire::Claim(p.next));
             if let Err(e) = app
                 .store
                 .set_last_fire(feed, p.next, p.schedule.as_str())
@@ -153,6 +161,8 @@ pub(super) async fn schedule_loop(ctx: Ctx) {
             .unwrap_or(Duration::ZERO)
             .min(MAX_SLEEP);
         let sleep = if wake.is_none() { MAX_SLEEP } else { sleep };
+        // Beat, and look for a silent replica's fires, every third of a lease.
+        let sleep = sleep.min(app.cfg.daemon.lease_ttl / 3);
         tokio::select! {
             _ = ctx.shutdown.cancelled() => {
                 ctx.health.scheduler_running.store(false, Ordering::Relaxed);
@@ -209,7 +219,7 @@ async fn catch_up(ctx: &Ctx, app: &Arc<App>) {
                         CatchUp::Once => {
                             tracing::info!(feed = %f.name, missed = %missed.to_rfc3339(), "Catching up a run missed while the daemon was down.");
                             metrics::record_catch_up(&f.name, true);
-                            fire(ctx, app, &f.name, "catch_up");
+                            fire(ctx, app, &f.name, "catch_up", Fire::Claim(missed));
                         }
                         CatchUp::Skip => {
                             tracing::info!(feed = %f.name, missed = %missed.to_rfc3339(), "A run missed while the daemon was down is skipped (catch_up = \"skip\").");
@@ -234,8 +244,46 @@ async fn catch_up(ctx: &Ctx, app: &Arc<App>) {
     }
 }
 
+/// Says in the store that this replica is alive.
+async fn heartbeat(ctx: &Ctx, app: &App) {
+    if let Err(e) = app.store.heartbeat(&ctx.holder).await {
+        tracing::warn!(error = %e, "Could not record this replica's heartbeat.");
+    }
+}
+
+/// Runs the fires that a replica which fell silent claimed and never
+/// finished (it was killed, or cut off), each once.
+async fn take_over(ctx: &Ctx, app: &Arc<App>, plans: &BTreeMap<String, Plan>) {
+    for feed in plans.keys() {
+        match app
+            .store
+            .take_over_fires(feed, &ctx.holder, app.cfg.daemon.lease_ttl)
+            .await
+        {
+            Ok(fires) => {
+                for at in fires {
+                    tracing::warn!(feed = %feed, fire = %at.to_rfc3339(), "Taking over a fire whose replica fell silent.");
+                    fire(ctx, app, feed, "takeover", Fire::Claimed(at));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(feed = %feed, error = %e, "Could not look for fires to take over.")
+            }
+        }
+    }
+}
+
+/// The scheduled fire a run is for.
+#[derive(Debug, Clone, Copy)]
+enum Fire {
+    /// Claim it first; another replica may have.
+    Claim(DateTime<Utc>),
+    /// Already this replica's (taken over).
+    Claimed(DateTime<Utc>),
+}
+
 /// Starts a run of `feed` as a tracked task, unless one is still going.
-fn fire(ctx: &Ctx, app: &Arc<App>, feed: &str, trigger: &'static str) {
+fn fire(ctx: &Ctx, app: &Arc<App>, feed: &str, trigger: &'static str, at: Fire) {
     let Some(busy) = ctx.claim(feed) else {
         tracing::warn!(feed = %feed, trigger, "Start skipped: the feed's previous run is still going.");
         metrics::record_skipped_start(feed, "overlap");
@@ -243,16 +291,41 @@ fn fire(ctx: &Ctx, app: &Arc<App>, feed: &str, trigger: &'static str) {
     };
     let (ctx, app, feed) = (ctx.clone(), app.clone(), feed.to_owned());
     ctx.tracker.clone().spawn(async move {
-        run_feed(&ctx, &app, &feed, trigger).await;
+        let fire_at = match at {
+            Fire::Claimed(t) => t,
+            Fire::Claim(t) => match app.store.claim_fire(&feed, t, &ctx.holder).await {
+                Ok(true) => t,
+                Ok(false) => {
+                    tracing::debug!(feed = %feed, trigger, "Fire claimed by another replica.");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(feed = %feed, trigger, error = %e, "Start skipped: could not claim the fire.");
+                    metrics::record_skipped_start(&feed, "store");
+                    return;
+                }
+            },
+        };
+        let stopped =
+            crate::store::for_fire(fire_at, run_feed(&ctx, &app, &feed, trigger)).await;
+        // A run cut short by shutdown leaves its fire claimed: once this
+        // replica falls silent, another one runs it.
+        if !stopped
+            && let Err(e) = app.store.finish_fire(&feed, fire_at, &ctx.holder).await
+        {
+            tracing::warn!(feed = %feed, error = %e, "Could not record the fire as done.");
+        }
         drop(busy);
     });
 }
 
-async fn run_feed(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str) {
+/// Runs the feed under its lease; `true` if shutdown cut it short.
+async fn run_feed(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str) -> bool {
     let lease = match acquire(
         &app.store,
         feed,
         &ctx.holder,
+        app.cfg.daemon.lease_ttl,
         RUN_LEASE_WAIT,
         &ctx.hard_stop,
     )
@@ -262,13 +335,14 @@ async fn run_feed(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str) {
         Err(e) => {
             tracing::warn!(feed = %feed, trigger, error = %format!("{e:#}"), "Start skipped: the feed's lease is held elsewhere.");
             metrics::record_skipped_start(feed, "lease_held");
-            return;
+            return ctx.hard_stop.is_cancelled();
         }
     };
     tracing::info!(feed = %feed, trigger, "Run started.");
     let started = Instant::now();
     let outcome = under_lease(&app.store, lease, &ctx.hard_stop, app.once(feed)).await;
     let took = started.elapsed();
+    let mut stopped = false;
     match outcome {
         Leased::Done(Ok(report)) => {
             tracing::info!(
@@ -290,6 +364,7 @@ async fn run_feed(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str) {
             metrics::record_run(feed, RunOutcome::Failed, took, None);
         }
         Leased::Aborted(why) => {
+            stopped = why == "stopped";
             tracing::warn!(feed = %feed, trigger, why, "Run aborted; its open transaction rolled back.");
             if let Err(e) = app.store.close_open_runs(feed, "aborted").await {
                 tracing::warn!(feed = %feed, error = %e, "Could not record the aborted run.");
@@ -298,6 +373,7 @@ async fn run_feed(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str) {
         }
     }
     refresh_outbox(app, feed).await;
+    stopped
 }
 
 /// Delivers sealed batches of every feed every `daemon.delivery_interval`
@@ -343,6 +419,7 @@ async fn deliver_feed(ctx: &Ctx, app: &App, feed: &str) {
         &app.store,
         feed,
         &ctx.holder,
+        app.cfg.daemon.lease_ttl,
         Duration::ZERO,
         &ctx.hard_stop,
     )

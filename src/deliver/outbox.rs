@@ -455,7 +455,7 @@ impl App {
                 receipt: serde_json::Value::Null,
             },
         };
-        crate::audit::record(self.store.pool(), &[entry]).await?;
+        crate::audit::record(&self.store, &[entry]).await?;
         crate::audit::log_head(self.store.pool()).await?;
         Ok(())
     }

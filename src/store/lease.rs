@@ -19,6 +19,37 @@ pub struct Lease {
     pub holder: String,
     /// The fencing token: larger than every earlier holder's.
     pub token: i64,
+    /// How long the lease lasts unless renewed.
+    pub ttl: std::time::Duration,
+}
+
+tokio::task_local! {
+    static FENCE: Lease;
+    static FIRE: String;
+}
+
+/// Runs `work` as the run for the scheduled fire `at`: the run it starts
+/// records the fire ([`Store::start_run`]), so the run log shows each fire's
+/// runs.
+pub async fn for_fire<F: std::future::Future>(at: DateTime<Utc>, work: F) -> F::Output {
+    FIRE.scope(fire_key(at), work).await
+}
+
+pub(super) fn current_fire() -> Option<String> {
+    FIRE.try_with(String::clone).ok()
+}
+
+/// Runs `work` fenced by `lease`: every store transaction committed inside
+/// it (on this task) first checks, under a lock on the lease's row, that the
+/// lease is still this holder's ([`super::Tx::commit`]). A holder that was
+/// paused or cut off past its lease while another took over cannot commit.
+pub async fn fenced<F: std::future::Future>(lease: Lease, work: F) -> F::Output {
+    FENCE.scope(lease, work).await
+}
+
+/// The lease the current task's commits are fenced by, if any.
+pub(super) fn current_fence() -> Option<Lease> {
+    FENCE.try_with(Lease::clone).ok()
 }
 
 /// Why a lease was not granted.
@@ -43,16 +74,21 @@ pub struct RunSummary {
     pub outcome: String,
 }
 
+/// A fire time as the `fires` table keys it.
+fn fire_key(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-/// A holder id `<role>:<pid>` names a process on this machine; it is gone
+/// A holder id `<role>:<pid>[@<tag>]` names a process on this machine; it is gone
 /// when `/proc/<pid>` is (Linux). Anything else is never presumed gone.
 fn holder_is_gone(holder: &str) -> bool {
     let Some(pid) = holder
         .rsplit_once(':')
-        .and_then(|(_, p)| p.parse::<u32>().ok())
+        .and_then(|(_, p)| p.split('@').next()?.parse::<u32>().ok())
     else {
         return false;
     };
@@ -72,11 +108,11 @@ impl Store {
         let now = Utc::now();
         let until = millis(now) + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
         let row = sqlx::query(
-            "INSERT INTO leases (feed, holder, token, expires_at) VALUES (?1, ?2, 1, ?3)
+            "INSERT INTO leases (feed, holder, token, expires_at) VALUES ($1, $2, 1, $3)
              ON CONFLICT (feed) DO UPDATE
                 SET holder = excluded.holder, token = leases.token + 1,
                     expires_at = excluded.expires_at
-                WHERE leases.expires_at <= ?4
+                WHERE leases.expires_at <= $4
              RETURNING token",
         )
         .bind(feed)
@@ -91,9 +127,10 @@ impl Store {
                 feed: feed.to_owned(),
                 holder: holder.to_owned(),
                 token: row.get(0),
+                ttl,
             });
         }
-        let row = sqlx::query("SELECT holder, expires_at FROM leases WHERE feed = ?")
+        let row = sqlx::query("SELECT holder, expires_at FROM leases WHERE feed = $1")
             .bind(feed)
             .fetch_one(self.pool())
             .await
@@ -101,12 +138,13 @@ impl Store {
         // The SQLite store is one machine's: a holder whose process is gone
         // (killed, crashed) cannot renew, so its lease is taken over at once
         // instead of waiting for it to expire. Compare-and-set on the holder
-        // keeps two takers from both winning.
+        // keeps two takers from both winning. Replicas sharing PostgreSQL run
+        // on other machines: there a lease is only ever taken once expired.
         let current: String = row.get(0);
-        if holder_is_gone(&current) {
+        if self.backend == super::Backend::Sqlite && holder_is_gone(&current) {
             let taken = sqlx::query(
-                "UPDATE leases SET holder = ?1, token = token + 1, expires_at = ?2
-                 WHERE feed = ?3 AND holder = ?4 RETURNING token",
+                "UPDATE leases SET holder = $1, token = token + 1, expires_at = $2
+                 WHERE feed = $3 AND holder = $4 RETURNING token",
             )
             .bind(holder)
             .bind(until)
@@ -121,6 +159,7 @@ impl Store {
                     feed: feed.to_owned(),
                     holder: holder.to_owned(),
                     token: t.get(0),
+                    ttl,
                 });
             }
         }
@@ -132,29 +171,47 @@ impl Store {
     }
 
     /// Extends a lease this holder still has; `false` if it was lost.
-    pub async fn renew_lease(&self, lease: &Lease, ttl: std::time::Duration) -> Result<bool> {
+    pub async fn renew_lease(&self, lease: &Lease) -> Result<bool> {
         let now = Utc::now();
-        let until = millis(now) + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        let until = millis(now) + i64::try_from(lease.ttl.as_millis()).unwrap_or(i64::MAX / 2);
         // The token proves the lease is still ours: every acquisition by
-        // anyone raises it. A lease that ran past its expiry while the store
-        // was busy (a long staging transaction holds SQLite's write lock) but
-        // that nobody took is still ours, and is renewed.
-        let done = sqlx::query(
-            "UPDATE leases SET expires_at = ? WHERE feed = ? AND holder = ? AND token = ?",
-        )
-        .bind(until)
-        .bind(&lease.feed)
-        .bind(&lease.holder)
-        .bind(lease.token)
-        .execute(self.pool())
-        .await?;
+        // anyone raises it. On SQLite a lease that ran past its expiry while
+        // the store was busy (a long staging transaction holds the write
+        // lock, and no one can take the lease meanwhile) is still ours, and
+        // is renewed. On PostgreSQL nothing blocks a renewal, so a lease past
+        // its expiry means this holder was paused or cut off: it is lost.
+        let done = match self.backend {
+            super::Backend::Sqlite => {
+                sqlx::query(
+                    "UPDATE leases SET expires_at = $1 WHERE feed = $2 AND holder = $3 AND token = $4",
+                )
+                .bind(until)
+                .bind(&lease.feed)
+                .bind(&lease.holder)
+                .bind(lease.token)
+                .execute(self.pool())
+                .await?
+            }
+            super::Backend::Postgres => {
+                sqlx::query(
+                    "UPDATE leases SET expires_at = $1 WHERE feed = $2 AND holder = $3 AND token = $4 AND expires_at > $5",
+                )
+                .bind(until)
+                .bind(&lease.feed)
+                .bind(&lease.holder)
+                .bind(lease.token)
+                .bind(millis(now))
+                .execute(self.pool())
+                .await?
+            }
+        };
         Ok(done.rows_affected() == 1)
     }
 
     /// Gives a lease back; `false` if it had already been lost.
     pub async fn release_lease(&self, lease: &Lease) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE leases SET expires_at = 0 WHERE feed = ? AND holder = ? AND token = ?",
+            "UPDATE leases SET expires_at = 0 WHERE feed = $1 AND holder = $2 AND token = $3",
         )
         .bind(&lease.feed)
         .bind(&lease.holder)
@@ -164,10 +221,98 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Says this process is alive (the daemon does so every third of its
+    /// lease time); a replica whose last word is older than a lease is
+    /// presumed gone, and its claimed fires are taken over.
+    pub async fn heartbeat(&self, holder: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO replicas (holder, started_at, seen_at) VALUES ($1, $2, $3)
+             ON CONFLICT (holder) DO UPDATE SET seen_at = excluded.seen_at",
+        )
+        .bind(holder)
+        .bind(super::now())
+        .bind(millis(Utc::now()))
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Claims one scheduled fire of a feed for `holder`. Every replica
+    /// computes the same fire times; exactly one claim of each succeeds.
+    pub async fn claim_fire(
+        &self,
+        feed: &str,
+        fire_at: DateTime<Utc>,
+        holder: &str,
+    ) -> Result<bool> {
+        let row = sqlx::query(
+            "INSERT INTO fires (feed, fire_at, holder, state, claimed_at) VALUES ($1, $2, $3, 'running', $4)
+             ON CONFLICT (feed, fire_at) DO NOTHING RETURNING holder",
+        )
+        .bind(feed)
+        .bind(fire_key(fire_at))
+        .bind(holder)
+        .bind(super::now())
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// Marks a claimed fire as done (its run finished, whatever the outcome).
+    pub async fn finish_fire(
+        &self,
+        feed: &str,
+        fire_at: DateTime<Utc>,
+        holder: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE fires SET state = 'done' WHERE feed = $1 AND fire_at = $2 AND holder = $3",
+        )
+        .bind(feed)
+        .bind(fire_key(fire_at))
+        .bind(holder)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Takes over the fires of `feed` claimed by a replica that stopped
+    /// beating more than `silence` ago and never finished them; returns the
+    /// fire times now this holder's (compare-and-set on the old holder, so
+    /// one taker wins each).
+    pub async fn take_over_fires(
+        &self,
+        feed: &str,
+        holder: &str,
+        silence: std::time::Duration,
+    ) -> Result<Vec<DateTime<Utc>>> {
+        let before =
+            millis(Utc::now()) - i64::try_from(silence.as_millis()).unwrap_or(i64::MAX / 2);
+        let rows = sqlx::query(
+            "UPDATE fires SET holder = $1, takeovers = takeovers + 1
+             WHERE feed = $2 AND state = 'running' AND holder <> $1
+               AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.holder = fires.holder AND r.seen_at > $3)
+             RETURNING fire_at",
+        )
+        .bind(holder)
+        .bind(feed)
+        .bind(before)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                DateTime::parse_from_rfc3339(&r.get::<String, _>(0))
+                    .ok()
+                    .map(|t| t.with_timezone(&Utc))
+            })
+            .collect())
+    }
+
     /// The last fire time the scheduler handled for the feed, and the
     /// schedule it was computed from.
     pub async fn last_fire(&self, feed: &str) -> Result<Option<(DateTime<Utc>, String)>> {
-        let row = sqlx::query("SELECT last_fire, schedule FROM schedule_state WHERE feed = ?")
+        let row = sqlx::query("SELECT last_fire, schedule FROM schedule_state WHERE feed = $1")
             .bind(feed)
             .fetch_optional(self.pool())
             .await?;
@@ -181,7 +326,7 @@ impl Store {
 
     pub async fn set_last_fire(&self, feed: &str, at: DateTime<Utc>, schedule: &str) -> Result<()> {
         sqlx::query(
-            "INSERT INTO schedule_state (feed, last_fire, schedule) VALUES (?, ?, ?)
+            "INSERT INTO schedule_state (feed, last_fire, schedule) VALUES ($1, $2, $3)
              ON CONFLICT (feed) DO UPDATE SET last_fire = excluded.last_fire, schedule = excluded.schedule",
         )
         .bind(feed)
@@ -195,7 +340,7 @@ impl Store {
     /// The feed's latest run, if it ever ran.
     pub async fn last_run(&self, feed: &str) -> Result<Option<RunSummary>> {
         let row = sqlx::query(
-            "SELECT started_at, finished_at, outcome FROM runs WHERE feed = ? ORDER BY id DESC LIMIT 1",
+            "SELECT started_at, finished_at, outcome FROM runs WHERE feed = $1 ORDER BY id DESC LIMIT 1",
         )
         .bind(feed)
         .fetch_optional(self.pool())
@@ -224,7 +369,7 @@ impl Store {
     /// them, or died): they rolled back and are recorded as `outcome`.
     pub async fn close_open_runs(&self, feed: &str, outcome: &str) -> Result<u64> {
         let done = sqlx::query(
-            "UPDATE runs SET outcome = ?, finished_at = ? WHERE feed = ? AND outcome = 'running'",
+            "UPDATE runs SET outcome = $1, finished_at = $2 WHERE feed = $3 AND outcome = 'running'",
         )
         .bind(outcome)
         .bind(super::now())
@@ -236,7 +381,7 @@ impl Store {
 
     /// Who holds the feed's lease now, if anyone.
     pub async fn lease_holder(&self, feed: &str) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT holder FROM leases WHERE feed = ? AND expires_at > ?")
+        let row = sqlx::query("SELECT holder FROM leases WHERE feed = $1 AND expires_at > $2")
             .bind(feed)
             .bind(millis(Utc::now()))
             .fetch_optional(self.pool())
@@ -276,12 +421,12 @@ mod tests {
         );
         // Other feeds are independent.
         assert!(s.acquire_lease("g", "once:2", ttl).await.is_ok());
-        assert!(s.renew_lease(&a, ttl).await.expect("renew"));
+        assert!(s.renew_lease(&a).await.expect("renew"));
         assert!(s.release_lease(&a).await.expect("release"));
         let b = s.acquire_lease("f", "once:2", ttl).await.expect("released");
         assert_eq!(b.token, 2);
         // The old holder is fenced off: it can neither renew nor release.
-        assert!(!s.renew_lease(&a, ttl).await.expect("renew"));
+        assert!(!s.renew_lease(&a).await.expect("renew"));
         assert!(!s.release_lease(&a).await.expect("release"));
     }
 
@@ -297,11 +442,7 @@ mod tests {
             .await
             .expect("expired");
         assert!(b.token > a.token);
-        assert!(
-            !s.renew_lease(&a, Duration::from_secs(60))
-                .await
-                .expect("renew")
-        );
+        assert!(!s.renew_lease(&a).await.expect("renew"));
     }
 
     #[tokio::test]

@@ -13,15 +13,18 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::str::FromStr;
 
+use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Any, AnyPool, Executor as _, Row, Transaction};
 
 mod lease;
 mod outbox;
-pub use lease::{Lease, LeaseError, RunSummary};
+mod sql;
+pub use lease::{Lease, LeaseError, RunSummary, fenced, for_fire};
 pub use outbox::{Attempt, AttemptEnd, OutboxCounts, OutboxEntry};
 pub use policy::{DenialRow, DenialSnapshot, FlagRow, ObjectionRow, PolicyRows, RestrictionRow};
+pub use sql::QueryBuilder;
 
 /// Rows per multi-row statement (well under SQLite's variable limit).
 const CHUNK: usize = 400;
@@ -32,11 +35,52 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("store migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "the lease of feed {0} was lost before this transaction committed (fenced): it rolled back"
+    )]
+    Fenced(String),
     #[error("store: {0}")]
     Other(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The two store backends, chosen by the scheme of `database.url`. Queries
+/// are written once, in the SQL both understand (`$n` placeholders,
+/// `ON CONFLICT`, `RETURNING`); the few statements that differ (how a
+/// writer takes the store's write lock) ask [`Store::backend`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A file on this machine (the embedded default): one node.
+    Sqlite,
+    /// A PostgreSQL database: several replicas may share it.
+    Postgres,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> Option<Backend> {
+        let scheme = url.split_once(':')?.0;
+        match scheme {
+            "sqlite" => Some(Backend::Sqlite),
+            "postgres" | "postgresql" => Some(Backend::Postgres),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// The advisory lock a PostgreSQL writer takes for the length of its
+/// transaction: what `BEGIN IMMEDIATE` is to SQLite. Writers of the document
+/// table and the cursors must commit in the order they took it (a feed's
+/// cursor is a document key), so they take it one at a time; readers never
+/// wait for it. (`0x7265_6766` is "regf".)
+const PG_WRITE_LOCK: i64 = 0x7265_6766;
 
 /// The SQLite migrations, in order: (version, description, SQL).
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -61,10 +105,34 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/sqlite/0004_policy.sql"),
     ),
     (5, "audit", include_str!("migrations/sqlite/0005_audit.sql")),
+    (
+        6,
+        "replicas",
+        include_str!("migrations/sqlite/0006_replicas.sql"),
+    ),
 ];
 
-fn migrator() -> Migrator {
-    let migrations = MIGRATIONS
+/// The PostgreSQL migrations: the SQLite schema up to 0005 in one step, then
+/// the same steps as SQLite's.
+const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "replicas",
+        include_str!("migrations/postgres/0002_replicas.sql"),
+    ),
+];
+
+fn migrator(backend: Backend) -> Migrator {
+    let list = match backend {
+        Backend::Sqlite => MIGRATIONS,
+        Backend::Postgres => PG_MIGRATIONS,
+    };
+    let migrations = list
         .iter()
         .map(|(version, description, sql)| {
             Migration::new(
@@ -86,9 +154,9 @@ fn migrator() -> Migrator {
 
 /// Binds `values` as the items of an `IN (` list the query has just opened,
 /// and closes it.
-fn push_list<'a, T>(q: &mut QueryBuilder<'a, Sqlite>, values: impl IntoIterator<Item = T>)
+fn push_list<'a, T>(q: &mut QueryBuilder<'a>, values: impl IntoIterator<Item = T>)
 where
-    T: 'a + sqlx::Encode<'a, Sqlite> + sqlx::Type<Sqlite>,
+    T: 'a + sqlx::Encode<'a, Any> + sqlx::Type<Any>,
 {
     let mut sep = q.separated(", ");
     for v in values {
@@ -103,7 +171,8 @@ pub fn now() -> String {
 
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
 }
 
 /// A file an `archive_dir` source has looked at.
@@ -241,41 +310,88 @@ pub struct BatchInfo {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `url` (`sqlite://PATH`) and
-    /// runs its migrations.
+    /// Opens the store at `url` and runs its migrations: `sqlite://PATH`
+    /// (created if needed) or `postgres://...` (the database must exist).
     pub async fn open(url: &str) -> Result<Store> {
-        let opts = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(std::time::Duration::from_secs(30))
-            .foreign_keys(true);
-        if let Some(parent) = opts.get_filename().parent()
-            && !parent.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| StoreError::Other(format!("cannot create the store's folder: {e}")))?;
-        }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await?;
-        migrator().run(&pool).await?;
-        Ok(Store { pool })
+        sqlx::any::install_default_drivers();
+        let Some(backend) = Backend::of_url(url) else {
+            return Err(StoreError::Other(
+                "database.url must start with sqlite:// or postgres://".into(),
+            ));
+        };
+        let pool = match backend {
+            Backend::Sqlite => {
+                let opts = SqliteConnectOptions::from_str(url)?;
+                if let Some(parent) = opts.get_filename().parent()
+                    && !parent.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        StoreError::Other(format!("cannot create the store's folder: {e}"))
+                    })?;
+                }
+                // The Any driver takes a URL only: create the file if
+                // missing, and set the rest per connection.
+                let url = if url.contains('?') {
+                    url.to_owned()
+                } else {
+                    format!("{url}?mode=rwc")
+                };
+                AnyPoolOptions::new()
+                    .max_connections(4)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                 PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?
+            }
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(std::time::Duration::from_secs(60))
+                    .connect(url)
+                    .await?
+            }
+        };
+        migrator(backend).run(&pool).await?;
+        Ok(Store { pool, backend })
     }
 
-    /// A write transaction. It takes SQLite's write lock at once (`BEGIN
-    /// IMMEDIATE`): a deferred transaction that reads and then writes while
-    /// another writer commits fails with "database is locked" instead of
-    /// waiting, which concurrent feed runs would hit.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A write transaction, holding the store's write lock until it ends.
+    /// SQLite: `BEGIN IMMEDIATE` (a deferred transaction that reads and then
+    /// writes while another writer commits fails with "database is locked"
+    /// instead of waiting). PostgreSQL: an advisory transaction lock, so that
+    /// documents and cursors commit in the order their keys were drawn.
     pub async fn begin(&self) -> Result<Tx> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
+                    .bind(PG_WRITE_LOCK)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx
+            }
+        };
         Ok(Tx {
-            tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            tx,
+            backend: self.backend,
         })
     }
 
     pub async fn seen(&self, source: &str) -> Result<HashMap<String, Seen>> {
-        let rows = sqlx::query("SELECT path, size, mtime_ns, sha256 FROM seen WHERE source = ?")
+        let rows = sqlx::query("SELECT path, size, mtime_ns, sha256 FROM seen WHERE source = $1")
             .bind(source)
             .fetch_all(&self.pool)
             .await?;
@@ -297,13 +413,12 @@ impl Store {
     pub async fn seen_for(&self, source: &str, paths: &[&str]) -> Result<HashMap<String, Seen>> {
         let mut out = HashMap::new();
         for chunk in paths.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT path, size, mtime_ns, sha256 FROM seen WHERE source = ",
-            );
+            let mut q =
+                QueryBuilder::new("SELECT path, size, mtime_ns, sha256 FROM seen WHERE source = ");
             q.push_bind(source);
             q.push(" AND path IN (");
             push_list(&mut q, chunk.iter().copied());
-            for r in q.build().persistent(false).fetch_all(&self.pool).await? {
+            for r in q.build()?.persistent(false).fetch_all(&self.pool).await? {
                 let s = Seen {
                     path: r.get(0),
                     size: r.get(1),
@@ -328,10 +443,12 @@ impl Store {
     pub async fn batches(&self, feed: Option<&str>) -> Result<Vec<BatchInfo>> {
         let rows = match feed {
             Some(f) => {
-                sqlx::query(&format!("{BATCH_SELECT} WHERE feed = ? ORDER BY feed, seq"))
-                    .bind(f)
-                    .fetch_all(&self.pool)
-                    .await?
+                sqlx::query(&format!(
+                    "{BATCH_SELECT} WHERE feed = $1 ORDER BY feed, seq"
+                ))
+                .bind(f)
+                .fetch_all(&self.pool)
+                .await?
             }
             None => {
                 sqlx::query(&format!("{BATCH_SELECT} ORDER BY feed, seq"))
@@ -351,7 +468,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<BatchRow>> {
         let rows = sqlx::query(
-            "SELECT record_id, op, row, person, doc_key FROM batch_rows WHERE feed = ? AND seq = ? AND line >= ? ORDER BY line LIMIT ?",
+            "SELECT record_id, op, row, person, doc_key FROM batch_rows WHERE feed = $1 AND seq = $2 AND line >= $3 ORDER BY line LIMIT $4",
         )
         .bind(feed)
         .bind(seq)
@@ -373,7 +490,7 @@ impl Store {
 
     pub async fn mark_sealed(&self, feed: &str, seq: i64, s: &SealRecord) -> Result<()> {
         sqlx::query(
-            "UPDATE batches SET state = 'sealed', sealed_at = ?, data_file = ?, data_bytes = ?, data_sha256 = ?, manifest_sha256 = ? WHERE feed = ? AND seq = ? AND state = 'staged'",
+            "UPDATE batches SET state = 'sealed', sealed_at = $1, data_file = $2, data_bytes = $3, data_sha256 = $4, manifest_sha256 = $5 WHERE feed = $6 AND seq = $7 AND state = 'staged'",
         )
         .bind(&s.sealed_at)
         .bind(&s.data_file)
@@ -389,7 +506,7 @@ impl Store {
 
     pub async fn mark_delivered(&self, feed: &str, seq: i64, receipt: &str) -> Result<()> {
         sqlx::query(
-            "UPDATE batches SET state = 'delivered', delivered_at = ?, receipt = ? WHERE feed = ? AND seq = ? AND state = 'sealed'",
+            "UPDATE batches SET state = 'delivered', delivered_at = $1, receipt = $2 WHERE feed = $3 AND seq = $4 AND state = 'sealed'",
         )
         .bind(now())
         .bind(receipt)
@@ -407,11 +524,11 @@ impl Store {
     ) -> Result<HashMap<i64, (Option<String>, Option<String>)>> {
         let mut out = HashMap::new();
         for chunk in keys.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
+            let mut q = QueryBuilder::new(
                 "SELECT doc_key, controller, service_event FROM documents WHERE doc_key IN (",
             );
             push_list(&mut q, chunk.iter().copied());
-            for r in q.build().persistent(false).fetch_all(&self.pool).await? {
+            for r in q.build()?.persistent(false).fetch_all(&self.pool).await? {
                 out.insert(r.get(0), (r.get(1), r.get(2)));
             }
         }
@@ -422,11 +539,11 @@ impl Store {
     /// them, so they are not live.
     pub async fn forget_rows(&self, feed: &str, record_ids: &[String]) -> Result<()> {
         for chunk in record_ids.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM feed_rows WHERE feed = ");
+            let mut q = QueryBuilder::new("DELETE FROM feed_rows WHERE feed = ");
             q.push_bind(feed);
             q.push(" AND record_id IN (");
             push_list(&mut q, chunk);
-            q.build().persistent(false).execute(&self.pool).await?;
+            q.build()?.persistent(false).execute(&self.pool).await?;
         }
         Ok(())
     }
@@ -434,7 +551,7 @@ impl Store {
     /// The manifest digest of the batch sealed before `seq` (the chain link).
     pub async fn previous_manifest(&self, feed: &str, seq: i64) -> Result<Option<String>> {
         let row = sqlx::query(
-            "SELECT manifest_sha256 FROM batches WHERE feed = ? AND seq < ? AND manifest_sha256 IS NOT NULL ORDER BY seq DESC LIMIT 1",
+            "SELECT manifest_sha256 FROM batches WHERE feed = $1 AND seq < $2 AND manifest_sha256 IS NOT NULL ORDER BY seq DESC LIMIT 1",
         )
         .bind(feed)
         .bind(seq)
@@ -466,7 +583,7 @@ impl Store {
     }
 
     pub async fn finish_run(&self, id: i64, outcome: &str, counts: &str) -> Result<()> {
-        sqlx::query("UPDATE runs SET finished_at = ?, outcome = ?, counts = ? WHERE id = ?")
+        sqlx::query("UPDATE runs SET finished_at = $1, outcome = $2, counts = $3 WHERE id = $4")
             .bind(now())
             .bind(outcome)
             .bind(counts)
@@ -478,32 +595,36 @@ impl Store {
 
     pub async fn start_run(&self, feed: &str) -> Result<i64> {
         let row = sqlx::query(
-            "INSERT INTO runs (feed, started_at, outcome) VALUES (?, ?, 'running') RETURNING id",
+            "INSERT INTO runs (feed, started_at, outcome, holder, fire_at) VALUES ($1, $2, 'running', $3, $4) RETURNING id",
         )
         .bind(feed)
         .bind(now())
+        // Who ran it (the holder of the lease the run is fenced by), and for
+        // which scheduled fire.
+        .bind(lease::current_fence().map(|l| l.holder))
+        .bind(lease::current_fire())
         .fetch_one(&self.pool)
         .await?;
         Ok(row.get(0))
     }
 
     pub async fn feed_cursor(&self, feed: &str) -> Result<i64> {
-        let row = sqlx::query("SELECT doc_key FROM feed_cursor WHERE feed = ?")
+        let row = sqlx::query("SELECT doc_key FROM feed_cursor WHERE feed = $1")
             .bind(feed)
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|r| r.get(0)).unwrap_or(0))
     }
 
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 }
 
 const BATCH_SELECT: &str = "SELECT feed, seq, state, created_at, sealed_at, delivered_at, window_from, window_to, upserts, retracts, held, data_file, data_bytes, data_sha256, manifest_sha256, receipt, policy FROM batches";
-const BATCH_SELECT_WHERE: &str = "SELECT feed, seq, state, created_at, sealed_at, delivered_at, window_from, window_to, upserts, retracts, held, data_file, data_bytes, data_sha256, manifest_sha256, receipt, policy FROM batches WHERE feed = ? AND seq = ?";
+const BATCH_SELECT_WHERE: &str = "SELECT feed, seq, state, created_at, sealed_at, delivered_at, window_from, window_to, upserts, retracts, held, data_file, data_bytes, data_sha256, manifest_sha256, receipt, policy FROM batches WHERE feed = $1 AND seq = $2";
 
-fn batch_info(r: sqlx::sqlite::SqliteRow) -> BatchInfo {
+fn batch_info(r: sqlx::any::AnyRow) -> BatchInfo {
     BatchInfo {
         feed: r.get(0),
         seq: r.get(1),
@@ -528,13 +649,14 @@ fn batch_info(r: sqlx::sqlite::SqliteRow) -> BatchInfo {
 /// One store transaction: a feed run's staging is all or nothing.
 #[derive(Debug)]
 pub struct Tx {
-    tx: Transaction<'static, Sqlite>,
+    tx: Transaction<'static, Any>,
+    backend: Backend,
 }
 
 impl Tx {
     /// The transaction's connection, for modules that own their own SQL
     /// (the audit trail) and must write in the same transaction.
-    pub fn conn(&mut self) -> &mut sqlx::SqliteConnection {
+    pub fn conn(&mut self) -> &mut sqlx::AnyConnection {
         &mut self.tx
     }
 
@@ -545,15 +667,52 @@ impl Tx {
         Ok(())
     }
 
-    pub async fn commit(self) -> Result<()> {
+    /// Commits. Inside [`fenced`] work it first checks, holding the lease
+    /// row's lock until the commit, that the lease is still this holder's
+    /// (and on PostgreSQL, unexpired); if not it rolls back with
+    /// [`StoreError::Fenced`].
+    pub async fn commit(mut self) -> Result<()> {
+        if let Some(lease) = lease::current_fence()
+            && !self.holds(&lease).await?
+        {
+            self.tx.rollback().await?;
+            return Err(StoreError::Fenced(lease.feed));
+        }
         self.tx.commit().await?;
         Ok(())
+    }
+
+    async fn holds(&mut self, lease: &Lease) -> Result<bool> {
+        let done = match self.backend {
+            Backend::Sqlite => {
+                sqlx::query(
+                    "UPDATE leases SET token = token WHERE feed = $1 AND holder = $2 AND token = $3",
+                )
+                .bind(&lease.feed)
+                .bind(&lease.holder)
+                .bind(lease.token)
+                .execute(&mut *self.tx)
+                .await?
+            }
+            Backend::Postgres => {
+                sqlx::query(
+                    "UPDATE leases SET token = token WHERE feed = $1 AND holder = $2 AND token = $3 AND expires_at > $4",
+                )
+                .bind(&lease.feed)
+                .bind(&lease.holder)
+                .bind(lease.token)
+                .bind(chrono::Utc::now().timestamp_millis())
+                .execute(&mut *self.tx)
+                .await?
+            }
+        };
+        Ok(done.rows_affected() == 1)
     }
 
     /// [`Store::mark_sealed`] inside this transaction (with its audit entry).
     pub async fn mark_sealed(&mut self, feed: &str, seq: i64, s: &SealRecord) -> Result<()> {
         sqlx::query(
-            "UPDATE batches SET state = 'sealed', sealed_at = ?, data_file = ?, data_bytes = ?, data_sha256 = ?, manifest_sha256 = ? WHERE feed = ? AND seq = ? AND state = 'staged'",
+            "UPDATE batches SET state = 'sealed', sealed_at = $1, data_file = $2, data_bytes = $3, data_sha256 = $4, manifest_sha256 = $5 WHERE feed = $6 AND seq = $7 AND state = 'staged'",
         )
         .bind(&s.sealed_at)
         .bind(&s.data_file)
@@ -570,7 +729,7 @@ impl Tx {
     pub async fn put_seen(&mut self, source: &str, rows: &[Seen]) -> Result<()> {
         let at = now();
         for chunk in rows.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
+            let mut q = QueryBuilder::new(
                 "INSERT INTO seen (source, path, size, mtime_ns, sha256, seen_at) ",
             );
             q.push_values(chunk, |mut b, s| {
@@ -584,7 +743,7 @@ impl Tx {
             q.push(
                 " ON CONFLICT (source, path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256, seen_at = excluded.seen_at",
             );
-            q.build().persistent(false).execute(&mut *self.tx).await?;
+            q.build()?.persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -593,11 +752,14 @@ impl Tx {
     pub async fn known_documents(&mut self, ids: &[&str]) -> Result<HashMap<String, String>> {
         let mut out = HashMap::new();
         for chunk in ids.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT doc_id, sha256 FROM documents WHERE doc_id IN (",
-            );
+            let mut q = QueryBuilder::new("SELECT doc_id, sha256 FROM documents WHERE doc_id IN (");
             push_list(&mut q, chunk.iter().copied());
-            for r in q.build().persistent(false).fetch_all(&mut *self.tx).await? {
+            for r in q
+                .build()?
+                .persistent(false)
+                .fetch_all(&mut *self.tx)
+                .await?
+            {
                 out.insert(r.get(0), r.get(1));
             }
         }
@@ -609,7 +771,7 @@ impl Tx {
         let at = now();
         let mut keys = Vec::with_capacity(docs.len());
         for chunk in docs.chunks(CHUNK / 2) {
-            let mut q = QueryBuilder::<Sqlite>::new(
+            let mut q = QueryBuilder::new(
                 "INSERT INTO documents (doc_id, set_id, version, person, source, path, sha256, packaging, controller, service_event, code_system, code, withdrawal, invalidates, sensitive, records, ingested_at) ",
             );
             q.push_values(chunk, |mut b, d| {
@@ -625,14 +787,18 @@ impl Tx {
                     .push_bind(&d.service_event)
                     .push_bind(&d.code_system)
                     .push_bind(&d.code)
-                    .push_bind(d.withdrawal)
+                    .push_bind(i64::from(d.withdrawal))
                     .push_bind(&d.invalidates)
-                    .push_bind(d.sensitive)
+                    .push_bind(i64::from(d.sensitive))
                     .push_bind(d.records)
                     .push_bind(&at);
             });
             q.push(" RETURNING doc_key");
-            let rows = q.build().persistent(false).fetch_all(&mut *self.tx).await?;
+            let rows = q
+                .build()?
+                .persistent(false)
+                .fetch_all(&mut *self.tx)
+                .await?;
             keys.extend(rows.into_iter().map(|r| r.get::<i64, _>(0)));
         }
         Ok(keys)
@@ -641,7 +807,7 @@ impl Tx {
     pub async fn quarantine(&mut self, rows: &[Quarantined]) -> Result<()> {
         let at = now();
         for chunk in rows.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
+            let mut q = QueryBuilder::new(
                 "INSERT INTO quarantine (source, path, sha256, class, detail, at) ",
             );
             q.push_values(chunk, |mut b, r| {
@@ -652,13 +818,13 @@ impl Tx {
                     .push_bind(&r.detail)
                     .push_bind(&at);
             });
-            q.build().persistent(false).execute(&mut *self.tx).await?;
+            q.build()?.persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
 
     pub async fn cursor(&mut self, feed: &str) -> Result<i64> {
-        let row = sqlx::query("SELECT doc_key FROM feed_cursor WHERE feed = ?")
+        let row = sqlx::query("SELECT doc_key FROM feed_cursor WHERE feed = $1")
             .bind(feed)
             .fetch_optional(&mut *self.tx)
             .await?;
@@ -667,7 +833,7 @@ impl Tx {
 
     pub async fn set_cursor(&mut self, feed: &str, doc_key: i64) -> Result<()> {
         sqlx::query(
-            "INSERT INTO feed_cursor (feed, doc_key) VALUES (?, ?) ON CONFLICT (feed) DO UPDATE SET doc_key = excluded.doc_key",
+            "INSERT INTO feed_cursor (feed, doc_key) VALUES ($1, $2) ON CONFLICT (feed) DO UPDATE SET doc_key = excluded.doc_key",
         )
         .bind(feed)
         .bind(doc_key)
@@ -686,7 +852,7 @@ impl Tx {
     /// People with documents in `(after, upto]`.
     pub async fn persons_between(&mut self, after: i64, upto: i64) -> Result<Vec<String>> {
         let rows = sqlx::query(
-            "SELECT DISTINCT person FROM documents WHERE doc_key > ? AND doc_key <= ? AND person IS NOT NULL ORDER BY person",
+            "SELECT DISTINCT person FROM documents WHERE doc_key > $1 AND doc_key <= $2 AND person IS NOT NULL ORDER BY person",
         )
         .bind(after)
         .bind(upto)
@@ -705,7 +871,7 @@ impl Tx {
     ) -> Result<Vec<PersonDoc>> {
         let mut out = Vec::new();
         for chunk in persons.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
+            let mut q = QueryBuilder::new(
                 "SELECT d.doc_key, d.doc_id, d.set_id, d.version, d.person, d.source, d.path, d.sha256, d.withdrawal, d.invalidates, f.evidence, d.controller, d.service_event FROM documents d LEFT JOIN feed_docs f ON f.feed = ",
             );
             q.push_bind(feed);
@@ -717,7 +883,12 @@ impl Tx {
                 sep.push_bind(p);
             }
             q.push(") ORDER BY d.doc_key");
-            for r in q.build().persistent(false).fetch_all(&mut *self.tx).await? {
+            for r in q
+                .build()?
+                .persistent(false)
+                .fetch_all(&mut *self.tx)
+                .await?
+            {
                 out.push(PersonDoc {
                     doc_key: r.get(0),
                     doc_id: r.get(1),
@@ -727,9 +898,9 @@ impl Tx {
                     source: r.get(5),
                     path: r.get(6),
                     sha256: r.get(7),
-                    withdrawal: r.get(8),
+                    withdrawal: r.get::<i64, _>(8) != 0,
                     invalidates: r.get(9),
-                    evidence: r.get::<Option<bool>, _>(10),
+                    evidence: r.get::<Option<i64>, _>(10).map(|e| e != 0),
                     controller: r.get(11),
                     service_event: r.get(12),
                 });
@@ -741,7 +912,7 @@ impl Tx {
     pub async fn doc_rows(&mut self, feed: &str, doc_keys: &[i64]) -> Result<Vec<DocRow>> {
         let mut out = Vec::new();
         for chunk in doc_keys.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
+            let mut q = QueryBuilder::new(
                 "SELECT doc_key, ordinal, record_id, row_hash, event_date, held FROM feed_doc_rows WHERE feed = ",
             );
             q.push_bind(feed);
@@ -751,7 +922,12 @@ impl Tx {
                 sep.push_bind(*k);
             }
             q.push(") ORDER BY doc_key, ordinal");
-            for r in q.build().persistent(false).fetch_all(&mut *self.tx).await? {
+            for r in q
+                .build()?
+                .persistent(false)
+                .fetch_all(&mut *self.tx)
+                .await?
+            {
                 out.push(DocRow {
                     doc_key: r.get(0),
                     ordinal: r.get(1),
@@ -773,17 +949,20 @@ impl Tx {
         rows: &[DocRow],
     ) -> Result<()> {
         for chunk in docs.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT OR REPLACE INTO feed_docs (feed, doc_key, person, evidence) ",
-            );
+            let mut q =
+                QueryBuilder::new("INSERT INTO feed_docs (feed, doc_key, person, evidence)");
             q.push_values(chunk, |mut b, (k, p, e)| {
-                b.push_bind(feed).push_bind(*k).push_bind(p).push_bind(*e);
+                b.push_bind(feed)
+                    .push_bind(*k)
+                    .push_bind(p)
+                    .push_bind(i64::from(*e));
             });
-            q.build().persistent(false).execute(&mut *self.tx).await?;
+            q.push(" ON CONFLICT (feed, doc_key) DO UPDATE SET person = excluded.person, evidence = excluded.evidence");
+            q.build()?.persistent(false).execute(&mut *self.tx).await?;
         }
         for chunk in rows.chunks(CHUNK / 2) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT OR REPLACE INTO feed_doc_rows (feed, doc_key, ordinal, record_id, row_hash, event_date, held) ",
+            let mut q = QueryBuilder::new(
+                "INSERT INTO feed_doc_rows (feed, doc_key, ordinal, record_id, row_hash, event_date, held)",
             );
             q.push_values(chunk, |mut b, r| {
                 b.push_bind(feed)
@@ -794,7 +973,8 @@ impl Tx {
                     .push_bind(&r.event_date)
                     .push_bind(&r.held);
             });
-            q.build().persistent(false).execute(&mut *self.tx).await?;
+            q.push(" ON CONFLICT (feed, doc_key, ordinal) DO UPDATE SET record_id = excluded.record_id, row_hash = excluded.row_hash, event_date = excluded.event_date, held = excluded.held");
+            q.build()?.persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -803,15 +983,26 @@ impl Tx {
     pub async fn live_rows(&mut self, feed: &str, persons: &[String]) -> Result<Vec<LiveRow>> {
         let mut out = Vec::new();
         for chunk in persons.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                // Without statistics SQLite prefers the primary key (feed, record_id)
-                // and scans the whole feed; the person index is the right one.
-                "SELECT record_id, person, row_hash FROM feed_rows INDEXED BY feed_rows_person WHERE live = 1 AND feed = ",
-            );
+            // Without statistics SQLite prefers the primary key (feed,
+            // record_id) and scans the whole feed; the person index is the
+            // right one. PostgreSQL's planner has statistics.
+            let mut q = QueryBuilder::new(match self.backend {
+                Backend::Sqlite => {
+                    "SELECT record_id, person, row_hash FROM feed_rows INDEXED BY feed_rows_person WHERE live = 1 AND feed = "
+                }
+                Backend::Postgres => {
+                    "SELECT record_id, person, row_hash FROM feed_rows WHERE live = 1 AND feed = "
+                }
+            });
             q.push_bind(feed);
             q.push(" AND person IN (");
             push_list(&mut q, chunk);
-            for r in q.build().persistent(false).fetch_all(&mut *self.tx).await? {
+            for r in q
+                .build()?
+                .persistent(false)
+                .fetch_all(&mut *self.tx)
+                .await?
+            {
                 out.push(LiveRow {
                     record_id: r.get(0),
                     person: r.get(1),
@@ -831,7 +1022,7 @@ impl Tx {
         retracts: &[String],
     ) -> Result<()> {
         for chunk in upserts.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
+            let mut q = QueryBuilder::new(
                 "INSERT INTO feed_rows (feed, record_id, person, row_hash, live, batch_seq) ",
             );
             q.push_values(chunk, |mut b, r| {
@@ -839,22 +1030,22 @@ impl Tx {
                     .push_bind(&r.record_id)
                     .push_bind(&r.person)
                     .push_bind(&r.row_hash)
-                    .push_bind(true)
+                    .push_bind(1_i64)
                     .push_bind(seq);
             });
             q.push(
                 " ON CONFLICT (feed, record_id) DO UPDATE SET person = excluded.person, row_hash = excluded.row_hash, live = 1, batch_seq = excluded.batch_seq",
             );
-            q.build().persistent(false).execute(&mut *self.tx).await?;
+            q.build()?.persistent(false).execute(&mut *self.tx).await?;
         }
         for chunk in retracts.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new("UPDATE feed_rows SET live = 0, batch_seq = ");
+            let mut q = QueryBuilder::new("UPDATE feed_rows SET live = 0, batch_seq = ");
             q.push_bind(seq);
             q.push(" WHERE feed = ");
             q.push_bind(feed);
             q.push(" AND record_id IN (");
             push_list(&mut q, chunk);
-            q.build().persistent(false).execute(&mut *self.tx).await?;
+            q.build()?.persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -868,17 +1059,28 @@ impl Tx {
         held: &[(String, String, String)],
     ) -> Result<()> {
         for chunk in persons.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM held WHERE feed = ");
+            let mut q = QueryBuilder::new("DELETE FROM held WHERE feed = ");
             q.push_bind(feed);
             q.push(" AND person IN (");
             push_list(&mut q, chunk);
-            q.build().persistent(false).execute(&mut *self.tx).await?;
+            q.build()?.persistent(false).execute(&mut *self.tx).await?;
         }
         let at = now();
+        // One row per record id (the last wins): PostgreSQL refuses a
+        // statement that would update the same row twice.
+        let mut last = HashMap::with_capacity(held.len());
+        for (i, h) in held.iter().enumerate() {
+            last.insert(h.0.as_str(), i);
+        }
+        let held: Vec<&(String, String, String)> = held
+            .iter()
+            .enumerate()
+            .filter(|(i, h)| last.get(h.0.as_str()) == Some(i))
+            .map(|(_, h)| h)
+            .collect();
         for chunk in held.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT OR REPLACE INTO held (feed, record_id, person, reason, since) ",
-            );
+            let mut q =
+                QueryBuilder::new("INSERT INTO held (feed, record_id, person, reason, since)");
             q.push_values(chunk, |mut b, (id, p, r)| {
                 b.push_bind(feed)
                     .push_bind(id)
@@ -886,7 +1088,8 @@ impl Tx {
                     .push_bind(r)
                     .push_bind(&at);
             });
-            q.build().persistent(false).execute(&mut *self.tx).await?;
+            q.push(" ON CONFLICT (feed, record_id) DO UPDATE SET person = excluded.person, reason = excluded.reason, since = excluded.since");
+            q.build()?.persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -899,13 +1102,17 @@ impl Tx {
     ) -> Result<HashMap<String, bool>> {
         let mut out = HashMap::new();
         for chunk in persons.chunks(CHUNK) {
-            let mut q =
-                QueryBuilder::<Sqlite>::new("SELECT person, member FROM cohort WHERE feed = ");
+            let mut q = QueryBuilder::new("SELECT person, member FROM cohort WHERE feed = ");
             q.push_bind(feed);
             q.push(" AND person IN (");
             push_list(&mut q, chunk);
-            for r in q.build().persistent(false).fetch_all(&mut *self.tx).await? {
-                out.insert(r.get(0), r.get(1));
+            for r in q
+                .build()?
+                .persistent(false)
+                .fetch_all(&mut *self.tx)
+                .await?
+            {
+                out.insert(r.get(0), r.get::<i64, _>(1) != 0);
             }
         }
         Ok(out)
@@ -914,20 +1121,21 @@ impl Tx {
     pub async fn set_cohort(&mut self, feed: &str, changes: &[(String, bool)]) -> Result<()> {
         let at = now();
         for chunk in changes.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO cohort (feed, person, member, changed_at) ",
-            );
+            let mut q = QueryBuilder::new("INSERT INTO cohort (feed, person, member, changed_at) ");
             q.push_values(chunk, |mut b, (p, m)| {
-                b.push_bind(feed).push_bind(p).push_bind(*m).push_bind(&at);
+                b.push_bind(feed)
+                    .push_bind(p)
+                    .push_bind(i64::from(*m))
+                    .push_bind(&at);
             });
             q.push(" ON CONFLICT (feed, person) DO UPDATE SET member = excluded.member, changed_at = excluded.changed_at");
-            q.build().persistent(false).execute(&mut *self.tx).await?;
+            q.build()?.persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
 
     pub async fn next_seq(&mut self, feed: &str) -> Result<i64> {
-        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE feed = ?")
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE feed = $1")
             .bind(feed)
             .fetch_one(&mut *self.tx)
             .await?;
@@ -936,7 +1144,7 @@ impl Tx {
 
     pub async fn insert_batch(&mut self, b: &NewBatch, rows: &[BatchRow]) -> Result<()> {
         sqlx::query(
-            "INSERT INTO batches (feed, seq, state, created_at, window_from, window_to, upserts, retracts, held, policy) VALUES (?, ?, 'staged', ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO batches (feed, seq, state, created_at, window_from, window_to, upserts, retracts, held, policy) VALUES ($1, $2, 'staged', $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&b.feed)
         .bind(b.seq)
@@ -951,7 +1159,7 @@ impl Tx {
         .await?;
         let mut line = 0i64;
         for chunk in rows.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
+            let mut q = QueryBuilder::new(
                 "INSERT INTO batch_rows (feed, seq, line, record_id, op, row, person, doc_key) ",
             );
             q.push_values(chunk, |mut bld, r| {
@@ -965,7 +1173,7 @@ impl Tx {
                     .push_bind(&r.person)
                     .push_bind(r.doc_key);
             });
-            q.build().persistent(false).execute(&mut *self.tx).await?;
+            q.build()?.persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }

@@ -86,36 +86,36 @@ impl Store {
         kind: &str,
         data_sha256: &str,
     ) -> Result<(i64, String)> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin().await?;
         let started = now_ms();
         // Write first, so the transaction takes SQLite's write lock (and
         // waits for it) instead of failing to upgrade a read.
         let attempt: i64 = sqlx::query(
-            "INSERT INTO delivery_attempts (feed, seq, attempt, kind, data_sha256, started_at, outcome) SELECT ?1, ?2, COALESCE(MAX(attempt), 0) + 1, ?3, ?4, ?5, 'running' FROM delivery_attempts WHERE feed = ?1 AND seq = ?2 RETURNING attempt",
+            "INSERT INTO delivery_attempts (feed, seq, attempt, kind, data_sha256, started_at, outcome) SELECT $1, $2, COALESCE(MAX(attempt), 0) + 1, $3, $4, $5, 'running' FROM delivery_attempts WHERE feed = $1 AND seq = $2 RETURNING attempt",
         )
         .bind(feed)
         .bind(seq)
         .bind(kind)
         .bind(data_sha256)
         .bind(&started)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut *tx.tx)
         .await?
         .get(0);
         if kind == "send" {
             sqlx::query(
-                "UPDATE batches SET state = 'sending', attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, ?) WHERE feed = ? AND seq = ? AND state IN ('sealed', 'sending')",
+                "UPDATE batches SET state = 'sending', attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, $1) WHERE feed = $2 AND seq = $3 AND state IN ('sealed', 'sending')",
             )
             .bind(&started)
             .bind(feed)
             .bind(seq)
-            .execute(&mut *tx)
+            .execute(&mut *tx.tx)
             .await?;
         }
         let first: Option<String> =
-            sqlx::query("SELECT first_attempt_at FROM batches WHERE feed = ? AND seq = ?")
+            sqlx::query("SELECT first_attempt_at FROM batches WHERE feed = $1 AND seq = $2")
                 .bind(feed)
                 .bind(seq)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut *tx.tx)
                 .await?
                 .and_then(|r| r.get(0));
         tx.commit().await?;
@@ -133,7 +133,7 @@ impl Store {
         receipt: Option<&str>,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE delivery_attempts SET finished_at = ?, outcome = ?, http_status = ?, error_class = ?, detail = ?, latency_ms = ?, receipt = ? WHERE feed = ? AND seq = ? AND attempt = ?",
+            "UPDATE delivery_attempts SET finished_at = $1, outcome = $2, http_status = $3, error_class = $4, detail = $5, latency_ms = $6, receipt = $7 WHERE feed = $8 AND seq = $9 AND attempt = $10",
         )
         .bind(now_ms())
         .bind(end.outcome)
@@ -163,7 +163,7 @@ impl Store {
         self.end_attempt(feed, seq, attempt, end, Some(receipt))
             .await?;
         sqlx::query(
-            "UPDATE batches SET state = 'delivered', delivered_at = ?, receipt = ?, receipt_id = ? WHERE feed = ? AND seq = ? AND state IN ('sealed', 'sending')",
+            "UPDATE batches SET state = 'delivered', delivered_at = $1, receipt = $2, receipt_id = $3 WHERE feed = $4 AND seq = $5 AND state IN ('sealed', 'sending')",
         )
         .bind(now())
         .bind(receipt)
@@ -186,7 +186,7 @@ impl Store {
     ) -> Result<()> {
         self.end_attempt(feed, seq, attempt, end, None).await?;
         sqlx::query(
-            "UPDATE batches SET state = 'dead', dead_at = ?, dead_reason = ? WHERE feed = ? AND seq = ? AND state IN ('sealed', 'sending')",
+            "UPDATE batches SET state = 'dead', dead_at = $1, dead_reason = $2 WHERE feed = $3 AND seq = $4 AND state IN ('sealed', 'sending')",
         )
         .bind(now())
         .bind(reason)
@@ -201,7 +201,7 @@ impl Store {
     /// `sealed` with a fresh retry budget. False if it was not dead.
     pub async fn reopen_dead(&self, feed: &str, seq: i64) -> Result<bool> {
         let r = sqlx::query(
-            "UPDATE batches SET state = 'sealed', first_attempt_at = NULL, dead_at = NULL, dead_reason = NULL WHERE feed = ? AND seq = ? AND state = 'dead'",
+            "UPDATE batches SET state = 'sealed', first_attempt_at = NULL, dead_at = NULL, dead_reason = NULL WHERE feed = $1 AND seq = $2 AND state = 'dead'",
         )
         .bind(feed)
         .bind(seq)
@@ -214,7 +214,7 @@ impl Store {
     /// sequence, new digests). False if it was delivered or staged.
     pub async fn reset_to_staged(&self, feed: &str, seq: i64) -> Result<bool> {
         let r = sqlx::query(
-            "UPDATE batches SET state = 'staged', sealed_at = NULL, data_file = NULL, data_bytes = NULL, data_sha256 = NULL, manifest_sha256 = NULL, first_attempt_at = NULL, dead_at = NULL, dead_reason = NULL, reseals = reseals + 1 WHERE feed = ? AND seq = ? AND state IN ('sealed', 'sending', 'dead')",
+            "UPDATE batches SET state = 'staged', sealed_at = NULL, data_file = NULL, data_bytes = NULL, data_sha256 = NULL, manifest_sha256 = NULL, first_attempt_at = NULL, dead_at = NULL, dead_reason = NULL, reseals = reseals + 1 WHERE feed = $1 AND seq = $2 AND state IN ('sealed', 'sending', 'dead')",
         )
         .bind(feed)
         .bind(seq)
@@ -226,7 +226,7 @@ impl Store {
     /// Every attempt of a batch, in order.
     pub async fn attempts(&self, feed: &str, seq: i64) -> Result<Vec<Attempt>> {
         let rows = sqlx::query(
-            "SELECT attempt, kind, data_sha256, started_at, finished_at, outcome, http_status, error_class, detail, latency_ms FROM delivery_attempts WHERE feed = ? AND seq = ? ORDER BY attempt",
+            "SELECT attempt, kind, data_sha256, started_at, finished_at, outcome, http_status, error_class, detail, latency_ms FROM delivery_attempts WHERE feed = $1 AND seq = $2 ORDER BY attempt",
         )
         .bind(feed)
         .bind(seq)
@@ -252,7 +252,7 @@ impl Store {
     /// The outbox as `outbox list` shows it.
     pub async fn outbox(&self, feed: Option<&str>) -> Result<Vec<OutboxEntry>> {
         let rows = sqlx::query(
-            "SELECT feed, seq, state, created_at, sealed_at, delivered_at, upserts + retracts, data_bytes, data_sha256, attempts, first_attempt_at, dead_at, dead_reason, receipt_id, reseals FROM batches WHERE (?1 IS NULL OR feed = ?1) ORDER BY feed, seq",
+            "SELECT feed, seq, state, created_at, sealed_at, delivered_at, upserts + retracts, data_bytes, data_sha256, attempts, first_attempt_at, dead_at, dead_reason, receipt_id, reseals FROM batches WHERE ($1 IS NULL OR feed = $1) ORDER BY feed, seq",
         )
         .bind(feed)
         .fetch_all(&self.pool)
@@ -325,7 +325,7 @@ impl Store {
 impl Store {
     /// Remembers the digest of the rows a batch was sealed from.
     pub async fn set_rows_digest(&self, feed: &str, seq: i64, digest: &str) -> Result<()> {
-        sqlx::query("UPDATE batches SET rows_sha256 = ? WHERE feed = ? AND seq = ?")
+        sqlx::query("UPDATE batches SET rows_sha256 = $1 WHERE feed = $2 AND seq = $3")
             .bind(digest)
             .bind(feed)
             .bind(seq)
@@ -337,7 +337,7 @@ impl Store {
     /// The digest of the rows a batch was sealed from, if recorded.
     pub async fn rows_digest(&self, feed: &str, seq: i64) -> Result<Option<String>> {
         Ok(
-            sqlx::query("SELECT rows_sha256 FROM batches WHERE feed = ? AND seq = ?")
+            sqlx::query("SELECT rows_sha256 FROM batches WHERE feed = $1 AND seq = $2")
                 .bind(feed)
                 .bind(seq)
                 .fetch_optional(&self.pool)

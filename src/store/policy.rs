@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::Row;
+
+use super::QueryBuilder;
 
 use super::{CHUNK, Result, Store, Tx, now, push_list};
 
@@ -71,7 +73,7 @@ pub struct PolicyRows {
     pub denials: Option<DenialSnapshot>,
 }
 
-fn in_list<'a>(q: &mut QueryBuilder<'a, Sqlite>, persons: &'a [String]) {
+fn in_list<'a>(q: &mut QueryBuilder<'a>, persons: &'a [String]) {
     q.push(" person IN (");
     push_list(q, persons);
 }
@@ -79,7 +81,7 @@ fn in_list<'a>(q: &mut QueryBuilder<'a, Sqlite>, persons: &'a [String]) {
 impl Tx {
     pub async fn insert_import(&mut self, sha256: &str, rows: i64, counts: &str) -> Result<i64> {
         let r = sqlx::query(
-            "INSERT INTO imports (at, sha256, rows, counts) VALUES (?, ?, ?, ?) RETURNING id",
+            "INSERT INTO imports (at, sha256, rows, counts) VALUES ($1, $2, $3, $4) RETURNING id",
         )
         .bind(now())
         .bind(sha256)
@@ -92,7 +94,7 @@ impl Tx {
 
     pub async fn insert_objections(&mut self, import_id: i64, rows: &[ObjectionRow]) -> Result<()> {
         for chunk in rows.chunks(CHUNK / 2) {
-            let mut q = QueryBuilder::<Sqlite>::new(
+            let mut q = QueryBuilder::new(
                 "INSERT INTO objections (person, made_to, purposes, received_at, effective_from, withdrawn_at, source, reference, import_id) ",
             );
             q.push_values(chunk, |mut b, o| {
@@ -106,7 +108,7 @@ impl Tx {
                     .push_bind(&o.reference)
                     .push_bind(import_id);
             });
-            q.build().persistent(false).execute(&mut *self.tx).await?;
+            q.build()?.persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -117,7 +119,7 @@ impl Tx {
         rows: &[RestrictionRow],
     ) -> Result<()> {
         for chunk in rows.chunks(CHUNK / 2) {
-            let mut q = QueryBuilder::<Sqlite>::new(
+            let mut q = QueryBuilder::new(
                 "INSERT INTO restrictions (person, controller, start_at, end_at, source, reference, import_id) ",
             );
             q.push_values(chunk, |mut b, r| {
@@ -129,14 +131,14 @@ impl Tx {
                     .push_bind(&r.reference)
                     .push_bind(import_id);
             });
-            q.build().persistent(false).execute(&mut *self.tx).await?;
+            q.build()?.persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
 
     pub async fn upsert_flags(&mut self, import_id: i64, rows: &[FlagRow]) -> Result<()> {
         for chunk in rows.chunks(CHUNK / 2) {
-            let mut q = QueryBuilder::<Sqlite>::new(
+            let mut q = QueryBuilder::new(
                 "INSERT INTO person_flags (person, flag, since, until, source, reference, import_id) ",
             );
             q.push_values(chunk, |mut b, f| {
@@ -149,7 +151,7 @@ impl Tx {
                     .push_bind(import_id);
             });
             q.push(" ON CONFLICT (person, flag) DO UPDATE SET since = excluded.since, until = excluded.until, source = excluded.source, reference = excluded.reference, import_id = excluded.import_id");
-            q.build().persistent(false).execute(&mut *self.tx).await?;
+            q.build()?.persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -157,30 +159,30 @@ impl Tx {
     pub async fn insert_denial_snapshots(&mut self, snaps: &[DenialSnapshot]) -> Result<()> {
         for s in snaps {
             let r = sqlx::query(
-                "INSERT INTO denial_snapshots (person, origin, doc_key, effective_at, none_valid, emergency) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                "INSERT INTO denial_snapshots (person, origin, doc_key, effective_at, none_valid, emergency) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
             )
             .bind(&s.person)
             .bind(&s.origin)
             .bind(s.doc_key)
             .bind(&s.effective_at)
-            .bind(s.none_valid)
-            .bind(s.emergency)
+            .bind(i64::from(s.none_valid))
+            .bind(s.emergency.map(i64::from))
             .fetch_one(&mut *self.tx)
             .await?;
             let id: i64 = r.get(0);
             for chunk in s.denials.chunks(CHUNK / 2) {
-                let mut q = QueryBuilder::<Sqlite>::new(
+                let mut q = QueryBuilder::new(
                     "INSERT INTO denials (snapshot_id, service_event, provider, all_registers, from_at, to_at) ",
                 );
                 q.push_values(chunk, |mut b, d| {
                     b.push_bind(id)
                         .push_bind(&d.service_event)
                         .push_bind(&d.provider)
-                        .push_bind(d.all_registers)
+                        .push_bind(i64::from(d.all_registers))
                         .push_bind(&d.from_at)
                         .push_bind(&d.to_at);
                 });
-                q.build().persistent(false).execute(&mut *self.tx).await?;
+                q.build()?.persistent(false).execute(&mut *self.tx).await?;
             }
         }
         Ok(())
@@ -194,12 +196,17 @@ impl Tx {
     ) -> Result<Vec<(String, i64, String)>> {
         let mut out = Vec::new();
         for chunk in persons.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
+            let mut q = QueryBuilder::new(
                 "SELECT DISTINCT r.feed, r.seq, r.person FROM batch_rows r JOIN batches b ON b.feed = r.feed AND b.seq = r.seq WHERE b.state IN ('sealed', 'sending', 'delivered', 'dead') AND r.person IN (",
             );
             push_list(&mut q, chunk);
             q.push(" ORDER BY r.feed, r.seq");
-            for r in q.build().persistent(false).fetch_all(&mut *self.tx).await? {
+            for r in q
+                .build()?
+                .persistent(false)
+                .fetch_all(&mut *self.tx)
+                .await?
+            {
                 out.push((r.get(0), r.get(1), r.get(2)));
             }
         }
@@ -252,16 +259,16 @@ impl Store {
 }
 
 async fn load_policy(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     persons: &[String],
 ) -> Result<HashMap<String, PolicyRows>> {
     let mut out: HashMap<String, PolicyRows> = HashMap::new();
     for chunk in persons.chunks(CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let mut q = QueryBuilder::new(
             "SELECT person, made_to, purposes, received_at, effective_from, withdrawn_at, source, reference FROM objections WHERE",
         );
         in_list(&mut q, chunk);
-        for r in q.build().persistent(false).fetch_all(&mut *conn).await? {
+        for r in q.build()?.persistent(false).fetch_all(&mut *conn).await? {
             let o = ObjectionRow {
                 person: r.get(0),
                 made_to: r.get(1),
@@ -274,11 +281,11 @@ async fn load_policy(
             };
             out.entry(o.person.clone()).or_default().objections.push(o);
         }
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let mut q = QueryBuilder::new(
             "SELECT person, controller, start_at, end_at, source, reference FROM restrictions WHERE",
         );
         in_list(&mut q, chunk);
-        for r in q.build().persistent(false).fetch_all(&mut *conn).await? {
+        for r in q.build()?.persistent(false).fetch_all(&mut *conn).await? {
             let x = RestrictionRow {
                 person: r.get(0),
                 controller: r.get(1),
@@ -292,11 +299,11 @@ async fn load_policy(
                 .restrictions
                 .push(x);
         }
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let mut q = QueryBuilder::new(
             "SELECT person, flag, since, until, source, reference FROM person_flags WHERE",
         );
         in_list(&mut q, chunk);
-        for r in q.build().persistent(false).fetch_all(&mut *conn).await? {
+        for r in q.build()?.persistent(false).fetch_all(&mut *conn).await? {
             let f = FlagRow {
                 person: r.get(0),
                 flag: r.get(1),
@@ -308,27 +315,27 @@ async fn load_policy(
             out.entry(f.person.clone()).or_default().flags.push(f);
         }
         // The latest snapshot per person: by effective time, then insertion.
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let mut q = QueryBuilder::new(
             "SELECT id, person, origin, doc_key, effective_at, none_valid, emergency FROM denial_snapshots WHERE",
         );
         in_list(&mut q, chunk);
         q.push(" ORDER BY person, effective_at, id");
         let mut latest: HashMap<String, (i64, DenialSnapshot)> = HashMap::new();
-        for r in q.build().persistent(false).fetch_all(&mut *conn).await? {
+        for r in q.build()?.persistent(false).fetch_all(&mut *conn).await? {
             let snap = DenialSnapshot {
                 person: r.get(1),
                 origin: r.get(2),
                 doc_key: r.get(3),
                 effective_at: r.get(4),
-                none_valid: r.get(5),
-                emergency: r.get(6),
+                none_valid: r.get::<i64, _>(5) != 0,
+                emergency: r.get::<Option<i64>, _>(6).map(|e| e != 0),
                 denials: Vec::new(),
             };
             latest.insert(snap.person.clone(), (r.get(0), snap));
         }
         if !latest.is_empty() {
             let ids: Vec<i64> = latest.values().map(|(id, _)| *id).collect();
-            let mut q = QueryBuilder::<Sqlite>::new(
+            let mut q = QueryBuilder::new(
                 "SELECT snapshot_id, service_event, provider, all_registers, from_at, to_at FROM denials WHERE snapshot_id IN (",
             );
             let mut sep = q.separated(", ");
@@ -337,11 +344,11 @@ async fn load_policy(
             }
             q.push(")");
             let mut by_id: HashMap<i64, Vec<DenialRow>> = HashMap::new();
-            for r in q.build().persistent(false).fetch_all(&mut *conn).await? {
+            for r in q.build()?.persistent(false).fetch_all(&mut *conn).await? {
                 by_id.entry(r.get(0)).or_default().push(DenialRow {
                     service_event: r.get(1),
                     provider: r.get(2),
-                    all_registers: r.get(3),
+                    all_registers: r.get::<i64, _>(3) != 0,
                     from_at: r.get(4),
                     to_at: r.get(5),
                 });

@@ -27,3 +27,86 @@ macro_rules! shared_or_skip {
         }
     };
 }
+
+/// A PostgreSQL database of its own for one test, on the server named by
+/// `REGFEED_TEST_DATABASE_URL`; dropped (with its connections) when this is.
+#[derive(Debug)]
+pub struct PgDb {
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+/// The PostgreSQL test server's URL. Unset, the test skips with a visible
+/// notice, except under CI (`CI` set), where that fails.
+pub fn pg_server() -> Option<String> {
+    match std::env::var("REGFEED_TEST_DATABASE_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            if std::env::var_os("CI").is_some() {
+                panic!(
+                    "CI is set but REGFEED_TEST_DATABASE_URL is not: the PostgreSQL tests must run in CI"
+                );
+            }
+            eprintln!("NOTICE: REGFEED_TEST_DATABASE_URL is unset; skipping a PostgreSQL test");
+            None
+        }
+    }
+}
+
+/// Runs SQL on the server (outside any runtime the caller may be in).
+fn pg_admin(admin: &str, sql: String) -> Result<(), String> {
+    let admin = admin.to_owned();
+    std::thread::spawn(move || {
+        use sqlx::Connection as _;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let mut c = sqlx::PgConnection::connect(&admin)
+                .await
+                .map_err(|e| e.to_string())?;
+            sqlx::raw_sql(&sql)
+                .execute(&mut c)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        })
+    })
+    .join()
+    .map_err(|_| "admin thread panicked".to_owned())?
+}
+
+impl PgDb {
+    /// A fresh database, or `None` (with the notice) when no server is set.
+    pub fn create(tag: &str) -> Option<PgDb> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let admin = pg_server()?;
+        let name = format!(
+            "regfeed_t_{}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed),
+            tag.replace('-', "_")
+        );
+        pg_admin(&admin, format!("CREATE DATABASE {name}")).expect("create the test database");
+        let (base, query) = match admin.split_once('?') {
+            Some((b, q)) => (b, format!("?{q}")),
+            None => (admin.as_str(), String::new()),
+        };
+        let (scheme, rest) = base.split_once("://").expect("a postgres:// URL");
+        let host = rest.split('/').next().unwrap_or(rest);
+        let url = format!("{scheme}://{host}/{name}{query}");
+        Some(PgDb { url, admin, name })
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let _ = pg_admin(
+            &self.admin,
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! A query builder for the two backends. sqlx's own `QueryBuilder` writes
+//! the placeholders of its database type, and for `Any` that is `?`, which
+//! PostgreSQL does not accept. This one always writes `$1, $2, ...`, which
+//! both SQLite and PostgreSQL read, and keeps the same small API
+//! (`push`, `push_bind`, `separated`, `push_values`, `build`).
+
+use std::fmt::{Display, Write as _};
+
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::{Any, Arguments as _, Encode, Type};
+
+pub struct QueryBuilder<'a> {
+    sql: String,
+    args: AnyArguments<'a>,
+    n: usize,
+    error: Option<sqlx::error::BoxDynError>,
+}
+
+impl std::fmt::Debug for QueryBuilder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The SQL only: bound values may be index pseudonyms.
+        f.debug_struct("QueryBuilder")
+            .field("sql", &self.sql)
+            .field("binds", &self.n)
+            .finish()
+    }
+}
+
+impl<'a> QueryBuilder<'a> {
+    pub fn new(init: impl Into<String>) -> QueryBuilder<'a> {
+        QueryBuilder {
+            sql: init.into(),
+            args: AnyArguments::default(),
+            n: 0,
+            error: None,
+        }
+    }
+
+    pub fn push(&mut self, sql: impl Display) -> &mut Self {
+        // Writing to a String cannot fail.
+        let _ = write!(self.sql, "{sql}");
+        self
+    }
+
+    pub fn push_bind<T>(&mut self, value: T) -> &mut Self
+    where
+        T: 'a + Encode<'a, Any> + Type<Any>,
+    {
+        if let Err(e) = self.args.add(value)
+            && self.error.is_none()
+        {
+            self.error = Some(e);
+        }
+        self.n += 1;
+        let _ = write!(self.sql, "${}", self.n);
+        self
+    }
+
+    pub fn separated<'b>(&'b mut self, separator: &'static str) -> Separated<'b, 'a> {
+        Separated {
+            builder: self,
+            separator,
+            first: true,
+        }
+    }
+
+    /// ` VALUES (..), (..)`: one parenthesised group per item, its values
+    /// pushed by `push` through a [`Separated`].
+    pub fn push_values<I, F>(&mut self, items: I, mut push: F) -> &mut Self
+    where
+        I: IntoIterator,
+        F: FnMut(Separated<'_, 'a>, I::Item),
+    {
+        self.push(" VALUES ");
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.push("(");
+            push(self.separated(", "), item);
+            self.push(")");
+        }
+        self
+    }
+
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
+    /// The query, taking the bound values (the builder is spent).
+    pub fn build(&mut self) -> Result<Query<'_, Any, AnyArguments<'_>>, sqlx::Error> {
+        if let Some(e) = self.error.take() {
+            return Err(sqlx::Error::Encode(e));
+        }
+        let args = std::mem::take(&mut self.args);
+        Ok(sqlx::query_with(self.sql.as_str(), args))
+    }
+}
+
+#[derive(Debug)]
+pub struct Separated<'b, 'a> {
+    builder: &'b mut QueryBuilder<'a>,
+    separator: &'static str,
+    first: bool,
+}
+
+impl<'a> Separated<'_, 'a> {
+    fn sep(&mut self) {
+        if !self.first {
+            self.builder.push(self.separator);
+        }
+        self.first = false;
+    }
+
+    pub fn push(&mut self, sql: impl Display) -> &mut Self {
+        self.sep();
+        self.builder.push(sql);
+        self
+    }
+
+    pub fn push_bind<T>(&mut self, value: T) -> &mut Self
+    where
+        T: 'a + Encode<'a, Any> + Type<Any>,
+    {
+        self.sep();
+        self.builder.push_bind(value);
+        self
+    }
+
+    pub fn push_unseparated(&mut self, sql: impl Display) -> &mut Self {
+        self.builder.push(sql);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered() {
+        let mut q = QueryBuilder::new("SELECT x FROM t WHERE a = ");
+        q.push_bind(1_i64);
+        q.push(" AND b IN (");
+        let mut s = q.separated(", ");
+        s.push_bind("x");
+        s.push_bind("y");
+        q.push(")");
+        assert_eq!(q.sql(), "SELECT x FROM t WHERE a = $1 AND b IN ($2, $3)");
+        let mut v = QueryBuilder::new("INSERT INTO t (a, b)");
+        v.push_values([(1_i64, "p"), (2, "q")], |mut b, (x, y)| {
+            b.push_bind(x).push_bind(y);
+        });
+        assert_eq!(v.sql(), "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4)");
+    }
+}
