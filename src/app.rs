@@ -77,12 +77,80 @@ pub fn load_keys(cfg: &Config) -> anyhow::Result<KeyRing> {
     KeyRing::load(&sources).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// Refuses keys that must never change under an existing store (see
+/// docs/KEYS.md), compared with the key ids of the last audited
+/// configuration: the index key (every person, objection and restriction in
+/// the store is keyed by it; another key would silently split people and
+/// lose their objections) and each feed's record key (the register would get
+/// the same entries again under new ids). Pseudonym and audit keys may
+/// rotate; their change is audited. A recipient's pseudonym key may rotate
+/// only while none of its feeds has an undelivered batch: such a batch holds
+/// pseudonyms made with the old key and may be sealed (again) later, when
+/// its manifest would name the new key.
+async fn refuse_swapped_keys(store: &Store, cfg: &Config, keys: &KeyRing) -> anyhow::Result<()> {
+    let last: Option<String> = sqlx::query_scalar(
+        "SELECT data FROM audit WHERE kind = 'config' ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_optional(store.pool())
+    .await
+    .context("reading the last audited key ids")?;
+    let Some(last) = last else {
+        return Ok(());
+    };
+    let Entry::Config { key_ids, .. } = Entry::from_parts("config", None, &last)? else {
+        bail!("the last config entry of the audit trail does not decode as one");
+    };
+    let before: BTreeMap<&str, &str> = key_ids
+        .iter()
+        .map(|k| (k.role.as_str(), k.id.as_str()))
+        .collect();
+    for (role, id) in keys.key_ids() {
+        let name = role.to_string();
+        let Some(old) = before.get(name.as_str()).filter(|old| **old != id.as_str()) else {
+            continue;
+        };
+        if let KeyRole::Pseudonym(recipient) = &role {
+            for f in cfg
+                .feeds
+                .iter()
+                .filter(|f| f.recipient.as_deref() == Some(recipient.as_str()))
+            {
+                let waiting: Vec<String> = store
+                    .batches(Some(&f.name))
+                    .await?
+                    .into_iter()
+                    .filter(|b| b.state != "delivered")
+                    .map(|b| format!("{} ({})", b.seq, b.state))
+                    .collect();
+                if !waiting.is_empty() {
+                    bail!(
+                        "the {name} key changed (key id {old} in the audit trail, {id} now) \
+                         while feed {} has undelivered batches {}: their rows hold pseudonyms \
+                         of the old key; deliver them with the old key first (docs/KEYS.md)",
+                        f.name,
+                        waiting.join(", ")
+                    );
+                }
+            }
+        }
+        if matches!(role, KeyRole::Index | KeyRole::Record(_)) {
+            bail!(
+                "the {name} key changed (key id {old} in the audit trail, {id} now): \
+                 this key is never rotated under an existing store (docs/KEYS.md); \
+                 restore the key file, or start a new state directory"
+            );
+        }
+    }
+    Ok(())
+}
+
 impl App {
     pub async fn open(cfg: Config) -> anyhow::Result<App> {
         let keys = load_keys(&cfg)?;
         let store = Store::open(&cfg.database_url)
             .await
             .context("opening the store")?;
+        refuse_swapped_keys(&store, &cfg, &keys).await?;
         // Configuration, mapping versions and key ids: audited when changed.
         audit::record_config_if_changed(&store, &cfg, &keys, crate::policy::RULES_VERSION).await?;
         Ok(App { cfg, store, keys })

@@ -208,7 +208,7 @@ pub struct Config {
     /// The file it was read from.
     pub path: PathBuf,
     pub state_dir: PathBuf,
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     pub index_key: KeySource,
     /// The key of audit pseudonyms (people in the audit trail).
     pub audit_key: KeySource,
@@ -223,6 +223,73 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     pub recipients: Vec<Recipient>,
     pub feeds: Vec<FeedConfig>,
+}
+
+/// The store's URL. A URL may carry a password (`postgres://u:pw@host/db`,
+/// `?password=`), so `Debug` and `Display` show it with the password
+/// replaced by `<redacted>`; the URL itself derefs to `&str` for the store.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `<redacted>`.
+    pub fn redacted(&self) -> String {
+        const R: &str = "<redacted>";
+        let url = &self.0;
+        let mut out = url.clone();
+        if let Some(scheme_end) = url.find("://") {
+            let rest = &url[scheme_end + 3..];
+            let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+            if let Some(at) = authority.rfind('@')
+                && let Some(colon) = authority[..at].find(':')
+            {
+                let start = scheme_end + 3 + colon + 1;
+                out.replace_range(start..scheme_end + 3 + at, R);
+            }
+        }
+        if let Some(q) = out.find('?') {
+            let (head, query) = out.split_at(q + 1);
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}={R}"),
+                    _ => kv.to_owned(),
+                })
+                .collect();
+            out = format!("{head}{}", query.join("&"));
+        }
+        out
+    }
+}
+
+impl From<String> for DatabaseUrl {
+    fn from(url: String) -> Self {
+        DatabaseUrl(url)
+    }
+}
+
+impl std::ops::Deref for DatabaseUrl {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({:?})", self.redacted())
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
 }
 
 /// How `regfeed run` behaves.
@@ -678,7 +745,7 @@ impl Config {
         Ok(Config {
             path: path.to_path_buf(),
             state_dir,
-            database_url,
+            database_url: DatabaseUrl(database_url),
             index_key,
             audit_key,
             sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())),

@@ -296,8 +296,13 @@ impl Ctx<'_> {
 
     /// Re-reads a document through the source's locator and maps it.
     fn remap(&self, doc_key: i64, path: &str, sha256: &str) -> Option<Mapped> {
-        let bytes = match self.source.locate(path) {
-            Ok(b) => b,
+        let bytes = match self
+            .source
+            .locate_bounded(path, self.cfg.limits.max_document_bytes)
+        {
+            Ok(crate::source::Located::Bytes(b)) => b,
+            // It was decoded, so it was not this large: it changed.
+            Ok(crate::source::Located::TooLarge { .. }) => Vec::new(),
             Err(e) => {
                 tracing::warn!(feed = %self.feed.name, doc_sha256 = %&sha256[..16.min(sha256.len())], error = %e, "A document could not be re-read through its locator.");
                 return None;
@@ -755,8 +760,17 @@ async fn stage_chunk(
     let decode_started = std::time::Instant::now();
     for (l, seen_sha) in files {
         crate::failpoint::hit("decode");
-        let bytes = match cx.source.locate(&l.path) {
-            Ok(b) => b,
+        // A file over the size limit is hashed, never held: it costs a
+        // read, not its size in memory (tests/decode_hostile.rs).
+        let (bytes, sha, too_large) = match cx
+            .source
+            .locate_bounded(&l.path, cx.cfg.limits.max_document_bytes)
+        {
+            Ok(crate::source::Located::Bytes(b)) => {
+                let sha = sha256_hex(&b);
+                (b, sha, false)
+            }
+            Ok(crate::source::Located::TooLarge { sha256 }) => (Vec::new(), sha256, true),
             Err(e) => {
                 // Not marked seen: it is tried again next run.
                 report.files_unreadable += 1;
@@ -764,7 +778,6 @@ async fn stage_chunk(
                 continue;
             }
         };
-        let sha = sha256_hex(&bytes);
         seen_rows.push(Seen {
             path: l.path.clone(),
             size: l.size as i64,
@@ -774,7 +787,7 @@ async fn stage_chunk(
         if seen_sha.as_deref() == Some(sha.as_str()) {
             continue; // touched or copied over with the same bytes
         }
-        let result = if bytes.len() > cx.cfg.limits.max_document_bytes {
+        let result = if too_large {
             Err(decode::DecodeError::new(
                 decode::ErrorClass::LimitExceeded,
                 format!(

@@ -1,49 +1,19 @@
 //! Hostile input: every file of `external/bad-xml` is refused with its own
 //! error class (checked in the order encoding → DOCTYPE → not well-formed →
 //! limit exceeded), and generated resource attacks are refused quickly with
-//! bounded memory.
+//! bounded memory. Each of them, decoded by `regfeed decode FILE` in a fresh
+//! process, is refused with its class below a peak RSS ceiling
+//! (`benches/hostile_rss.rs` prints the figures).
 #![allow(unsafe_code)] // getrusage has no safe wrapper
 
 mod common;
+#[path = "common/hostile.rs"]
+mod hostile;
 
 use std::time::{Duration, Instant};
 
+use hostile::{BAD_XML, RSS_CEILING_KIB, class_name, decode_in_child, write_generated};
 use regfeed::decode::{ErrorClass, Limits, decode};
-
-/// Each file and the class it must get, decided from its content.
-const EXPECTED: &[(&str, ErrorClass)] = &[
-    // Entity tricks: all carry a DOCTYPE, refused whatever it declares.
-    ("defusedxml__cyclic.xml", ErrorClass::Doctype),
-    ("defusedxml__dtd.xml", ErrorClass::Doctype),
-    ("defusedxml__external.xml", ErrorClass::Doctype),
-    ("defusedxml__external_file.xml", ErrorClass::Doctype),
-    ("defusedxml__xmlbomb.xml", ErrorClass::Doctype),
-    ("libxml2__754946.xml", ErrorClass::Doctype),
-    ("libxml2__comment1.xml", ErrorClass::Doctype), // its bad comment comes after a DOCTYPE
-    ("libxml2__content1.xml", ErrorClass::Doctype),
-    ("libxml2__doctype1.xml", ErrorClass::Doctype),
-    ("libxml2__ent_redecl.xml", ErrorClass::Doctype),
-    ("libxml2__quadratic-defattr.xml", ErrorClass::Doctype),
-    // 0x16 in an attribute value.
-    ("libxml2__attr4.xml", ErrorClass::NotWellFormed),
-    // The byte E1 followed by an ASCII letter inside CDATA: not UTF-8.
-    ("libxml2__cdata.xml", ErrorClass::Encoding),
-    // A decimal character reference far beyond U+10FFFF.
-    ("libxml2__charref1.xml", ErrorClass::NotWellFormed),
-    ("libxml2__empty.xml", ErrorClass::NotWellFormed),
-    ("libxml2__extra-content.xml", ErrorClass::NotWellFormed),
-    (
-        "libxml2__invalid-start-tag-1.xml",
-        ErrorClass::NotWellFormed,
-    ),
-    ("libxml2__issue151.xml", ErrorClass::NotWellFormed),
-    ("libxml2__ns-undeclared.xml", ErrorClass::NotWellFormed),
-    ("libxml2__unclosed-element.xml", ErrorClass::NotWellFormed),
-    ("libxml2__unsupported-encoding.xml", ErrorClass::Encoding),
-    // Its bytes are valid UTF-8 (C3 84 is U+00C4); what is wrong is the
-    // unclosed element ending in "<<": not well-formed, not an encoding error.
-    ("libxml2__utf8-1.xml", ErrorClass::NotWellFormed),
-];
 
 #[test]
 fn every_bad_xml_file_is_refused_with_its_class() {
@@ -58,10 +28,10 @@ fn every_bad_xml_file_is_refused_with_its_class() {
         })
         .collect();
     names.sort();
-    let mut listed: Vec<&str> = EXPECTED.iter().map(|(n, _)| *n).collect();
+    let mut listed: Vec<&str> = BAD_XML.iter().map(|(n, _)| *n).collect();
     listed.sort();
     assert_eq!(names, listed, "the table names every file exactly once");
-    for (name, class) in EXPECTED {
+    for (name, class) in BAD_XML {
         let bytes = std::fs::read(dir.join(name)).expect("readable");
         match decode(&bytes, &Limits::default()) {
             Ok(_) => panic!("{name}: accepted"),
@@ -173,4 +143,94 @@ fn errors_never_quote_document_content() {
     }
     let e = decode(docs[2].as_bytes(), &Limits::default()).expect_err("refused");
     assert_eq!(e.class, ErrorClass::InvalidPatientId, "{e}");
+}
+
+/// Every hostile file (bad-xml and the generated attacks), decoded by the
+/// real binary in a process of its own: refused with its class, exit 1, and
+/// the whole process's peak RSS below [`RSS_CEILING_KIB`]. No timing.
+#[test]
+fn each_hostile_file_is_refused_in_a_fresh_process_below_the_rss_ceiling() {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_regfeed"));
+    let generated = tempfile::tempdir().expect("tmp");
+    let mut cases: Vec<(std::path::PathBuf, String, ErrorClass)> =
+        write_generated(generated.path())
+            .into_iter()
+            .map(|(n, c)| (generated.path().join(&n), n, c))
+            .collect();
+    if let Some(data) = common::shared_data() {
+        let dir = data.join("external/bad-xml");
+        cases.extend(
+            BAD_XML
+                .iter()
+                .map(|(n, c)| (dir.join(n), (*n).to_owned(), *c)),
+        );
+    }
+    for (path, name, class) in &cases {
+        let m = decode_in_child(bin, path);
+        eprintln!(
+            "{name}\t{}\t{} KiB (own {:?} KiB)",
+            m.class, m.max_rss_kib, m.own_peak_kib
+        );
+        assert_eq!(m.class, class_name(*class), "{name}");
+        assert_eq!(m.exit, 1, "{name}: a refused file exits 1");
+        assert!(
+            m.max_rss_kib < RSS_CEILING_KIB,
+            "{name}: peak RSS {} KiB, ceiling {RSS_CEILING_KIB} KiB",
+            m.max_rss_kib
+        );
+    }
+}
+
+/// The daemon's path, not only `decode`: a feed run over a folder holding a
+/// document larger than `max_document_bytes` quarantines it as
+/// `limit_exceeded` without holding it (it is hashed in chunks), so the
+/// run's peak RSS stays below the ceiling.
+#[test]
+fn a_feed_run_quarantines_an_oversized_document_without_holding_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let corpus = tmp.path().join("corpus");
+    let plan = regfeed::synth::plan(20, 3);
+    regfeed::synth::write_corpus(&plan, &corpus).expect("corpus");
+    let incoming = corpus.join("docs/incoming");
+    std::fs::create_dir_all(&incoming).expect("dir");
+    let generated = write_generated(&incoming);
+    // Only the oversized one: the others are covered by decode above.
+    for (name, _) in &generated {
+        if name != "gen__oversized-65mib.xml" {
+            std::fs::remove_file(incoming.join(name)).expect("rm");
+        }
+    }
+    let setup = regfeed::demo::write_setup(&tmp.path().join("demo"), &corpus).expect("setup");
+    let run = hostile::run_measured(
+        std::process::Command::new(env!("CARGO_BIN_EXE_regfeed"))
+            .args([
+                "--log-format",
+                "json",
+                "once",
+                "--feed",
+                "thl-diabetes",
+                "--config",
+            ])
+            .arg(&setup.config)
+            .env("REGFEED_LOG", "warn")
+            .env_remove("RUST_LOG"),
+    );
+    assert_eq!(run.exit, 0, "once failed:\n{}", run.stderr);
+    let quarantined: Vec<serde_json::Value> = run
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "A document was quarantined.")
+        .collect();
+    assert_eq!(quarantined.len(), 1, "{}", run.stderr);
+    assert_eq!(quarantined[0]["class"], "limit_exceeded");
+    eprintln!(
+        "once with a 65 MiB document: peak RSS {} KiB",
+        run.max_rss_kib
+    );
+    assert!(
+        run.max_rss_kib < RSS_CEILING_KIB,
+        "peak RSS {} KiB, ceiling {RSS_CEILING_KIB} KiB",
+        run.max_rss_kib
+    );
 }

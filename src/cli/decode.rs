@@ -136,6 +136,7 @@ pub fn main(paths: &[PathBuf]) -> ExitCode {
                 decoded = summary.decoded,
                 refused = summary.refused,
                 unreadable = summary.unreadable,
+                peak_rss_kib = crate::telemetry::peak_rss_bytes().map(|b| b / 1024),
                 "Decode finished."
             );
             summary.exit_code()
@@ -219,7 +220,11 @@ fn read_input(path: &Path, max: usize) -> io::Result<Input> {
     let mut file = File::open(path)?;
     let max = u64::try_from(max).unwrap_or(u64::MAX);
     let mut bytes = Vec::new();
-    if file.metadata()?.len() <= max {
+    // A file whose metadata already says it is too large is hashed without
+    // keeping any of it (keeping up to `max` bytes first doubled the peak
+    // RSS of refusing an oversized file: benches/hostile_rss.rs).
+    let fits = file.metadata()?.len() <= max;
+    if fits {
         (&mut file)
             .take(max.saturating_add(1))
             .read_to_end(&mut bytes)?;
@@ -241,7 +246,7 @@ fn read_input(path: &Path, max: usize) -> io::Result<Input> {
             };
             hasher.update(&buf[..n]);
             total += n as u64;
-            if total <= max {
+            if fits && total <= max {
                 bytes.extend_from_slice(&buf[..n]);
             } else {
                 bytes = Vec::new();

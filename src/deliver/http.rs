@@ -124,8 +124,18 @@ fn read_secret_file(what: &str, source: &KeySource) -> Result<Vec<u8>, DeliverEr
             Path::new(&dir).join(name)
         }
     };
-    let meta = std::fs::metadata(&path)
-        .map_err(|e| DeliverError::Setup(format!("{what} {}: {e}", path.display())))?;
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io_err = |e: std::io::Error| DeliverError::Setup(format!("{what} {}: {e}", path.display()));
+    // Opened once and checked on the open file (the file checked is the file
+    // read, as for keys); O_NONBLOCK so a FIFO put in its place cannot hang
+    // the daemon.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(io_err)?;
+    let meta = file.metadata().map_err(io_err)?;
     if !meta.is_file() {
         return Err(DeliverError::Setup(format!(
             "{what} {} is not a regular file",
@@ -139,8 +149,21 @@ fn read_secret_file(what: &str, source: &KeySource) -> Result<Vec<u8>, DeliverEr
             path.display()
         )));
     }
-    std::fs::read(&path).map_err(|e| DeliverError::Setup(format!("{what} {}: {e}", path.display())))
+    if meta.len() > SECRET_FILE_MAX_BYTES {
+        return Err(DeliverError::Setup(format!(
+            "{what} {} is larger than {SECRET_FILE_MAX_BYTES} bytes",
+            path.display()
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(SECRET_FILE_MAX_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(io_err)?;
+    Ok(bytes)
 }
+
+/// A token or a PEM private key is a few KiB at most.
+const SECRET_FILE_MAX_BYTES: u64 = 64 * 1024;
 
 fn load_token(source: &KeySource) -> Result<Secret, DeliverError> {
     let bytes = read_secret_file("bearer token", source)?;

@@ -4,9 +4,13 @@
 //! Producers write under a temporary name and rename: dot-files, dot-folders
 //! and `*.tmp` / `*.part` files are ignored.
 
-use std::io;
+use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 use std::time::UNIX_EPOCH;
+
+use sha2::{Digest, Sha256};
+
+use super::Located;
 
 #[derive(Debug, Clone)]
 pub struct ArchiveDir {
@@ -65,6 +69,42 @@ impl ArchiveDir {
     /// Reads a document by its relative path. Paths that would leave the root
     /// are refused.
     pub fn read(&self, rel: &str) -> io::Result<Vec<u8>> {
+        std::fs::read(self.path_of(rel)?)
+    }
+
+    /// Reads a document, or only hashes it (in chunks, never holding it)
+    /// when it is larger than `max` bytes: a huge file in the folder costs
+    /// a read, not its size in memory.
+    pub fn read_bounded(&self, rel: &str, max: usize) -> io::Result<Located> {
+        let mut file = std::fs::File::open(self.path_of(rel)?)?;
+        let max = u64::try_from(max).unwrap_or(u64::MAX);
+        let mut hasher = Sha256::new();
+        if file.metadata()?.len() <= max {
+            let mut bytes = Vec::new();
+            (&mut file)
+                .take(max.saturating_add(1))
+                .read_to_end(&mut bytes)?;
+            if bytes.len() as u64 <= max {
+                return Ok(Located::Bytes(bytes));
+            }
+            // It grew while read: hash what was read, then the rest.
+            hasher.update(&bytes);
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => hasher.update(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Located::TooLarge {
+            sha256: hex::encode(hasher.finalize()),
+        })
+    }
+
+    fn path_of(&self, rel: &str) -> io::Result<PathBuf> {
         let p = Path::new(rel);
         if p.components().any(|c| !matches!(c, Component::Normal(_))) {
             return Err(io::Error::new(
@@ -72,7 +112,7 @@ impl ArchiveDir {
                 "locator leaves the source folder",
             ));
         }
-        std::fs::read(self.root.join(p))
+        Ok(self.root.join(p))
     }
 }
 

@@ -28,10 +28,22 @@ impl Source {
         }
     }
 
-    /// Re-reads a document this source yielded before.
-    pub fn locate(&self, path: &str) -> std::io::Result<Vec<u8>> {
+    /// Reads (or re-reads) a document this source yielded, holding it only
+    /// if it is at most `max` bytes.
+    pub fn locate_bounded(&self, path: &str, max: usize) -> std::io::Result<Located> {
         match self {
-            Source::ArchiveDir(a) => a.read(path),
+            Source::ArchiveDir(a) => a.read_bounded(path, max),
         }
     }
+}
+
+/// A document as read, or only its digest when it is too large to hold.
+#[derive(Debug)]
+pub enum Located {
+    Bytes(Vec<u8>),
+    /// Larger than the limit: hashed in chunks, never held. The SHA-256 is
+    /// lowercase hex.
+    TooLarge {
+        sha256: String,
+    },
 }
