@@ -40,7 +40,7 @@ async fn world(database_url: Option<&str>) -> World {
     let setup = regfeed::demo::write_setup(&tmp.path().join("demo"), &corpus).expect("setup");
     let mut cfg = Config::load(&setup.config).expect("config validates");
     if let Some(url) = database_url {
-        cfg.database_url = url.to_owned();
+        cfg.database_url = url.to_owned().into();
     }
     let app = App::open(cfg).await.expect("app");
     let key = |role: KeyRole, file: &str| {
