@@ -122,7 +122,19 @@ struct RawController {
 struct RawSource {
     name: Spanned<String>,
     kind: Spanned<String>,
+    /// `archive_dir`: the folder.
     path: Option<Spanned<String>>,
+    /// `sql`: `postgres://user@host/db` (never with a password).
+    url: Option<Spanned<String>>,
+    /// `sql`: where the password is: a file, or `credential:NAME`. Absent:
+    /// `PGPASSWORD` or the passfile (`PGPASSFILE`, `~/.pgpass`), as libpq.
+    password: Option<Spanned<String>>,
+    /// `sql`: the table, `name` or `schema.name`.
+    table: Option<Spanned<String>>,
+    /// `sql`: how far below the high-water mark each run re-reads (`10m`).
+    lookback: Option<Spanned<String>>,
+    /// `sql`: rows per query (1000).
+    page_size: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -342,7 +354,29 @@ impl Controller {
 pub enum SourceKind {
     /// A folder of documents (bare CDA or archive messages).
     ArchiveDir { path: PathBuf },
+    /// A PostgreSQL table of archived documents (see `docs/SQL-SOURCE.md`).
+    Sql(SqlSourceConfig),
 }
+
+/// A validated `sql` source: its URL holds no password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlSourceConfig {
+    pub url: String,
+    pub password: Option<KeySource>,
+    /// `(schema, name)`: lowercase SQL identifiers.
+    pub table: (Option<String>, String),
+    /// How far below the high-water mark each run re-reads.
+    pub lookback: std::time::Duration,
+    /// Rows per query: bounds memory.
+    pub page_size: u32,
+}
+
+/// Default `lookback` of a `sql` source.
+pub const DEFAULT_SQL_LOOKBACK: std::time::Duration = std::time::Duration::from_secs(600);
+/// Default `page_size` of a `sql` source.
+pub const DEFAULT_SQL_PAGE_SIZE: u32 = 1000;
+/// Largest `page_size` of a `sql` source.
+pub const MAX_SQL_PAGE_SIZE: u32 = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceConfig {
@@ -689,20 +723,38 @@ impl Config {
                 c.at(s.name.span(), "sources.name", "duplicate source name");
             }
             let kind = match s.kind.get_ref().as_str() {
-                "archive_dir" => match &s.path {
-                    Some(p) => SourceKind::ArchiveDir {
-                        path: resolve(&base, p.get_ref()),
-                    },
-                    None => {
-                        c.at(s.kind.span(), "sources.path", "archive_dir needs a path");
-                        continue;
+                "archive_dir" => {
+                    let sql_only = [
+                        ("sources.url", s.url.as_ref().map(|v| v.span())),
+                        ("sources.password", s.password.as_ref().map(|v| v.span())),
+                        ("sources.table", s.table.as_ref().map(|v| v.span())),
+                        ("sources.lookback", s.lookback.as_ref().map(|v| v.span())),
+                        ("sources.page_size", s.page_size.as_ref().map(|v| v.span())),
+                    ];
+                    for (field, span) in sql_only {
+                        if let Some(span) = span {
+                            c.at(span, field, "only a sql source has this key");
+                        }
                     }
+                    match &s.path {
+                        Some(p) => SourceKind::ArchiveDir {
+                            path: resolve(&base, p.get_ref()),
+                        },
+                        None => {
+                            c.at(s.kind.span(), "sources.path", "archive_dir needs a path");
+                            continue;
+                        }
+                    }
+                }
+                "sql" => match validate_sql_source(s, &base, &mut c) {
+                    Some(sql) => SourceKind::Sql(sql),
+                    None => continue,
                 },
                 other => {
                     c.at(
                         s.kind.span(),
                         "sources.kind",
-                        format!("unknown source kind {other:?} (known: archive_dir)"),
+                        format!("unknown source kind {other:?} (known: archive_dir, sql)"),
                     );
                     continue;
                 }
@@ -773,6 +825,136 @@ impl Config {
     pub fn controller_of(&self, oid: &str) -> Option<&Controller> {
         self.controllers.iter().find(|c| c.matches(oid))
     }
+}
+
+/// A lowercase SQL identifier: safe to quote and means the same quoted or not.
+fn sql_ident_ok(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0] == b'_')
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+}
+
+/// Whether a `postgres://` URL carries a password (in its user info or as a
+/// `password` parameter). Checked by hand so that nothing echoes the URL.
+fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let in_userinfo = authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'));
+    let in_query = rest.split_once('?').is_some_and(|(_, q)| {
+        q.split('#')
+            .next()
+            .unwrap_or_default()
+            .split('&')
+            .any(|kv| kv.split('=').next() == Some("password"))
+    });
+    in_userinfo || in_query
+}
+
+fn validate_sql_source(
+    s: &RawSource,
+    base: &Path,
+    c: &mut Collector<'_>,
+) -> Option<SqlSourceConfig> {
+    let before = c.problems.len();
+    if let Some(p) = &s.path {
+        c.at(
+            p.span(),
+            "sources.path",
+            "a sql source has no path (it has a url and a table)",
+        );
+    }
+    let url = match &s.url {
+        None => {
+            c.at(s.kind.span(), "sources.url", "a sql source needs a url");
+            None
+        }
+        Some(u) => {
+            let text = u.get_ref();
+            // The URL is never repeated in a message: it might hold a password.
+            if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+                c.at(
+                    u.span(),
+                    "sources.url",
+                    "must be a postgres:// or postgresql:// URL",
+                );
+            } else if url_has_password(text) {
+                c.at(
+                    u.span(),
+                    "sources.url",
+                    "must not contain a password: set sources.password to a file or credential:NAME, or use PGPASSFILE",
+                );
+            } else if <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(text)
+                .is_err()
+            {
+                c.at(u.span(), "sources.url", "is not a valid PostgreSQL URL");
+            }
+            Some(text.clone())
+        }
+    };
+    let table = match &s.table {
+        None => {
+            c.at(s.kind.span(), "sources.table", "a sql source needs a table");
+            None
+        }
+        Some(t) => {
+            let parts: Vec<&str> = t.get_ref().split('.').collect();
+            match parts.as_slice() {
+                [name] if sql_ident_ok(name) => Some((None, (*name).to_owned())),
+                [schema, name] if sql_ident_ok(schema) && sql_ident_ok(name) => {
+                    Some((Some((*schema).to_owned()), (*name).to_owned()))
+                }
+                _ => {
+                    c.at(
+                        t.span(),
+                        "sources.table",
+                        "must be a lowercase SQL identifier ([a-z_][a-z0-9_]*), optionally schema-qualified (kanta.archived_documents)",
+                    );
+                    None
+                }
+            }
+        }
+    };
+    let lookback = match &s.lookback {
+        None => DEFAULT_SQL_LOOKBACK,
+        Some(l) => match crate::schedule::parse_duration(l.get_ref()) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                c.at(l.span(), "sources.lookback", "must be more than zero");
+                DEFAULT_SQL_LOOKBACK
+            }
+            Err(e) => {
+                c.at(l.span(), "sources.lookback", e);
+                DEFAULT_SQL_LOOKBACK
+            }
+        },
+    };
+    let page_size = match &s.page_size {
+        None => DEFAULT_SQL_PAGE_SIZE,
+        Some(p) if (1..=MAX_SQL_PAGE_SIZE).contains(p.get_ref()) => *p.get_ref(),
+        Some(p) => {
+            c.at(
+                p.span(),
+                "sources.page_size",
+                format!("must be between 1 and {MAX_SQL_PAGE_SIZE}"),
+            );
+            DEFAULT_SQL_PAGE_SIZE
+        }
+    };
+    if c.problems.len() > before {
+        return None;
+    }
+    Some(SqlSourceConfig {
+        url: url?,
+        password: s.password.as_ref().map(|p| key_ref(p.get_ref(), base)),
+        table: table?,
+        lookback,
+        page_size,
+    })
 }
 
 fn feed_name_ok(name: &str) -> bool {
@@ -968,16 +1150,6 @@ fn validate_daemon(
         lease_ttl,
         telemetry_listen,
     }
-}
-
-/// Whether a `postgres://user:password@host/...` URL carries a password.
-fn url_has_password(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
-    authority
-        .rsplit_once('@')
-        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
-        || url.contains("password=")
 }
 
 fn validate_sink(s: &Spanned<RawSink>, base: &Path, c: &mut Collector<'_>) -> Option<SinkConfig> {

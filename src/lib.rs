@@ -7,8 +7,8 @@
 //! - [`decode`]: CDA R2 and RCMR archive messages → records; hetu;
 //!   well-formedness and limits.
 //! - [`config`]: the TOML shape → validated config, with file/line/field errors.
-//! - [`source`]: where documents come from (`archive_dir`); every source is
-//!   also a locator that re-reads what it yielded.
+//! - [`source`]: where documents come from (`archive_dir`, `sql`); every
+//!   source is also a locator that re-reads what it yielded.
 //! - [`mapping`]: register feeds as data — cohort, selection, columns.
 //! - [`identity`]: keys from files or systemd credentials; person index,
 //!   pseudonyms and record ids (keyed HMAC-SHA-256).

@@ -295,14 +295,9 @@ impl Ctx<'_> {
     }
 
     /// Re-reads a document through the source's locator and maps it.
-    fn remap(&self, doc_key: i64, path: &str, sha256: &str) -> Option<Mapped> {
-        let bytes = match self
-            .source
-            .locate_bounded(path, self.cfg.limits.max_document_bytes)
-        {
-            Ok(crate::source::Located::Bytes(b)) => b,
-            // It was decoded, so it was not this large: it changed.
-            Ok(crate::source::Located::TooLarge { .. }) => Vec::new(),
+    async fn remap(&self, doc_key: i64, path: &str, sha256: &str) -> Option<Mapped> {
+        let bytes = match self.source.locate(path).await {
+            Ok(b) => b,
             Err(e) => {
                 tracing::warn!(feed = %self.feed.name, doc_sha256 = %&sha256[..16.min(sha256.len())], error = %e, "A document could not be re-read through its locator.");
                 return None;
@@ -595,7 +590,10 @@ pub async fn stage(
     let source_cfg = cfg
         .source(&feed.source)
         .ok_or_else(|| PipelineError::Config(format!("feed {}: unknown source", feed.name)))?;
-    let source = Source::build(source_cfg);
+    let source = Source::build(source_cfg).map_err(|error| PipelineError::Source {
+        source_name: source_cfg.name.clone(),
+        error,
+    })?;
     let cutoff = today
         .checked_sub_months(Months::new(feed.mapping.lookback_years.saturating_mul(12)))
         .unwrap_or(NaiveDate::MIN);
@@ -617,18 +615,28 @@ pub async fn stage(
     };
 
     let started = std::time::Instant::now();
-    // Folder by folder: the `seen` entries of that folder's files decide
-    // what is new or changed; candidates fill chunks, each staged as it
-    // fills. Memory holds one folder's listing and one chunk.
+    // Group by group (a folder, or a page of rows): the `seen` entries of
+    // the group decide what is new or changed; candidates fill chunks, each
+    // staged as it fills. Memory holds one group's listing and one chunk.
+    // A `sql` source lists from its high-water mark less its look-back, so
+    // rows it lists again are found in `seen` here (see `source::sql`).
     let chunk_size = cfg.max_documents_per_batch.max(1);
-    let Source::ArchiveDir(dir) = &source;
+    let source_err = |error| PipelineError::Source {
+        source_name: source.name().to_owned(),
+        error,
+    };
+    let high_water = if source.uses_high_water() {
+        timed!(report.store_ns, store.seen_high_water(source.name()))?
+    } else {
+        None
+    };
+    let mut listing = source.list(high_water).await.map_err(source_err)?;
+    // How long after the high-water mark the latest new row arrived.
+    let mut late_ns = 0i64;
     let mut pending: Vec<(Listed, Option<String>)> = Vec::new();
     let mut chunks_staged = 0u64;
-    for files in dir.walk() {
-        let files = files.map_err(|error| PipelineError::Source {
-            source_name: source.name().to_owned(),
-            error,
-        })?;
+    while let Some(files) = listing.next_group().await {
+        let files = files.map_err(source_err)?;
         report.files_listed += files.len() as u64;
         let paths: Vec<&str> = files.iter().map(|l| l.path.as_str()).collect();
         let seen = timed!(report.store_ns, store.seen_for(source.name(), &paths))?;
@@ -636,6 +644,11 @@ pub async fn stage(
             let known = seen.get(&l.path);
             if known.is_some_and(|s| s.size == l.size as i64 && s.mtime_ns == l.mtime_ns) {
                 continue;
+            }
+            if let Some(hw) = high_water
+                && known.is_none()
+            {
+                late_ns = late_ns.max(hw.saturating_sub(l.mtime_ns));
             }
             report.files_new += 1;
             pending.push((l, known.map(|s| s.sha256.clone())));
@@ -655,6 +668,9 @@ pub async fn stage(
         // Even with no new files, other feeds may have ingested documents
         // this feed has not processed yet.
         stage_chunk(&cx, store, &pending, &mut report).await?;
+    }
+    if let Source::Sql(s) = &source {
+        s.note_lateness(late_ns);
     }
     report.total_ns = started.elapsed().as_nanos() as u64;
     Ok(report)
@@ -758,66 +774,74 @@ async fn stage_chunk(
     // header facts and mapped rows, never whole documents.
     let mut decoded: Vec<(NewDocument, Option<Mapped>, Option<store::DenialSnapshot>)> = Vec::new();
     let decode_started = std::time::Instant::now();
-    for (l, seen_sha) in files {
-        crate::failpoint::hit("decode");
-        // A file over the size limit is hashed, never held: it costs a
-        // read, not its size in memory (tests/decode_hostile.rs).
-        let (bytes, sha, too_large) = match cx
+    // Read a group at a time (a `sql` source fetches a page per query):
+    // memory holds one group's bytes.
+    for group in files.chunks(cx.source.read_group().max(1)) {
+        let paths: Vec<&str> = group.iter().map(|(l, _)| l.path.as_str()).collect();
+        let read = cx
             .source
-            .locate_bounded(&l.path, cx.cfg.limits.max_document_bytes)
-        {
-            Ok(crate::source::Located::Bytes(b)) => {
-                let sha = sha256_hex(&b);
-                (b, sha, false)
+            .read_many(&paths, cx.cfg.limits.max_document_bytes)
+            .await
+            .map_err(|error| PipelineError::Source {
+                source_name: source_name.clone(),
+                error,
+            })?;
+        for ((l, seen_sha), bytes) in group.iter().zip(read) {
+            crate::failpoint::hit("decode");
+            let (bytes, sha, too_large) = match bytes {
+                Ok(crate::source::Located::Bytes(b)) => {
+                    let sha = sha256_hex(&b);
+                    (b, sha, false)
+                }
+                Ok(crate::source::Located::TooLarge { sha256 }) => (Vec::new(), sha256, true),
+                Err(e) => {
+                    // Not marked seen: it is tried again next run.
+                    report.files_unreadable += 1;
+                    tracing::warn!(feed = %feed, error = %e, "A source file could not be read; it will be tried again.");
+                    continue;
+                }
+            };
+            seen_rows.push(Seen {
+                path: l.path.clone(),
+                size: l.size as i64,
+                mtime_ns: l.mtime_ns,
+                sha256: sha.clone(),
+            });
+            if seen_sha.as_deref() == Some(sha.as_str()) {
+                continue; // touched or copied over with the same bytes
             }
-            Ok(crate::source::Located::TooLarge { sha256 }) => (Vec::new(), sha256, true),
-            Err(e) => {
-                // Not marked seen: it is tried again next run.
-                report.files_unreadable += 1;
-                tracing::warn!(feed = %feed, error = %e, "A source file could not be read; it will be tried again.");
-                continue;
-            }
-        };
-        seen_rows.push(Seen {
-            path: l.path.clone(),
-            size: l.size as i64,
-            mtime_ns: l.mtime_ns,
-            sha256: sha.clone(),
-        });
-        if seen_sha.as_deref() == Some(sha.as_str()) {
-            continue; // touched or copied over with the same bytes
-        }
-        let result = if too_large {
-            Err(decode::DecodeError::new(
-                decode::ErrorClass::LimitExceeded,
-                format!(
-                    "document is larger than max_document_bytes ({})",
-                    cx.cfg.limits.max_document_bytes
-                ),
-            ))
-        } else {
-            decode::decode(&bytes, &cx.cfg.limits)
-        };
-        match result {
-            Ok(dd) => {
-                report.bytes_decoded += bytes.len() as u64;
-                report.documents_decoded += 1;
-                decoded.push(ingest(cx, &source_name, &l.path, sha, &dd));
-            }
-            Err(e) => {
-                tracing::warn!(feed = %feed, doc_sha256 = %&sha[..16], class = %e.class, detail = %e.detail, "A document was quarantined.");
-                *report
-                    .quarantined
-                    .entry(e.class.as_str().to_owned())
-                    .or_default() += 1;
-                report.documents_quarantined += 1;
-                quarantined.push(Quarantined {
-                    source: source_name.clone(),
-                    path: l.path.clone(),
-                    sha256: sha,
-                    class: e.class.as_str().to_owned(),
-                    detail: e.detail,
-                });
+            let result = if too_large {
+                Err(decode::DecodeError::new(
+                    decode::ErrorClass::LimitExceeded,
+                    format!(
+                        "document is larger than max_document_bytes ({})",
+                        cx.cfg.limits.max_document_bytes
+                    ),
+                ))
+            } else {
+                decode::decode(&bytes, &cx.cfg.limits)
+            };
+            match result {
+                Ok(dd) => {
+                    report.bytes_decoded += bytes.len() as u64;
+                    report.documents_decoded += 1;
+                    decoded.push(ingest(cx, &source_name, &l.path, sha, &dd));
+                }
+                Err(e) => {
+                    tracing::warn!(feed = %feed, doc_sha256 = %&sha[..16], class = %e.class, detail = %e.detail, "A document was quarantined.");
+                    *report
+                        .quarantined
+                        .entry(e.class.as_str().to_owned())
+                        .or_default() += 1;
+                    report.documents_quarantined += 1;
+                    quarantined.push(Quarantined {
+                        source: source_name.clone(),
+                        path: l.path.clone(),
+                        sha256: sha,
+                        class: e.class.as_str().to_owned(),
+                        detail: e.detail,
+                    });
+                }
             }
         }
     }
@@ -925,7 +949,10 @@ async fn stage_chunk(
         let mut late_docs = Vec::new();
         let mut late_rows = Vec::new();
         for d in docs.iter().filter(|d| d.evidence.is_none()) {
-            let m = cx.remap(d.doc_key, &d.path, &d.sha256).unwrap_or_default();
+            let m = cx
+                .remap(d.doc_key, &d.path, &d.sha256)
+                .await
+                .unwrap_or_default();
             late_docs.push((d.doc_key, d.person.clone(), m.evidence));
             for (r, values) in m.rows {
                 contents.insert((r.doc_key, r.ordinal), values);
@@ -1084,7 +1111,7 @@ async fn stage_chunk(
             for (id, (doc_key, ordinal, hash)) in wanted {
                 if !contents.contains_key(&(*doc_key, *ordinal))
                     && let Some((path, sha)) = path_of.get(doc_key)
-                    && let Some(m) = cx.remap(*doc_key, path, sha)
+                    && let Some(m) = cx.remap(*doc_key, path, sha).await
                 {
                     for (r, values) in m.rows {
                         contents.insert((r.doc_key, r.ordinal), values);

@@ -106,7 +106,7 @@ impl fmt::Debug for Secret {
 }
 
 /// Reads a secret file: a regular file that group and others cannot access.
-fn read_secret_file(what: &str, source: &KeySource) -> Result<Vec<u8>, DeliverError> {
+pub(crate) fn read_secret_file(what: &str, source: &KeySource) -> Result<Vec<u8>, DeliverError> {
     use std::os::unix::fs::MetadataExt;
     let path = match source {
         KeySource::File(p) => p.clone(),

@@ -431,6 +431,17 @@ impl Store {
         Ok(out)
     }
 
+    /// The latest `mtime_ns` seen for a source, if any: a `sql` source's
+    /// high-water mark (there, `mtime_ns` is the row's `archived_at`).
+    pub async fn seen_high_water(&self, source: &str) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT MAX(mtime_ns) FROM seen WHERE source = $1")
+                .bind(source)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     pub async fn batch(&self, feed: &str, seq: i64) -> Result<Option<BatchInfo>> {
         let row = sqlx::query(BATCH_SELECT_WHERE)
             .bind(feed)
