@@ -147,7 +147,7 @@ async fn refuse_swapped_keys(store: &Store, cfg: &Config, keys: &KeyRing) -> any
 impl App {
     pub async fn open(cfg: Config) -> anyhow::Result<App> {
         let keys = load_keys(&cfg)?;
-        let store = Store::open(&cfg.database_url)
+        let store = Store::open_with(&cfg.database_url, cfg.daemon.lease_ttl)
             .await
             .context("opening the store")?;
         refuse_swapped_keys(&store, &cfg, &keys).await?;

@@ -66,7 +66,8 @@ pub fn hit(name: &str) {
     if a.name != name {
         return;
     }
-    if a.seen.fetch_add(1, Ordering::Relaxed) + 1 < a.nth {
+    // The n-th hit only (a stopped process that resumes goes on).
+    if a.seen.fetch_add(1, Ordering::Relaxed) + 1 != a.nth {
         return;
     }
     if let Some(path) = std::env::var_os(MARK_ENV)

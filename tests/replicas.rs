@@ -229,17 +229,44 @@ fn three_replicas_share_the_work_exactly_once() {
             .unwrap_or_default()
     };
 
-    let deadline = Instant::now() + Duration::from_secs(if long { 600 } else { 240 });
+    let deadline = Instant::now() + Duration::from_secs(if long { 600 } else { 150 });
     let mut killed: Option<(u32, String, String)> = None; // pid, holder, feed
     let mut paused: Option<(u32, Instant)> = None;
     let mut resumed = false;
     let mut round_at = Instant::now();
     let mut released_all = false;
     loop {
-        assert!(
-            Instant::now() < deadline,
-            "the replicas did not finish in time"
-        );
+        if Instant::now() > deadline {
+            let logs: Vec<String> = replicas
+                .iter()
+                .map(|r| {
+                    let l = r.log();
+                    let mut tail: Vec<&str> = l.lines().rev().take(12).collect();
+                    tail.reverse();
+                    tail.join("\n")
+                })
+                .collect();
+            let seen = q("SELECT 1 FROM seen").len();
+            let cursors: Vec<(String, i64)> = q("SELECT feed, doc_key FROM feed_cursor")
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let open: Vec<(String, i64, String)> =
+                q("SELECT feed, seq, state FROM batches WHERE state <> 'delivered'")
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2)))
+                    .collect();
+            let fires: Vec<(String, String, String)> =
+                q("SELECT feed, fire_at, holder FROM fires WHERE state <> 'done'")
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2)))
+                    .collect();
+            panic!(
+                "the replicas did not finish in time: released_all={released_all} killed={killed:?} paused={paused:?} resumed={resumed} seen={seen} of {} cursors={cursors:?} open={open:?} open_fires={fires:?}\n{}",
+                pending.len(),
+                logs.join("\n----\n")
+            );
+        }
         std::thread::sleep(Duration::from_millis(200));
         if !released_all && round_at.elapsed() > Duration::from_secs(4) {
             match batches.next() {
@@ -302,8 +329,12 @@ fn three_replicas_share_the_work_exactly_once() {
             }
         }
     }
-    // Let one more fire of each feed pass, then stop the survivors.
+    // Let one more fire of each feed pass, then stop the survivors. A run
+    // cut short by SIGTERM leaves its fire claimed (for another replica):
+    // fires from just before the stop are not judged.
     std::thread::sleep(Duration::from_secs(8));
+    let cutoff = (chrono::Utc::now() - chrono::Duration::seconds(3))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     for (i, r) in replicas.iter_mut().enumerate() {
         if killed.as_ref().is_some_and(|k| k.0 == r.pid()) {
             let _ = r.child.wait();
@@ -344,7 +375,9 @@ fn three_replicas_share_the_work_exactly_once() {
     }
 
     // Every fire ran exactly once: one finished run per fire, never two.
-    let fires = q("SELECT feed, fire_at, state FROM fires ORDER BY feed, fire_at");
+    let fires = q(&format!(
+        "SELECT feed, fire_at, state FROM fires WHERE fire_at < '{cutoff}' ORDER BY feed, fire_at"
+    ));
     assert!(fires.len() >= 20, "fires: {}", fires.len());
     let mut ok_per_fire: BTreeMap<(String, String), usize> = BTreeMap::new();
     for r in q("SELECT feed, fire_at FROM runs WHERE fire_at IS NOT NULL AND outcome = 'ok'") {

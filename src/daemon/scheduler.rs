@@ -139,7 +139,7 @@ pub(super) async fn schedule_loop(ctx: Ctx) {
             if p.next > now {
                 continue;
             }
-            fire(&ctx, &app, feed, "schedule", Fire::Claim(p.next));
+            fire(&ctx, &app, feed, "schedule", p.next);
             if let Err(e) = app
                 .store
                 .set_last_fire(feed, p.next, p.schedule.as_str())
@@ -219,7 +219,7 @@ async fn catch_up(ctx: &Ctx, app: &Arc<App>) {
                         CatchUp::Once => {
                             tracing::info!(feed = %f.name, missed = %missed.to_rfc3339(), "Catching up a run missed while the daemon was down.");
                             metrics::record_catch_up(&f.name, true);
-                            fire(ctx, app, &f.name, "catch_up", Fire::Claim(missed));
+                            fire(ctx, app, &f.name, "catch_up", missed);
                         }
                         CatchUp::Skip => {
                             tracing::info!(feed = %f.name, missed = %missed.to_rfc3339(), "A run missed while the daemon was down is skipped (catch_up = \"skip\").");
@@ -255,16 +255,26 @@ async fn heartbeat(ctx: &Ctx, app: &App) {
 /// finished (it was killed, or cut off), each once.
 async fn take_over(ctx: &Ctx, app: &Arc<App>, plans: &BTreeMap<String, Plan>) {
     for feed in plans.keys() {
+        // Only a feed this replica is not running now: the fires taken over
+        // run at once, in order, in one task.
+        let Some(busy) = ctx.claim(feed) else {
+            continue;
+        };
         match app
             .store
             .take_over_fires(feed, &ctx.holder, app.cfg.daemon.lease_ttl)
             .await
         {
+            Ok(fires) if fires.is_empty() => {}
             Ok(fires) => {
-                for at in fires {
-                    tracing::warn!(feed = %feed, fire = %at.to_rfc3339(), "Taking over a fire whose replica fell silent.");
-                    fire(ctx, app, feed, "takeover", Fire::Claimed(at));
-                }
+                let (ctx, app, feed) = (ctx.clone(), app.clone(), feed.clone());
+                ctx.tracker.clone().spawn(async move {
+                    for at in fires {
+                        tracing::warn!(feed = %feed, fire = %at.to_rfc3339(), "Taking over a fire whose replica fell silent.");
+                        run_fire(&ctx, &app, &feed, "takeover", at).await;
+                    }
+                    drop(busy);
+                });
             }
             Err(e) => {
                 tracing::warn!(feed = %feed, error = %e, "Could not look for fires to take over.")
@@ -273,17 +283,10 @@ async fn take_over(ctx: &Ctx, app: &Arc<App>, plans: &BTreeMap<String, Plan>) {
     }
 }
 
-/// The scheduled fire a run is for.
-#[derive(Debug, Clone, Copy)]
-enum Fire {
-    /// Claim it first; another replica may have.
-    Claim(DateTime<Utc>),
-    /// Already this replica's (taken over).
-    Claimed(DateTime<Utc>),
-}
-
-/// Starts a run of `feed` as a tracked task, unless one is still going.
-fn fire(ctx: &Ctx, app: &Arc<App>, feed: &str, trigger: &'static str, at: Fire) {
+/// Starts the run of a scheduled fire of `feed` as a tracked task, unless
+/// the feed's previous run is still going here; the fire is claimed first
+/// (another replica may have it).
+fn fire(ctx: &Ctx, app: &Arc<App>, feed: &str, trigger: &'static str, at: DateTime<Utc>) {
     let Some(busy) = ctx.claim(feed) else {
         tracing::warn!(feed = %feed, trigger, "Start skipped: the feed's previous run is still going.");
         metrics::record_skipped_start(feed, "overlap");
@@ -291,32 +294,28 @@ fn fire(ctx: &Ctx, app: &Arc<App>, feed: &str, trigger: &'static str, at: Fire) 
     };
     let (ctx, app, feed) = (ctx.clone(), app.clone(), feed.to_owned());
     ctx.tracker.clone().spawn(async move {
-        let fire_at = match at {
-            Fire::Claimed(t) => t,
-            Fire::Claim(t) => match app.store.claim_fire(&feed, t, &ctx.holder).await {
-                Ok(true) => t,
-                Ok(false) => {
-                    tracing::debug!(feed = %feed, trigger, "Fire claimed by another replica.");
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(feed = %feed, trigger, error = %e, "Start skipped: could not claim the fire.");
-                    metrics::record_skipped_start(&feed, "store");
-                    return;
-                }
-            },
-        };
-        let stopped =
-            crate::store::for_fire(fire_at, run_feed(&ctx, &app, &feed, trigger)).await;
-        // A run cut short by shutdown leaves its fire claimed: once this
-        // replica falls silent, another one runs it.
-        if !stopped
-            && let Err(e) = app.store.finish_fire(&feed, fire_at, &ctx.holder).await
-        {
-            tracing::warn!(feed = %feed, error = %e, "Could not record the fire as done.");
+        match app.store.claim_fire(&feed, at, &ctx.holder).await {
+            Ok(true) => run_fire(&ctx, &app, &feed, trigger, at).await,
+            Ok(false) => {
+                tracing::debug!(feed = %feed, trigger, "Fire claimed by another replica.");
+            }
+            Err(e) => {
+                tracing::warn!(feed = %feed, trigger, error = %e, "Start skipped: could not claim the fire.");
+                metrics::record_skipped_start(&feed, "store");
+            }
         }
         drop(busy);
     });
+}
+
+/// Runs a fire this replica has claimed, and records it done.
+async fn run_fire(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str, at: DateTime<Utc>) {
+    let stopped = crate::store::for_fire(at, run_feed(ctx, app, feed, trigger)).await;
+    // A run cut short by shutdown leaves its fire claimed: once this replica
+    // falls silent, another one runs it.
+    if !stopped && let Err(e) = app.store.finish_fire(feed, at, &ctx.holder).await {
+        tracing::warn!(feed = %feed, error = %e, "Could not record the fire as done.");
+    }
 }
 
 /// Runs the feed under its lease; `true` if shutdown cut it short.

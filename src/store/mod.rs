@@ -313,6 +313,16 @@ impl Store {
     /// Opens the store at `url` and runs its migrations: `sqlite://PATH`
     /// (created if needed) or `postgres://...` (the database must exist).
     pub async fn open(url: &str) -> Result<Store> {
+        Store::open_with(url, std::time::Duration::from_secs(60)).await
+    }
+
+    /// [`Store::open`], where `stall` bounds how long a PostgreSQL session
+    /// may sit idle inside a transaction (`idle_in_transaction_session_timeout`):
+    /// a replica paused or cut off mid-transaction would otherwise hold the
+    /// write lock, and stall every other replica, until its connection died.
+    /// The daemon passes its lease time: past it the paused replica's work is
+    /// fenced anyway.
+    pub async fn open_with(url: &str, stall: std::time::Duration) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let Some(backend) = Backend::of_url(url) else {
             return Err(StoreError::Other(
@@ -352,9 +362,20 @@ impl Store {
                     .await?
             }
             Backend::Postgres => {
+                let stall_ms = stall.as_millis().max(1000);
                 AnyPoolOptions::new()
                     .max_connections(8)
                     .acquire_timeout(std::time::Duration::from_secs(60))
+                    .after_connect(move |conn, _| {
+                        Box::pin(async move {
+                            conn.execute(
+                                format!("SET idle_in_transaction_session_timeout = {stall_ms}")
+                                    .as_str(),
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
                     .connect(url)
                     .await?
             }
