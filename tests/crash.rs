@@ -131,7 +131,8 @@ async fn killed_at_every_failpoint_and_restarted_nothing_is_lost_nothing_is_sent
     ];
     let mark = tmp.path().join("failpoints.hit");
 
-    let slice = total_files / (kills_per_point * 5 + 2) + 1;
+    let points = regfeed::failpoint::POINTS.len();
+    let slice = total_files / (kills_per_point * points + 2) + 1;
     let mut kills: BTreeMap<&str, usize> = BTreeMap::new();
     let mut runs = 0;
     for round in 0..kills_per_point {
@@ -165,7 +166,7 @@ async fn killed_at_every_failpoint_and_restarted_nothing_is_lost_nothing_is_sent
     }
     let total_kills: usize = kills.values().sum();
     eprintln!("crash test: {total_kills} kills over {runs} runs: {kills:?}");
-    assert!(kills.len() == 5 && total_kills >= kills_per_point * 5);
+    assert!(kills.len() == points && total_kills >= kills_per_point * points);
 
     // Everything else arrives; restarts until a clean run.
     feed_files(&mut pending, &all, &corpus, usize::MAX);

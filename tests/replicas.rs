@@ -203,7 +203,7 @@ fn three_replicas_share_the_work_exactly_once() {
         }
     };
     release(&all, &corpus, &batches.next().expect("first round"));
-    let mut replicas = vec![
+    let mut replicas = [
         start(0, &[]),
         start(1, &[]),
         // Replica 2 stops itself just before its second staging commit.
