@@ -27,28 +27,9 @@ const FEED: &str = "thl-diabetes";
 
 // ------------------------------------------------------------------ helpers
 
-/// The test database, or `None` (with a notice) when unset; unset under CI
-/// fails.
-fn database_url() -> Option<String> {
-    match std::env::var("REGFEED_TEST_DATABASE_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            if std::env::var_os("CI").is_some() {
-                panic!(
-                    "CI is set but REGFEED_TEST_DATABASE_URL is not: the sql source tests need PostgreSQL"
-                );
-            }
-            eprintln!(
-                "NOTICE: REGFEED_TEST_DATABASE_URL is unset; skipping a test that needs PostgreSQL"
-            );
-            None
-        }
-    }
-}
-
 macro_rules! database_or_skip {
     () => {
-        match database_url() {
+        match common::pg_server() {
             Some(u) => u,
             None => return,
         }
@@ -198,24 +179,17 @@ async fn archive_new_files(
 
 /// Every file under `dir`, by path relative to it.
 fn files_under(dir: &Path) -> BTreeMap<String, PathBuf> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("read_dir") {
-            let p = e.expect("entry").path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if !p.to_string_lossy().ends_with(".tmp") {
-                let rel = p
-                    .strip_prefix(dir)
-                    .expect("under")
-                    .to_string_lossy()
-                    .into_owned();
-                out.insert(rel, p);
-            }
-        }
-    }
-    out
+    common::files_under(dir)
+        .into_iter()
+        .map(|p| {
+            let rel = p
+                .strip_prefix(dir)
+                .expect("under")
+                .to_string_lossy()
+                .into_owned();
+            (rel, p)
+        })
+        .collect()
 }
 
 /// A millisecond-aligned instant (timestamptz keeps microseconds).

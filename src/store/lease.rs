@@ -175,36 +175,18 @@ impl Store {
         let now = Utc::now();
         let until = millis(now) + i64::try_from(lease.ttl.as_millis()).unwrap_or(i64::MAX / 2);
         // The token proves the lease is still ours: every acquisition by
-        // anyone raises it. On SQLite a lease that ran past its expiry while
-        // the store was busy (a long staging transaction holds the write
-        // lock, and no one can take the lease meanwhile) is still ours, and
-        // is renewed. On PostgreSQL nothing blocks a renewal, so a lease past
-        // its expiry means this holder was paused or cut off: it is lost.
-        let done = match self.backend {
-            super::Backend::Sqlite => {
-                sqlx::query(
-                    "UPDATE leases SET expires_at = $1 WHERE feed = $2 AND holder = $3 AND token = $4",
-                )
-                .bind(until)
-                .bind(&lease.feed)
-                .bind(&lease.holder)
-                .bind(lease.token)
-                .execute(self.pool())
-                .await?
-            }
-            super::Backend::Postgres => {
-                sqlx::query(
-                    "UPDATE leases SET expires_at = $1 WHERE feed = $2 AND holder = $3 AND token = $4 AND expires_at > $5",
-                )
-                .bind(until)
-                .bind(&lease.feed)
-                .bind(&lease.holder)
-                .bind(lease.token)
-                .bind(millis(now))
-                .execute(self.pool())
-                .await?
-            }
-        };
+        // anyone raises it. Whether an expired one may still be renewed is
+        // the backend's (`Backend::lease_still_running_after`).
+        let done = sqlx::query(
+            "UPDATE leases SET expires_at = $1 WHERE feed = $2 AND holder = $3 AND token = $4 AND expires_at > $5",
+        )
+        .bind(until)
+        .bind(&lease.feed)
+        .bind(&lease.holder)
+        .bind(lease.token)
+        .bind(self.backend.lease_still_running_after(now))
+        .execute(self.pool())
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -67,6 +67,19 @@ impl Backend {
         }
     }
 
+    /// The expiry a lease must be past for its holder to renew it or commit
+    /// under it (Unix ms). SQLite: none (any). A long staging transaction
+    /// holds SQLite's write lock, so a renewal may wait past the expiry,
+    /// but no one can take the lease meanwhile: the token alone tells. On
+    /// PostgreSQL nothing blocks a renewal, so a lease past its expiry means
+    /// its holder was paused or cut off: it is lost.
+    fn lease_still_running_after(self, now: chrono::DateTime<chrono::Utc>) -> i64 {
+        match self {
+            Backend::Sqlite => i64::MIN,
+            Backend::Postgres => now.timestamp_millis(),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Backend::Sqlite => "sqlite",
@@ -715,29 +728,15 @@ impl Tx {
     }
 
     async fn holds(&mut self, lease: &Lease) -> Result<bool> {
-        let done = match self.backend {
-            Backend::Sqlite => {
-                sqlx::query(
-                    "UPDATE leases SET token = token WHERE feed = $1 AND holder = $2 AND token = $3",
-                )
-                .bind(&lease.feed)
-                .bind(&lease.holder)
-                .bind(lease.token)
-                .execute(&mut *self.tx)
-                .await?
-            }
-            Backend::Postgres => {
-                sqlx::query(
-                    "UPDATE leases SET token = token WHERE feed = $1 AND holder = $2 AND token = $3 AND expires_at > $4",
-                )
-                .bind(&lease.feed)
-                .bind(&lease.holder)
-                .bind(lease.token)
-                .bind(chrono::Utc::now().timestamp_millis())
-                .execute(&mut *self.tx)
-                .await?
-            }
-        };
+        let done = sqlx::query(
+            "UPDATE leases SET token = token WHERE feed = $1 AND holder = $2 AND token = $3 AND expires_at > $4",
+        )
+        .bind(&lease.feed)
+        .bind(&lease.holder)
+        .bind(lease.token)
+        .bind(self.backend.lease_still_running_after(chrono::Utc::now()))
+        .execute(&mut *self.tx)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -110,3 +110,22 @@ impl Drop for PgDb {
         );
     }
 }
+
+/// Every file under `dir` (recursively), sorted; names ending in `.tmp`
+/// (a producer's file not yet renamed) are left out.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if !p.to_string_lossy().ends_with(".tmp") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
