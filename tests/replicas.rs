@@ -31,6 +31,15 @@ struct Replica {
     mark: PathBuf,
 }
 
+/// A replica left running by a failed assertion is killed (a paused one
+/// too), so that it neither outlives the test nor keeps its database open.
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Replica {
     fn pid(&self) -> u32 {
         self.child.id()
@@ -131,9 +140,19 @@ fn three_replicas_share_the_work_exactly_once() {
     };
     let long = std::env::var_os("REGFEED_LONG_TESTS").is_some();
     let rounds = if long { 24 } else { 8 };
+    // REGFEED_TEST_KEEP=1 keeps the logs, the corpus and the setup after
+    // the test (to read a failure).
     let tmp = tempfile::tempdir().expect("tmp");
-    let all = tmp.path().join("all");
-    let corpus = tmp.path().join("corpus");
+    let (_tmp, root) = if std::env::var_os("REGFEED_TEST_KEEP").is_some() {
+        let kept = tmp.keep();
+        eprintln!("NOTICE: keeping {}", kept.display());
+        (None, kept)
+    } else {
+        let root = tmp.path().to_owned();
+        (Some(tmp), root)
+    };
+    let all = root.join("all");
+    let corpus = root.join("corpus");
     std::fs::create_dir_all(&corpus).expect("corpus");
     let plan = synth::plan(if long { 900 } else { 300 }, 7);
     synth::write_corpus(&plan, &all).expect("write corpus");
@@ -143,7 +162,7 @@ fn three_replicas_share_the_work_exactly_once() {
 
     // The demo's setup (keys, mappings, three feeds), with fast schedules
     // and a short lease.
-    let setup = regfeed::demo::write_setup(&tmp.path().join("setup"), &corpus).expect("setup");
+    let setup = regfeed::demo::write_setup(&root.join("setup"), &corpus).expect("setup");
     let mut text = std::fs::read_to_string(&setup.config).expect("config");
     text = text.replace(
         "[daemon]\nstate_dir = \"state\"\n",
@@ -163,8 +182,8 @@ fn three_replicas_share_the_work_exactly_once() {
     let cfg = Config::load(&setup.config).expect("config validates");
 
     let start = |i: usize, extra: &[(&str, String)]| -> Replica {
-        let log = tmp.path().join(format!("replica-{i}.log"));
-        let mark = tmp.path().join(format!("replica-{i}.mark"));
+        let log = root.join(format!("replica-{i}.log"));
+        let mark = root.join(format!("replica-{i}.mark"));
         let mut c = regfeed();
         c.args(["run", "--config", &config])
             .env("REGFEED_DATABASE__URL", &db.url)
@@ -172,9 +191,7 @@ fn three_replicas_share_the_work_exactly_once() {
             .env("REGFEED_LOG", "info")
             .env("REGFEED_FAILPOINT_MARK", &mark)
             .stdin(Stdio::null())
-            .stdout(
-                std::fs::File::create(tmp.path().join(format!("replica-{i}.out"))).expect("out"),
-            )
+            .stdout(std::fs::File::create(root.join(format!("replica-{i}.out"))).expect("out"))
             .stderr(std::fs::File::create(&log).expect("log"));
         for (k, v) in extra {
             c.env(k, v);
@@ -354,10 +371,16 @@ fn three_replicas_share_the_work_exactly_once() {
         let ok = q(&format!(
             "SELECT holder FROM runs WHERE feed = '{kfeed}' AND fire_at = '{fire}' AND outcome = 'ok'"
         ));
+        let runs: Vec<(String, String, Option<String>, String)> = q(&format!(
+            "SELECT holder, started_at, finished_at, outcome FROM runs WHERE feed = '{kfeed}' AND fire_at = '{fire}' ORDER BY id"
+        ))
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
         assert_eq!(
             ok.len(),
             1,
-            "the taken-over fire {fire} ran to the end once"
+            "the taken-over fire {fire} ran to the end once; killed {kholder}, taken by {holder}; its runs: {runs:?}"
         );
     }
 
@@ -430,7 +453,7 @@ fn three_replicas_share_the_work_exactly_once() {
     let (replicated, _) = folded(&setup.delivered.join("thl-diabetes"), &cfg, "thl-diabetes");
     drop(pool);
     drop(rt);
-    let single = tmp.path().join("single");
+    let single = root.join("single");
     let mut single_text = text.replace("state_dir = \"state\"", "state_dir = \"single-state\"");
     single_text = single_text.replace("delivered/", "single-delivered/");
     let single_cfg = setup.dir.join("single.toml");
@@ -458,5 +481,68 @@ fn three_replicas_share_the_work_exactly_once() {
     assert!(alone.len() > 50, "a meaningful comparison: {}", alone.len());
     assert_eq!(replicated, alone, "replicas vs one node");
     let _ = single;
+    drop(db);
+}
+
+/// Replicas that find the same silent replica's fires at the same moment:
+/// each fire goes to exactly one of them. (On PostgreSQL a take-over that
+/// waited on another's row lock must see that the fire changed hands.)
+#[test]
+fn concurrent_take_overs_have_one_winner_per_fire() {
+    use regfeed::store::Store;
+    let Some(db) = common::PgDb::create("takeover") else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        // Migrated once, then one store (pool) per replica.
+        let first = Store::open(&db.url).await.expect("open");
+        let mut stores = vec![first];
+        for _ in 1..8 {
+            stores.push(Store::open(&db.url).await.expect("open"));
+        }
+        let stores: Vec<std::sync::Arc<Store>> =
+            stores.into_iter().map(std::sync::Arc::new).collect();
+        let base = chrono::DateTime::parse_from_rfc3339("2026-11-23T01:00:00Z")
+            .expect("time")
+            .with_timezone(&chrono::Utc);
+        for round in 0..5 {
+            // A replica that fell silent (it never beat) left 20 claimed fires.
+            let dead = format!("daemon:{}@00dead00", 10 + round);
+            let fires: Vec<_> = (0..20)
+                .map(|i| base + chrono::Duration::seconds(i64::from(round * 100 + i)))
+                .collect();
+            for t in &fires {
+                assert!(stores[0].claim_fire("f", *t, &dead).await.expect("claim"));
+            }
+            let takers: Vec<String> = (0..stores.len())
+                .map(|i| format!("daemon:{}@0000{round:04}", 100 + i))
+                .collect();
+            for (s, h) in stores.iter().zip(&takers) {
+                s.heartbeat(h).await.expect("beat");
+            }
+            let tasks: Vec<_> = stores
+                .iter()
+                .zip(&takers)
+                .map(|(s, h)| {
+                    let (s, h) = (s.clone(), h.clone());
+                    tokio::spawn(async move {
+                        s.take_over_fires("f", &h, Duration::from_secs(60))
+                            .await
+                            .expect("take over")
+                    })
+                })
+                .collect();
+            let mut won: BTreeMap<chrono::DateTime<chrono::Utc>, usize> = BTreeMap::new();
+            for t in tasks {
+                for f in t.await.expect("task") {
+                    *won.entry(f).or_default() += 1;
+                }
+            }
+            let want: BTreeMap<_, usize> = fires.iter().map(|f| (*f, 1)).collect();
+            assert_eq!(won, want, "round {round}: takers per fire");
+        }
+    });
+    drop(rt);
     drop(db);
 }

@@ -135,10 +135,11 @@ pub(super) async fn under_lease<T>(
 /// the daemon to finish, else refuses ([`LeaseRefused`]).
 pub async fn once_leased(app: &App, feed: &str, wait: Duration) -> anyhow::Result<OnceReport> {
     let stop = CancellationToken::new();
+    let holder = holder_id("once");
     let lease = acquire(
         &app.store,
         feed,
-        &holder_id("once"),
+        &holder,
         app.cfg.daemon.lease_ttl,
         wait,
         &stop,
@@ -147,7 +148,10 @@ pub async fn once_leased(app: &App, feed: &str, wait: Duration) -> anyhow::Resul
     match under_lease(&app.store, lease, &stop, app.once(feed)).await {
         Leased::Done(r) => r,
         Leased::Aborted(why) => {
-            let _ = app.store.close_open_runs(feed, "aborted").await;
+            let _ = app
+                .store
+                .close_open_runs(feed, Some(&holder), "aborted")
+                .await;
             anyhow::bail!("run of {feed} aborted: {why}")
         }
     }

@@ -192,7 +192,11 @@ async fn close_stale_runs(ctx: &Ctx, app: &App) {
         else {
             continue;
         };
-        match app.store.close_open_runs(&f.name, "interrupted").await {
+        match app
+            .store
+            .close_open_runs(&f.name, None, "interrupted")
+            .await
+        {
             Ok(0) => {}
             Ok(n) => {
                 tracing::warn!(feed = %f.name, runs = n, "Runs left open by an earlier process closed as interrupted.")
@@ -358,6 +362,12 @@ async fn run_feed(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str) -> bo
             );
             metrics::record_run(feed, RunOutcome::Ok, took, Some(&report));
         }
+        Leased::Done(Err(e)) if is_fenced(&e) => {
+            // Not a failure of the run's input: this replica lost the feed's
+            // lease (it was paused or cut off); another one has the feed.
+            tracing::warn!(feed = %feed, trigger, error = %format!("{e:#}"), "Run fenced: its lease was lost; nothing after the loss was committed.");
+            metrics::record_run(feed, RunOutcome::Aborted, took, None);
+        }
         Leased::Done(Err(e)) => {
             tracing::error!(feed = %feed, trigger, error = %format!("{e:#}"), "Run failed.");
             metrics::record_run(feed, RunOutcome::Failed, took, None);
@@ -365,7 +375,11 @@ async fn run_feed(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str) -> bo
         Leased::Aborted(why) => {
             stopped = why == "stopped";
             tracing::warn!(feed = %feed, trigger, why, "Run aborted; its open transaction rolled back.");
-            if let Err(e) = app.store.close_open_runs(feed, "aborted").await {
+            if let Err(e) = app
+                .store
+                .close_open_runs(feed, Some(&ctx.holder), "aborted")
+                .await
+            {
                 tracing::warn!(feed = %feed, error = %e, "Could not record the aborted run.");
             }
             metrics::record_run(feed, RunOutcome::Aborted, took, None);
@@ -373,6 +387,19 @@ async fn run_feed(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str) -> bo
     }
     refresh_outbox(app, feed).await;
     stopped
+}
+
+/// Whether a run ended because its lease was lost (a fenced commit).
+fn is_fenced(e: &anyhow::Error) -> bool {
+    use crate::store::StoreError;
+    let fenced = |s: &StoreError| matches!(s, StoreError::Fenced(_) | StoreError::RunFenced(_));
+    e.chain().any(|c| {
+        c.downcast_ref::<StoreError>().is_some_and(fenced)
+            || matches!(c.downcast_ref::<crate::pipeline::PipelineError>(),
+                Some(crate::pipeline::PipelineError::Store(s)) if fenced(s))
+            || matches!(c.downcast_ref::<crate::audit::AuditError>(),
+                Some(crate::audit::AuditError::Store(s)) if fenced(s))
+    })
 }
 
 /// Delivers sealed batches of every feed every `daemon.delivery_interval`
@@ -459,4 +486,30 @@ async fn refresh_outbox(app: &App, feed: &str) {
         .map(|t| t.timestamp() as f64)
         .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))));
     metrics::record_outbox(feed, backlog as u64, dead as u64, last);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    #[test]
+    fn a_lost_lease_is_told_apart_from_a_failed_run_however_it_is_wrapped() {
+        let feed = || "f".to_owned();
+        let fenced: Vec<anyhow::Error> = vec![
+            StoreError::Fenced(feed()).into(),
+            anyhow::Error::from(StoreError::RunFenced(feed())).context("finishing the run"),
+            anyhow::Error::from(crate::pipeline::PipelineError::Store(StoreError::Fenced(
+                feed(),
+            )))
+            .context("staging"),
+            crate::audit::AuditError::Store(StoreError::Fenced(feed())).into(),
+        ];
+        for e in &fenced {
+            assert!(is_fenced(e), "{e:#}");
+        }
+        let failed: anyhow::Error = StoreError::Other("disk full".into()).into();
+        assert!(!is_fenced(&failed));
+        assert!(!is_fenced(&anyhow::anyhow!("fenced, says the text only")));
+    }
 }

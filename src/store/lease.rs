@@ -259,36 +259,63 @@ impl Store {
     }
 
     /// Takes over the fires of `feed` claimed by a replica that stopped
-    /// beating more than `silence` ago and never finished them; returns the
-    /// fire times now this holder's (compare-and-set on the old holder, so
-    /// one taker wins each).
+    /// beating more than `silence` ago, holds no live lease of the feed, and
+    /// never finished them; returns the fire times now this holder's. A run
+    /// that ends marks its fire done in the same transaction
+    /// ([`Store::finish_run`]), so a fire whose run finished is never taken.
+    ///
+    /// Each take-over is a compare-and-set on the fire's old holder, read
+    /// first: one taker wins each fire. (Not one `UPDATE` with the silence
+    /// test correlated to the row: under PostgreSQL's read committed, a
+    /// second taker that waited on the first one's row lock re-checks only
+    /// the row, not a correlated `NOT EXISTS`, and would win too.)
     pub async fn take_over_fires(
         &self,
         feed: &str,
         holder: &str,
         silence: std::time::Duration,
     ) -> Result<Vec<DateTime<Utc>>> {
-        let before =
-            millis(Utc::now()) - i64::try_from(silence.as_millis()).unwrap_or(i64::MAX / 2);
-        let rows = sqlx::query(
-            "UPDATE fires SET holder = $1, takeovers = takeovers + 1
-             WHERE feed = $2 AND state = 'running' AND holder <> $1
-               AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.holder = fires.holder AND r.seen_at > $3)
-             RETURNING fire_at",
-        )
-        .bind(holder)
+        let now = millis(Utc::now());
+        let before = now - i64::try_from(silence.as_millis()).unwrap_or(i64::MAX / 2);
+        // A replica that is slow to beat (a busy machine) but still renews
+        // its lease is alive: its fire is left to it.
+        let silent = "NOT EXISTS (SELECT 1 FROM replicas r WHERE r.holder = fires.holder AND r.seen_at > $3)
+              AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.feed = fires.feed AND l.holder = fires.holder AND l.expires_at > $4)";
+        let candidates = sqlx::query(&format!(
+            "SELECT fire_at, holder FROM fires
+             WHERE feed = $1 AND state = 'running' AND holder <> $2 AND {silent}
+             ORDER BY fire_at"
+        ))
         .bind(feed)
+        .bind(holder)
         .bind(before)
+        .bind(now)
         .fetch_all(self.pool())
         .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                DateTime::parse_from_rfc3339(&r.get::<String, _>(0))
-                    .ok()
-                    .map(|t| t.with_timezone(&Utc))
-            })
-            .collect())
+        let mut taken = Vec::new();
+        for c in candidates {
+            let (fire_at, old): (String, String) = (c.get(0), c.get(1));
+            let won = sqlx::query(
+                "UPDATE fires SET holder = $1, takeovers = takeovers + 1
+                 WHERE feed = $2 AND fire_at = $3 AND holder = $4 AND state = 'running'
+                   AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.holder = $4 AND r.seen_at > $5)
+                   AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.feed = $2 AND l.holder = $4 AND l.expires_at > $6)",
+            )
+            .bind(holder)
+            .bind(feed)
+            .bind(&fire_at)
+            .bind(&old)
+            .bind(before)
+            .bind(now)
+            .execute(self.pool())
+            .await?
+            .rows_affected()
+                == 1;
+            if won && let Ok(t) = DateTime::parse_from_rfc3339(&fire_at) {
+                taken.push(t.with_timezone(&Utc));
+            }
+        }
+        Ok(taken)
     }
 
     /// The last fire time the scheduler handled for the feed, and the
@@ -348,14 +375,24 @@ impl Store {
     }
 
     /// Closes the feed's runs still marked running (the process stopped
-    /// them, or died): they rolled back and are recorded as `outcome`.
-    pub async fn close_open_runs(&self, feed: &str, outcome: &str) -> Result<u64> {
+    /// them, or died): they rolled back and are recorded as `outcome`. With
+    /// a holder, only that holder's runs (a replica closing its own aborted
+    /// run must not touch another's); without, every one (at start, under
+    /// the feed's lease, when any run still open is a dead process's).
+    pub async fn close_open_runs(
+        &self,
+        feed: &str,
+        holder: Option<&str>,
+        outcome: &str,
+    ) -> Result<u64> {
         let done = sqlx::query(
-            "UPDATE runs SET outcome = $1, finished_at = $2 WHERE feed = $3 AND outcome = 'running'",
+            "UPDATE runs SET outcome = $1, finished_at = $2 WHERE feed = $3 AND outcome = 'running'
+               AND ($4 IS NULL OR holder = $4)",
         )
         .bind(outcome)
         .bind(super::now())
         .bind(feed)
+        .bind(holder)
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected())
@@ -425,6 +462,111 @@ mod tests {
             .expect("expired");
         assert!(b.token > a.token);
         assert!(!s.renew_lease(&a).await.expect("renew"));
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .expect("time")
+            .with_timezone(&Utc)
+    }
+
+    /// Starts (and with `outcome`, finishes) the run of fire `t` as `holder`
+    /// under its lease of feed "f", then gives the lease back.
+    async fn run_for(s: &Store, holder: &str, t: DateTime<Utc>, outcome: Option<&str>) {
+        let lease = s
+            .acquire_lease("f", holder, Duration::from_secs(60))
+            .await
+            .expect("lease");
+        fenced(
+            lease.clone(),
+            for_fire(t, async {
+                let id = s.start_run("f").await.expect("start");
+                if let Some(o) = outcome {
+                    s.finish_run(id, o, "{}").await.expect("finish");
+                }
+            }),
+        )
+        .await;
+        assert!(s.release_lease(&lease).await.expect("release"));
+    }
+
+    #[tokio::test]
+    async fn each_fire_is_claimed_once() {
+        let (_d, s) = store().await;
+        let t = at("2026-11-23T00:53:00Z");
+        assert!(s.claim_fire("f", t, "daemon:1@a").await.expect("claim"));
+        assert!(!s.claim_fire("f", t, "daemon:2@b").await.expect("claim"));
+        // Another feed's fire at the same time is another fire.
+        assert!(s.claim_fire("g", t, "daemon:2@b").await.expect("claim"));
+    }
+
+    #[tokio::test]
+    async fn a_fire_whose_run_finished_is_never_taken_over() {
+        let (_d, s) = store().await;
+        let silence = Duration::ZERO;
+        // Holder a claims two fires and falls silent: it finishes the run of
+        // the first (and is killed before it could say anything else), and
+        // dies inside the run of the second.
+        let (t1, t2) = (at("2026-11-23T00:53:00Z"), at("2026-11-23T00:54:00Z"));
+        for t in [t1, t2] {
+            assert!(s.claim_fire("f", t, "daemon:1@a").await.expect("claim"));
+        }
+        run_for(&s, "daemon:1@a", t1, Some("ok")).await;
+        run_for(&s, "daemon:1@a", t2, None).await;
+        s.heartbeat("daemon:2@b").await.expect("beat");
+        let taken = s
+            .take_over_fires("f", "daemon:2@b", silence)
+            .await
+            .expect("take over");
+        assert_eq!(taken, vec![t2], "only the unfinished fire");
+        // Taken once: a third replica finds nothing while b beats.
+        s.heartbeat("daemon:2@b").await.expect("beat");
+        let again = s
+            .take_over_fires("f", "daemon:3@c", Duration::from_secs(60))
+            .await
+            .expect("take over");
+        assert!(again.is_empty(), "{again:?}");
+        // The old holder's run, should it still end, does not mark the fire
+        // that is now b's; b's own does.
+        run_for(&s, "daemon:2@b", t2, Some("ok")).await;
+        let states: Vec<(String, String)> =
+            sqlx::query("SELECT fire_at, state FROM fires ORDER BY fire_at")
+                .fetch_all(s.pool())
+                .await
+                .expect("fires")
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+        assert_eq!(
+            states,
+            [
+                ("2026-11-23T00:53:00Z".to_owned(), "done".to_owned()),
+                ("2026-11-23T00:54:00Z".to_owned(), "done".to_owned())
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_fire_whose_holder_still_has_its_lease_is_left_to_it() {
+        let (_d, s) = store().await;
+        let t = at("2026-11-23T00:53:00Z");
+        assert!(s.claim_fire("f", t, "daemon:1@a").await.expect("claim"));
+        // No heartbeat from a (a busy machine), but its lease is live.
+        let lease = s
+            .acquire_lease("f", "daemon:1@a", Duration::from_secs(60))
+            .await
+            .expect("lease");
+        let taken = s
+            .take_over_fires("f", "daemon:2@b", Duration::ZERO)
+            .await
+            .expect("take over");
+        assert!(taken.is_empty(), "{taken:?}");
+        assert!(s.release_lease(&lease).await.expect("release"));
+        let taken = s
+            .take_over_fires("f", "daemon:2@b", Duration::ZERO)
+            .await
+            .expect("take over");
+        assert_eq!(taken, vec![t]);
     }
 
     #[tokio::test]

@@ -39,6 +39,10 @@ pub enum StoreError {
         "the lease of feed {0} was lost before this transaction committed (fenced): it rolled back"
     )]
     Fenced(String),
+    #[error(
+        "the lease of feed {0} was lost during the run (fenced): the run is recorded as fenced, not as its fire's run"
+    )]
+    RunFenced(String),
     #[error("store: {0}")]
     Other(String),
 }
@@ -627,18 +631,72 @@ impl Store {
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    /// Records how a run ended. Inside [`fenced`] work whose lease was lost
+    /// meanwhile, the run is recorded as `fenced` whatever it says, and the
+    /// error is [`StoreError::RunFenced`]: only a run that held its lease to the
+    /// end counts as the run of its fire. Such a run for a scheduled fire
+    /// that this holder still has marks the fire done in the same
+    /// transaction: a replica killed after this commit leaves nothing to
+    /// take over, one killed before it leaves a fire that another replica
+    /// runs once.
     pub async fn finish_run(&self, id: i64, outcome: &str, counts: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let lost = match lease::current_fence() {
+            Some(lease) if !tx.holds(&lease).await? => Some(lease.feed),
+            _ => None,
+        };
         sqlx::query("UPDATE runs SET finished_at = $1, outcome = $2, counts = $3 WHERE id = $4")
             .bind(now())
-            .bind(outcome)
+            .bind(if lost.is_some() { "fenced" } else { outcome })
             .bind(counts)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx.tx)
             .await?;
-        Ok(())
+        if lost.is_none() {
+            let run = sqlx::query("SELECT feed, fire_at, holder FROM runs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx.tx)
+                .await?;
+            if let Some(r) = run {
+                let (feed, fire_at, holder): (String, Option<String>, Option<String>) =
+                    (r.get(0), r.get(1), r.get(2));
+                if let (Some(fire_at), Some(holder)) = (fire_at, holder) {
+                    // Compare-and-set on this holder: a fire taken over
+                    // meanwhile is the taker's to finish.
+                    sqlx::query(
+                        "UPDATE fires SET state = 'done' WHERE feed = $1 AND fire_at = $2 AND holder = $3 AND state = 'running'",
+                    )
+                    .bind(feed)
+                    .bind(fire_at)
+                    .bind(holder)
+                    .execute(&mut *tx.tx)
+                    .await?;
+                }
+            }
+        }
+        tx.tx.commit().await?;
+        match lost {
+            Some(feed) => Err(StoreError::RunFenced(feed)),
+            None => Ok(()),
+        }
     }
 
+    /// Records a run as started. Under the feed's lease ([`fenced`] work),
+    /// any run of the feed still marked running is a dead or fenced-off
+    /// process's: it is closed as `interrupted` in the same (fenced)
+    /// transaction, so the run log never shows two runs of a feed at once.
     pub async fn start_run(&self, feed: &str) -> Result<i64> {
+        let fence = lease::current_fence();
+        let mut tx = self.begin().await?;
+        if fence.is_some() {
+            sqlx::query(
+                "UPDATE runs SET outcome = 'interrupted', finished_at = $1 WHERE feed = $2 AND outcome = 'running'",
+            )
+            .bind(now())
+            .bind(feed)
+            .execute(&mut *tx.tx)
+            .await?;
+        }
         let row = sqlx::query(
             "INSERT INTO runs (feed, started_at, outcome, holder, fire_at) VALUES ($1, $2, 'running', $3, $4) RETURNING id",
         )
@@ -646,10 +704,11 @@ impl Store {
         .bind(now())
         // Who ran it (the holder of the lease the run is fenced by), and for
         // which scheduled fire.
-        .bind(lease::current_fence().map(|l| l.holder))
+        .bind(fence.map(|l| l.holder))
         .bind(lease::current_fire())
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx.tx)
         .await?;
+        tx.commit().await?;
         Ok(row.get(0))
     }
 
