@@ -127,6 +127,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "replicas",
         include_str!("migrations/sqlite/0006_replicas.sql"),
     ),
+    (
+        7,
+        "seen high water",
+        include_str!("migrations/sqlite/0007_seen_high_water.sql"),
+    ),
 ];
 
 /// The PostgreSQL migrations: the SQLite schema up to 0005 in one step, then
@@ -141,6 +146,11 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "replicas",
         include_str!("migrations/postgres/0002_replicas.sql"),
+    ),
+    (
+        3,
+        "seen high water",
+        include_str!("migrations/postgres/0003_seen_high_water.sql"),
     ),
 ];
 
@@ -1266,5 +1276,31 @@ impl Tx {
             q.build()?.persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_high_water_mark_is_read_from_an_index_not_a_scan() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = Store::open(&url).await.expect("store opens");
+        let plan: Vec<String> =
+            sqlx::query("EXPLAIN QUERY PLAN SELECT MAX(mtime_ns) FROM seen WHERE source = $1")
+                .bind("platform")
+                .fetch_all(store.pool())
+                .await
+                .expect("plan")
+                .iter()
+                .map(|r| r.get::<String, _>(3))
+                .collect();
+        assert!(
+            plan.iter().any(|d| d.contains("seen_source_mtime")),
+            "{plan:?}"
+        );
+        assert_eq!(store.seen_high_water("platform").await.expect("read"), None);
     }
 }
