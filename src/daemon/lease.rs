@@ -83,52 +83,72 @@ pub(super) enum Leased<T> {
 
 /// Runs `work` while renewing `lease`, its commits fenced by it
 /// ([`crate::store::fenced`]); gives the lease back after.
+///
+/// The renewal is a task of its own, not polled inside the work's: a run
+/// that computes for a while between two awaits (decoding a group of
+/// documents) or waits for the store's write lock keeps its lease all the
+/// same, while the process lives. It stops before the lease is given back,
+/// so a late renewal can never extend a released lease.
 pub(super) async fn under_lease<T>(
     store: &Store,
     lease: Lease,
     stop: &CancellationToken,
     work: impl Future<Output = T>,
 ) -> Leased<T> {
-    let mut work = Box::pin(crate::store::fenced(lease.clone(), work));
-    let mut renew = tokio::time::interval(lease.ttl / 3);
-    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    renew.tick().await;
-    // The renewal is polled beside the work, never instead of it: a renewal
-    // waits for SQLite's write lock, which the work's staging transaction may
-    // hold, and the work must keep going meanwhile.
-    let mut renewing: Option<std::pin::Pin<Box<dyn Future<Output = _> + Send + '_>>> = None;
-    let out = loop {
+    let lost = CancellationToken::new();
+    let done = CancellationToken::new();
+    let renewer = tokio::spawn(renew_until(
+        store.clone(),
+        lease.clone(),
+        done.clone(),
+        lost.clone(),
+    ));
+    let out = {
+        let work = crate::store::fenced(lease.clone(), work);
         tokio::select! {
             biased;
-            r = &mut work => break Leased::Done(r),
-            _ = stop.cancelled() => break Leased::Aborted("stopped"),
-            res = async {
-                match renewing.as_mut() {
-                    Some(f) => f.await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                renewing = None;
-                match res {
-                    Ok(true) => {}
-                    Ok(false) => break Leased::Aborted("lease lost"),
-                    Err(e) => {
-                        tracing::warn!(feed = %lease.feed, error = %e, "Could not renew the feed's lease.");
-                    }
-                }
-            }
-            _ = renew.tick(), if renewing.is_none() => {
-                renewing = Some(Box::pin(store.renew_lease(&lease)));
-            }
+            r = work => Leased::Done(r),
+            _ = stop.cancelled() => Leased::Aborted("stopped"),
+            _ = lost.cancelled() => Leased::Aborted("lease lost"),
         }
+        // The work (and any transaction it holds) is dropped here, before
+        // the lease goes.
     };
-    drop(renewing);
-    // Drop the work (and any transaction it holds) before the lease goes.
-    drop(work);
-    if let Err(e) = store.release_lease(&lease).await {
+    done.cancel();
+    let _ = renewer.await;
+    if !lost.is_cancelled()
+        && let Err(e) = store.release_lease(&lease).await
+    {
         tracing::warn!(feed = %lease.feed, error = %e, "Could not release the feed's lease; it expires on its own.");
     }
     out
+}
+
+/// Renews `lease` every third of its time until `done`; cancels `lost` and
+/// returns if it was lost. A renewal under way when `done` fires is finished
+/// first. A renewal that fails (the store unreachable) is tried again at the
+/// next tick: the lease lasts until its time is out.
+async fn renew_until(store: Store, lease: Lease, done: CancellationToken, lost: CancellationToken) {
+    let mut tick = tokio::time::interval(lease.ttl / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            biased;
+            _ = done.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store.renew_lease(&lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                lost.cancel();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(feed = %lease.feed, error = %e, "Could not renew the feed's lease.");
+            }
+        }
+    }
 }
 
 /// `regfeed once` under the feed's lease: waits up to `wait` for a run of
@@ -154,5 +174,75 @@ pub async fn once_leased(app: &App, feed: &str, wait: Duration) -> anyhow::Resul
                 .await;
             anyhow::bail!("run of {feed} aborted: {why}")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        (dir, Store::open(&url).await.expect("store opens"))
+    }
+
+    const TTL: Duration = Duration::from_millis(600);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn work_that_computes_past_the_lease_time_keeps_its_lease() {
+        let (_d, s) = store().await;
+        let lease = s.acquire_lease("f", "daemon:1@a", TTL).await.expect("free");
+        let stop = CancellationToken::new();
+        let out = under_lease(&s, lease, &stop, async {
+            // Busy without an await for well over the lease time.
+            std::thread::sleep(TTL * 3);
+            s.acquire_lease("f", "once:2@b", TTL).await
+        })
+        .await;
+        match out {
+            Leased::Done(Err(LeaseError::Held { holder, .. })) => assert_eq!(holder, "daemon:1@a"),
+            other => panic!("the lease was not kept: {other:?}"),
+        }
+        // Given back at the end: free at once.
+        assert!(s.acquire_lease("f", "once:2@b", TTL).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn work_whose_lease_is_lost_is_aborted() {
+        let (_d, s) = store().await;
+        let lease = s.acquire_lease("f", "daemon:1@a", TTL).await.expect("free");
+        // Another holder takes it (as after an expiry on PostgreSQL).
+        sqlx::query("UPDATE leases SET holder = 'daemon:2@b', token = token + 1 WHERE feed = 'f'")
+            .execute(s.pool())
+            .await
+            .expect("steal");
+        let stop = CancellationToken::new();
+        let out = tokio::time::timeout(
+            TTL * 10,
+            under_lease(&s, lease, &stop, std::future::pending::<()>()),
+        )
+        .await
+        .expect("aborted in time");
+        assert!(matches!(out, Leased::Aborted("lease lost")), "{out:?}");
+        // The new holder's lease is untouched (not given back by the loser).
+        let row: (String, i64) =
+            sqlx::query_as("SELECT holder, expires_at FROM leases WHERE feed = 'f'")
+                .fetch_one(s.pool())
+                .await
+                .expect("read");
+        assert_eq!(row.0, "daemon:2@b");
+        assert!(row.1 > 0, "released by the loser");
+    }
+
+    #[tokio::test]
+    async fn a_stop_aborts_the_work_and_gives_the_lease_back() {
+        let (_d, s) = store().await;
+        let lease = s.acquire_lease("f", "daemon:1@a", TTL).await.expect("free");
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let out = under_lease(&s, lease, &stop, std::future::pending::<()>()).await;
+        assert!(matches!(out, Leased::Aborted("stopped")), "{out:?}");
+        assert!(s.acquire_lease("f", "once:2@b", TTL).await.is_ok());
     }
 }
