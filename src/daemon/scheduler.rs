@@ -312,18 +312,54 @@ fn fire(ctx: &Ctx, app: &Arc<App>, feed: &str, trigger: &'static str, at: DateTi
     });
 }
 
-/// Runs a fire this replica has claimed, and records it done.
+/// How one run of a feed ended, for the fire it ran for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunEnd {
+    /// Finished, failed, or skipped because the lease was held elsewhere:
+    /// the fire is done.
+    Ended,
+    /// Cut short by shutdown: the fire stays claimed, for another replica
+    /// once this one falls silent.
+    Stopped,
+    /// The run lost the feed's lease (this replica was paused or cut off)
+    /// and committed nothing after the loss.
+    LeaseLost,
+}
+
+/// How many times a fire is run when its runs keep losing their lease.
+const FIRE_TRIES: u32 = 2;
+
+/// Runs a fire this replica has claimed, and records it done. A run that
+/// lost its lease did not run the fire: unless another replica took the
+/// fire over meanwhile, it is run again (at most [`FIRE_TRIES`] times).
 async fn run_fire(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str, at: DateTime<Utc>) {
-    let stopped = crate::store::for_fire(at, run_feed(ctx, app, feed, trigger)).await;
-    // A run cut short by shutdown leaves its fire claimed: once this replica
-    // falls silent, another one runs it.
-    if !stopped && let Err(e) = app.store.finish_fire(feed, at, &ctx.holder).await {
+    for attempt in 1..=FIRE_TRIES {
+        match crate::store::for_fire(at, run_feed(ctx, app, feed, trigger)).await {
+            RunEnd::Ended => break,
+            RunEnd::Stopped => return,
+            RunEnd::LeaseLost => match app.store.fire_is_held_by(feed, at, &ctx.holder).await {
+                Ok(true) if attempt < FIRE_TRIES && !ctx.shutdown.is_cancelled() => {
+                    tracing::warn!(feed = %feed, trigger, fire = %at.to_rfc3339(), "Running the fire again: its run lost the feed's lease.");
+                }
+                Ok(true) => break,
+                Ok(false) => {
+                    tracing::info!(feed = %feed, trigger, fire = %at.to_rfc3339(), "The fire was taken over by another replica.");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(feed = %feed, error = %e, "Could not read the fire's holder; it stays claimed.");
+                    return;
+                }
+            },
+        }
+    }
+    if let Err(e) = app.store.finish_fire(feed, at, &ctx.holder).await {
         tracing::warn!(feed = %feed, error = %e, "Could not record the fire as done.");
     }
 }
 
-/// Runs the feed under its lease; `true` if shutdown cut it short.
-async fn run_feed(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str) -> bool {
+/// Runs the feed under its lease.
+async fn run_feed(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str) -> RunEnd {
     let lease = match acquire(
         &app.store,
         feed,
@@ -338,15 +374,18 @@ async fn run_feed(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str) -> bo
         Err(e) => {
             tracing::warn!(feed = %feed, trigger, error = %format!("{e:#}"), "Start skipped: the feed's lease is held elsewhere.");
             metrics::record_skipped_start(feed, "lease_held");
-            return ctx.hard_stop.is_cancelled();
+            return if ctx.hard_stop.is_cancelled() {
+                RunEnd::Stopped
+            } else {
+                RunEnd::Ended
+            };
         }
     };
     tracing::info!(feed = %feed, trigger, "Run started.");
     let started = Instant::now();
     let outcome = under_lease(&app.store, lease, &ctx.hard_stop, app.once(feed)).await;
     let took = started.elapsed();
-    let mut stopped = false;
-    match outcome {
+    let end = match outcome {
         Leased::Done(Ok(report)) => {
             tracing::info!(
                 feed = %feed,
@@ -361,19 +400,21 @@ async fn run_feed(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str) -> bo
                 "Run finished."
             );
             metrics::record_run(feed, RunOutcome::Ok, took, Some(&report));
+            RunEnd::Ended
         }
         Leased::Done(Err(e)) if is_fenced(&e) => {
             // Not a failure of the run's input: this replica lost the feed's
             // lease (it was paused or cut off); another one has the feed.
             tracing::warn!(feed = %feed, trigger, error = %format!("{e:#}"), "Run fenced: its lease was lost; nothing after the loss was committed.");
             metrics::record_run(feed, RunOutcome::Aborted, took, None);
+            RunEnd::LeaseLost
         }
         Leased::Done(Err(e)) => {
             tracing::error!(feed = %feed, trigger, error = %format!("{e:#}"), "Run failed.");
             metrics::record_run(feed, RunOutcome::Failed, took, None);
+            RunEnd::Ended
         }
         Leased::Aborted(why) => {
-            stopped = why == "stopped";
             tracing::warn!(feed = %feed, trigger, why, "Run aborted; its open transaction rolled back.");
             if let Err(e) = app
                 .store
@@ -383,10 +424,15 @@ async fn run_feed(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str) -> bo
                 tracing::warn!(feed = %feed, error = %e, "Could not record the aborted run.");
             }
             metrics::record_run(feed, RunOutcome::Aborted, took, None);
+            if why == "stopped" {
+                RunEnd::Stopped
+            } else {
+                RunEnd::LeaseLost
+            }
         }
-    }
+    };
     refresh_outbox(app, feed).await;
-    stopped
+    end
 }
 
 /// Whether a run ended because its lease was lost (a fenced commit).

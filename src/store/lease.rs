@@ -258,6 +258,25 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the fire is still claimed by `holder` and not done (not
+    /// taken over by another replica meanwhile).
+    pub async fn fire_is_held_by(
+        &self,
+        feed: &str,
+        fire_at: DateTime<Utc>,
+        holder: &str,
+    ) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT 1 FROM fires WHERE feed = $1 AND fire_at = $2 AND holder = $3 AND state = 'running'",
+        )
+        .bind(feed)
+        .bind(fire_key(fire_at))
+        .bind(holder)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.is_some())
+    }
+
     /// Takes over the fires of `feed` claimed by a replica that stopped
     /// beating more than `silence` ago, holds no live lease of the feed, and
     /// never finished them; returns the fire times now this holder's. A run
@@ -498,6 +517,39 @@ mod tests {
         assert!(!s.claim_fire("f", t, "daemon:2@b").await.expect("claim"));
         // Another feed's fire at the same time is another fire.
         assert!(s.claim_fire("g", t, "daemon:2@b").await.expect("claim"));
+    }
+
+    #[tokio::test]
+    async fn a_fire_is_held_until_it_is_done_or_taken_over() {
+        let (_d, s) = store().await;
+        let (t1, t2) = (at("2026-11-23T00:53:00Z"), at("2026-11-23T00:54:00Z"));
+        for t in [t1, t2] {
+            assert!(s.claim_fire("f", t, "daemon:1@a").await.expect("claim"));
+            assert!(s.fire_is_held_by("f", t, "daemon:1@a").await.expect("read"));
+            assert!(!s.fire_is_held_by("f", t, "daemon:2@b").await.expect("read"));
+        }
+        s.finish_fire("f", t1, "daemon:1@a").await.expect("done");
+        assert!(
+            !s.fire_is_held_by("f", t1, "daemon:1@a")
+                .await
+                .expect("read")
+        );
+        s.heartbeat("daemon:2@b").await.expect("beat");
+        let taken = s
+            .take_over_fires("f", "daemon:2@b", Duration::ZERO)
+            .await
+            .expect("take over");
+        assert_eq!(taken, vec![t2]);
+        assert!(
+            !s.fire_is_held_by("f", t2, "daemon:1@a")
+                .await
+                .expect("read")
+        );
+        assert!(
+            s.fire_is_held_by("f", t2, "daemon:2@b")
+                .await
+                .expect("read")
+        );
     }
 
     #[tokio::test]
