@@ -115,7 +115,12 @@ pub(super) async fn under_lease<T>(
         // the lease goes.
     };
     done.cancel();
-    let _ = renewer.await;
+    // A renewal stuck on an unreachable store is not waited for past a
+    // lease: the lease is over by then anyway.
+    let abort = renewer.abort_handle();
+    if tokio::time::timeout(lease.ttl, renewer).await.is_err() {
+        abort.abort();
+    }
     if !lost.is_cancelled()
         && let Err(e) = store.release_lease(&lease).await
     {
