@@ -261,9 +261,20 @@ fn three_replicas_share_the_work_exactly_once() {
                     .iter()
                     .map(|r| (r.get(0), r.get(1), r.get(2)))
                     .collect();
+            // What every session of the store is doing, and waiting for.
+            let sessions: Vec<String> = q(
+                "SELECT a.pid::text || ' ' || COALESCE(a.state, '') || ' ' || COALESCE(a.wait_event_type, '') || '/' || COALESCE(a.wait_event, '')
+                        || ' xact=' || COALESCE(a.xact_start::text, '-') || ' blocked_by=' || COALESCE(pg_blocking_pids(a.pid)::text, '')
+                        || ' q=' || left(regexp_replace(a.query, '\\s+', ' ', 'g'), 160)
+                   FROM pg_stat_activity a WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()",
+            )
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
             panic!(
-                "the replicas did not finish in time: released_all={released_all} killed={killed:?} paused={paused:?} resumed={resumed} seen={seen} of {} cursors={cursors:?} open={open:?} open_fires={fires:?}\n{}",
+                "the replicas did not finish in time: released_all={released_all} killed={killed:?} paused={paused:?} resumed={resumed} seen={seen} of {} cursors={cursors:?} open={open:?} open_fires={fires:?}\nsessions:\n{}\n{}",
                 pending.len(),
+                sessions.join("\n"),
                 logs.join("\n----\n")
             );
         }
@@ -497,6 +508,15 @@ fn concurrent_take_overs_have_one_winner_per_fire() {
     rt.block_on(async {
         // Migrated once, then one store (pool) per replica.
         let first = Store::open(&db.url).await.expect("open");
+        // No session waits endlessly: idle in a transaction past a lease,
+        // or for a lock past two.
+        let limits: (String, String) = sqlx::query_as(
+            "SELECT current_setting('idle_in_transaction_session_timeout'), current_setting('lock_timeout')",
+        )
+        .fetch_one(first.pool())
+        .await
+        .expect("settings");
+        assert_eq!(limits, ("1min".to_owned(), "2min".to_owned()));
         let mut stores = vec![first];
         for _ in 1..8 {
             stores.push(Store::open(&db.url).await.expect("open"));

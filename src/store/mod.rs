@@ -348,7 +348,8 @@ impl Store {
     /// a replica paused or cut off mid-transaction would otherwise hold the
     /// write lock, and stall every other replica, until its connection died.
     /// The daemon passes its lease time: past it the paused replica's work is
-    /// fenced anyway.
+    /// fenced anyway. A statement waiting for a lock gives up after twice
+    /// `stall` (`lock_timeout`).
     pub async fn open_with(url: &str, stall: std::time::Duration) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let Some(backend) = Backend::of_url(url) else {
@@ -400,6 +401,13 @@ impl Store {
                                     .as_str(),
                             )
                             .await?;
+                            // No wait for a lock (the write lock, a row) is
+                            // endless: past two lease times the statement
+                            // fails, the run fails and the next fire retries,
+                            // instead of a replica hanging on a lock cycle
+                            // nobody detects.
+                            conn.execute(format!("SET lock_timeout = {}", 2 * stall_ms).as_str())
+                                .await?;
                             Ok(())
                         })
                     })
