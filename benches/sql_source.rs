@@ -96,8 +96,7 @@ async fn run(url: String, docs: usize, through_once: bool) {
     let plan = synth::plan(patients, 1);
     let at0: DateTime<Utc> = Utc::now() - TimeDelta::days(1);
     let (mut cda, mut msg) = (String::new(), String::new());
-    let (mut ids, mut ats, mut sets, mut versions, mut bodies) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut rows = Rows::default();
     let (mut loaded, mut loaded_bytes) = (0usize, 0u64);
     let insert = format!(
         "INSERT INTO {table} (id, archived_at, set_id, version, document)
@@ -113,34 +112,17 @@ async fn run(url: String, docs: usize, through_once: bool) {
         };
         loaded += 1;
         loaded_bytes += bytes.len() as u64;
-        ids.push(loaded as i64);
-        ats.push(at0 + TimeDelta::milliseconds(loaded as i64 * 400));
-        sets.push(doc.set_id.clone());
-        versions.push(doc.version as i32);
-        bodies.push(bytes);
-        if ids.len() == 1000 {
-            flush(
-                &pool,
-                &insert,
-                &mut ids,
-                &mut ats,
-                &mut sets,
-                &mut versions,
-                &mut bodies,
-            )
-            .await;
+        rows.ids.push(loaded as i64);
+        rows.ats
+            .push(at0 + TimeDelta::milliseconds(loaded as i64 * 400));
+        rows.sets.push(doc.set_id.clone());
+        rows.versions.push(doc.version as i32);
+        rows.bodies.push(bytes);
+        if rows.ids.len() == 1000 {
+            rows.flush(&pool, &insert).await;
         }
     }
-    flush(
-        &pool,
-        &insert,
-        &mut ids,
-        &mut ats,
-        &mut sets,
-        &mut versions,
-        &mut bodies,
-    )
-    .await;
+    rows.flush(&pool, &insert).await;
     sqlx::query(&format!("CREATE INDEX ON {table} (archived_at, id)"))
         .execute(&pool)
         .await
@@ -255,30 +237,30 @@ async fn run(url: String, docs: usize, through_once: bool) {
         .expect("drop schema");
 }
 
-async fn flush(
-    pool: &sqlx::PgPool,
-    sql: &str,
-    ids: &mut Vec<i64>,
-    ats: &mut Vec<DateTime<Utc>>,
-    sets: &mut Vec<String>,
-    versions: &mut Vec<i32>,
-    bodies: &mut Vec<Vec<u8>>,
-) {
-    if ids.is_empty() {
-        return;
+/// Rows waiting to be inserted, column by column (one `UNNEST` insert).
+#[derive(Default)]
+struct Rows {
+    ids: Vec<i64>,
+    ats: Vec<DateTime<Utc>>,
+    sets: Vec<String>,
+    versions: Vec<i32>,
+    bodies: Vec<Vec<u8>>,
+}
+
+impl Rows {
+    async fn flush(&mut self, pool: &sqlx::PgPool, sql: &str) {
+        if self.ids.is_empty() {
+            return;
+        }
+        sqlx::query(sql)
+            .bind(&self.ids)
+            .bind(&self.ats)
+            .bind(&self.sets)
+            .bind(&self.versions)
+            .bind(&self.bodies)
+            .execute(pool)
+            .await
+            .expect("insert");
+        *self = Rows::default();
     }
-    sqlx::query(sql)
-        .bind(&*ids)
-        .bind(&*ats)
-        .bind(&*sets)
-        .bind(&*versions)
-        .bind(&*bodies)
-        .execute(pool)
-        .await
-        .expect("insert");
-    ids.clear();
-    ats.clear();
-    sets.clear();
-    versions.clear();
-    bodies.clear();
 }

@@ -4,7 +4,9 @@
 //! restart catching up the missed run once. Also `regfeed once` refused
 //! while another process holds the feed's lease, and `regfeed status`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -175,27 +177,6 @@ impl Daemon {
     }
 }
 
-/// GET over plain HTTP/1.1: (status code, body).
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to the endpoint");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("request");
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("response");
-    let code = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status line");
-    let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-    (code, body.to_owned())
-}
-
 /// A sample's value from Prometheus text, by its exact series name.
 fn sample(metrics: &str, series: &str) -> Option<f64> {
     metrics.lines().find_map(|l| {
@@ -226,11 +207,11 @@ fn the_daemon_runs_on_schedule_reloads_stops_and_catches_up() {
     });
     assert!(delivered_files(&s.root, "thl-diabetes") >= 1);
 
-    let (code, _) = get(&addr, "/healthz");
+    let (code, _) = common::http_get(&addr, "/healthz");
     assert_eq!(code, 200);
-    let (code, body) = get(&addr, "/readyz");
+    let (code, body) = common::http_get(&addr, "/readyz");
     assert_eq!((code, body.as_str()), (200, "ready\n"));
-    let (code, m) = get(&addr, "/metrics");
+    let (code, m) = common::http_get(&addr, "/metrics");
     assert_eq!(code, 200);
     for name in [
         "regfeed_build_info",
@@ -278,7 +259,7 @@ fn the_daemon_runs_on_schedule_reloads_stops_and_catches_up() {
     d.wait_for("the refusal", |d| {
         d.count("Configuration refused; the running one stays.", None, None) == 1
     });
-    let (_, m) = get(&addr, "/metrics");
+    let (_, m) = common::http_get(&addr, "/metrics");
     assert_eq!(
         sample(&m, "regfeed_config_reloads_total{outcome=\"refused\"}"),
         Some(1.0)
@@ -301,7 +282,7 @@ fn the_daemon_runs_on_schedule_reloads_stops_and_catches_up() {
     d.wait_for("a scheduled run of the newly scheduled feed", |d| {
         d.count("Run finished.", Some("thl-vaccination"), Some("schedule")) >= 1
     });
-    let (_, m) = get(&addr, "/metrics");
+    let (_, m) = common::http_get(&addr, "/metrics");
     assert_eq!(
         sample(&m, "regfeed_config_reloads_total{outcome=\"applied\"}"),
         Some(1.0)
@@ -332,7 +313,7 @@ fn the_daemon_runs_on_schedule_reloads_stops_and_catches_up() {
         ),
         1
     );
-    let (_, m) = get(&addr, "/metrics");
+    let (_, m) = common::http_get(&addr, "/metrics");
     assert_eq!(
         sample(
             &m,

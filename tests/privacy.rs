@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -286,7 +286,7 @@ fn scrape_metrics(config: &Path) -> (String, String) {
         std::thread::sleep(Duration::from_millis(100));
     };
     let metrics = loop {
-        let m = get(&addr, "/metrics");
+        let m = common::http_get(&addr, "/metrics").1;
         if m.contains("regfeed_delivery_attempts_total") || start.elapsed() > patience {
             break m;
         }
@@ -302,23 +302,6 @@ fn scrape_metrics(config: &Path) -> (String, String) {
     let log = log.lock().expect("log lock").clone();
     assert!(status.success(), "daemon exit {status}:\n{log}");
     (metrics, log)
-}
-
-/// The body of a GET over plain HTTP/1.1.
-fn get(addr: &str, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("request");
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("response");
-    resp.split_once("\r\n\r\n")
-        .map(|x| x.1.to_owned())
-        .unwrap_or_default()
 }
 
 #[test]
