@@ -27,6 +27,7 @@ pub const DEFAULT_PATH: &str = "/etc/regfeed/regfeed.toml";
 /// The keys that `REGFEED_<SECTION>__<KEY>` may override.
 pub const ENV_OVERRIDES: &[&str] = &[
     "REGFEED_DAEMON__STATE_DIR",
+    "REGFEED_DAEMON__WORKERS",
     "REGFEED_DATABASE__URL",
     "REGFEED_KEYS__INDEX",
     "REGFEED_KEYS__AUDIT",
@@ -74,6 +75,10 @@ struct RawDaemon {
     /// How long a feed's lease lasts unless renewed (`60s`): how soon
     /// another replica takes over the work of one that died.
     lease_ttl: Option<Spanned<String>>,
+    /// Threads that read, decode and map documents (default: the cores
+    /// available to the process). 1 runs a feed run on one thread, in
+    /// sequence.
+    workers: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -313,6 +318,20 @@ pub struct DaemonSettings {
     pub lease_ttl: std::time::Duration,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub telemetry_listen: std::net::SocketAddr,
+    /// Threads that read, decode and map documents in a feed run (1: the
+    /// whole run on one thread, in sequence).
+    pub workers: usize,
+}
+
+/// Most `daemon.workers` accepted.
+pub const MAX_WORKERS: usize = 256;
+
+/// The default `daemon.workers`: the cores available to this process.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(std::num::NonZeroUsize::get)
+        .unwrap_or(1)
+        .min(MAX_WORKERS)
 }
 
 /// Default `telemetry.listen`.
@@ -1144,11 +1163,38 @@ fn validate_daemon(
         );
         std::net::SocketAddr::from(([127, 0, 0, 1], 9464))
     });
+    let workers = match env("REGFEED_DAEMON__WORKERS") {
+        Some(v) => v.trim().parse::<i64>().unwrap_or_else(|_| {
+            c.at(
+                0..0,
+                "REGFEED_DAEMON__WORKERS",
+                format!("{v:?} is not a whole number"),
+            );
+            1
+        }),
+        None => raw
+            .daemon
+            .workers
+            .as_ref()
+            .map_or(default_workers() as i64, |w| *w.get_ref()),
+    };
+    let workers = if (1..=MAX_WORKERS as i64).contains(&workers) {
+        workers as usize
+    } else {
+        let span = raw.daemon.workers.as_ref().map(|s| s.span());
+        c.at(
+            span.unwrap_or(0..0),
+            "daemon.workers",
+            format!("must be from 1 to {MAX_WORKERS} (threads that decode and map documents)"),
+        );
+        1
+    };
     DaemonSettings {
         shutdown_grace,
         delivery_interval,
         lease_ttl,
         telemetry_listen,
+        workers,
     }
 }
 

@@ -28,7 +28,7 @@ use crate::mapping::Mapping;
 use crate::mapping::eval::Person;
 use crate::policy::{self, PersonPolicy};
 use crate::record::{DecodedDocument, MedicationEvent, RecordBody};
-use crate::source::{Listed, Source};
+use crate::source::Source;
 use crate::store::{
     self, BatchRow, DocRow, LiveRow, NewBatch, NewDocument, Quarantined, Seen, Store,
 };
@@ -42,6 +42,8 @@ macro_rules! timed {
         r
     }};
 }
+
+mod ahead;
 
 /// People evaluated per store round trip.
 const PERSON_GROUP: usize = 500;
@@ -59,6 +61,8 @@ pub enum PipelineError {
     Config(String),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    #[error("{0}")]
+    Worker(String),
 }
 
 /// What one run did.
@@ -185,12 +189,36 @@ struct Mapped {
     rows: Vec<(DocRow, Vec<Value>)>,
 }
 
+/// What mapping a decoded document for one feed needs, owned, so that the
+/// run's worker threads share it.
+#[derive(Debug)]
+struct Mapper {
+    cfg: Config,
+    feed: FeedConfig,
+    index: Key,
+    record: Key,
+    pseudonym: Option<Key>,
+}
+
+impl Mapper {
+    fn new(cfg: &Config, feed: &FeedConfig, keys: &FeedKeys<'_>) -> Mapper {
+        Mapper {
+            cfg: cfg.clone(),
+            feed: feed.clone(),
+            index: keys.index.clone(),
+            record: keys.record.clone(),
+            pseudonym: keys.pseudonym.cloned(),
+        }
+    }
+}
+
 /// Everything a run needs to map and stage.
 struct Ctx<'a> {
     feed: &'a FeedConfig,
     mapping: &'a Mapping,
     cfg: &'a Config,
     keys: FeedKeys<'a>,
+    mapper: std::sync::Arc<Mapper>,
     source: &'a Source,
     cutoff: NaiveDate,
     mode: Mode,
@@ -239,9 +267,9 @@ fn row_json(values: &[Value]) -> String {
     serde_json::Value::Array(values.iter().map(value_to_json).collect()).to_string()
 }
 
-impl Ctx<'_> {
+impl Mapper {
     fn person(&self, hetu: &Hetu) -> Person {
-        let id = match (self.feed.legal_basis.identity, self.keys.pseudonym) {
+        let id = match (self.feed.legal_basis.identity, self.pseudonym.as_ref()) {
             (IdentityKind::Pseudonym, Some(k)) => identity::pseudonym(k, hetu),
             // validate() refuses a pseudonym feed without a key: a hetu
             // feed is the only way here.
@@ -265,13 +293,14 @@ impl Ctx<'_> {
             .map(|c| c.id.as_str());
         let mut out = Mapped::default();
         for rec in &dd.records {
-            if self.mapping.is_evidence(rec) {
+            if self.feed.mapping.is_evidence(rec) {
                 out.evidence = true;
             }
-            let Some(sel) = self.mapping.select(&dd.document, rec) else {
+            let Some(sel) = self.feed.mapping.select(&dd.document, rec) else {
                 continue;
             };
             let values = self
+                .feed
                 .mapping
                 .row(&person, &dd.document, controller_id, rec, &sel);
             let json = row_json(&values);
@@ -279,11 +308,7 @@ impl Ctx<'_> {
                 DocRow {
                     doc_key,
                     ordinal: i64::from(rec.ordinal),
-                    record_id: identity::record_id(
-                        self.keys.record,
-                        &dd.document.set_id,
-                        rec.ordinal,
-                    ),
+                    record_id: identity::record_id(&self.record, &dd.document.set_id, rec.ordinal),
                     row_hash: sha256_hex(json.as_bytes()),
                     event_date: sel.date.map(|d| d.format("%Y-%m-%d").to_string()),
                     held: sel.held.map(|h| h.as_str().to_owned()),
@@ -292,6 +317,12 @@ impl Ctx<'_> {
             ));
         }
         out
+    }
+}
+
+impl Ctx<'_> {
+    fn map(&self, doc_key: i64, dd: &DecodedDocument, hetu: &Hetu) -> Mapped {
+        self.mapper.map(doc_key, dd, hetu)
     }
 
     /// Re-reads a document through the source's locator and maps it.
@@ -597,11 +628,13 @@ pub async fn stage(
     let cutoff = today
         .checked_sub_months(Months::new(feed.mapping.lookback_years.saturating_mul(12)))
         .unwrap_or(NaiveDate::MIN);
+    let mapper = std::sync::Arc::new(Mapper::new(cfg, feed, &keys));
     let cx = Ctx {
         feed,
         mapping: &feed.mapping,
         cfg,
         keys,
+        mapper: std::sync::Arc::clone(&mapper),
         source: &source,
         cutoff,
         mode,
@@ -615,152 +648,240 @@ pub async fn stage(
     };
 
     let started = std::time::Instant::now();
-    // Group by group (a folder, or a page of rows): the `seen` entries of
-    // the group decide what is new or changed; candidates fill chunks, each
-    // staged as it fills. Memory holds one group's listing and one chunk.
+    // The producer lists the source group by group (a folder, or a page of
+    // rows), decides from the `seen` entries what is new or changed, and
+    // decodes it ahead of the run in chunks, each staged as it completes.
     // A `sql` source lists from its high-water mark less its look-back, so
-    // rows it lists again are found in `seen` here (see `source::sql`).
+    // rows it lists again are found in `seen` (see `source::sql`). Memory
+    // holds the chunk being staged and at most the next one, decoded.
     let chunk_size = cfg.max_documents_per_batch.max(1);
     allocator::pin_mmap_threshold();
-    let source_err = |error| PipelineError::Source {
-        source_name: source.name().to_owned(),
-        error,
-    };
-    let high_water = if source.uses_high_water() {
-        timed!(report.store_ns, store.seen_high_water(source.name()))?
+    let workers = cfg.daemon.workers.max(1);
+    let pool = if workers > 1 {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(workers)
+            .thread_name(|i| format!("regfeed-decode-{i}"))
+            .build()
+            .map_err(|e| {
+                PipelineError::Worker(format!("cannot start the decoding threads: {e}"))
+            })?;
+        Some(std::sync::Arc::new(pool))
     } else {
         None
     };
-    let mut listing = source.list(high_water).await.map_err(source_err)?;
-    // How long after the high-water mark the latest new row arrived.
-    let mut late_ns = 0i64;
-    let mut pending: Vec<(Listed, Option<String>)> = Vec::new();
-    let mut chunks_staged = 0u64;
-    while let Some(files) = listing.next_group().await {
-        let files = files.map_err(source_err)?;
-        report.files_listed += files.len() as u64;
-        let paths: Vec<&str> = files.iter().map(|l| l.path.as_str()).collect();
-        let seen = timed!(report.store_ns, store.seen_for(source.name(), &paths))?;
-        for l in files {
-            let known = seen.get(&l.path);
-            if known.is_some_and(|s| s.size == l.size as i64 && s.mtime_ns == l.mtime_ns) {
-                continue;
-            }
-            if let Some(hw) = high_water
-                && known.is_none()
-            {
-                late_ns = late_ns.max(hw.saturating_sub(l.mtime_ns));
-            }
-            report.files_new += 1;
-            pending.push((l, known.map(|s| s.sha256.clone())));
-        }
-        while pending.len() >= chunk_size {
-            let rest = pending.split_off(chunk_size);
-            stage_chunk(&cx, store, &pending, &mut report).await?;
-            chunks_staged += 1;
-            pending = rest;
-            allocator::release_freed_memory();
-            if mode == Mode::DryRun {
-                report.total_ns = started.elapsed().as_nanos() as u64;
-                return Ok(report);
-            }
-        }
-    }
-    if !pending.is_empty() || chunks_staged == 0 {
-        // Even with no new files, other feeds may have ingested documents
-        // this feed has not processed yet.
-        stage_chunk(&cx, store, &pending, &mut report).await?;
-        drop(pending);
-        allocator::release_freed_memory();
-    }
-    if let Source::Sql(s) = &source {
-        s.note_lateness(late_ns);
-    }
+    let producer = ahead::Producer {
+        source: source.clone(),
+        store: store.clone(),
+        mapper,
+        pool: pool.clone(),
+        chunk_size,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(ahead::Producer::channel_bound(chunk_size));
+    let consumed = if pool.is_some() {
+        // On a task of its own, so that it lists and hands out work while
+        // this one waits for the store.
+        let producing = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(producer.run(tx)));
+        let r = consume(&cx, store, &mut rx, &mut report).await;
+        rx.close();
+        drop(producing);
+        r
+    } else {
+        // One worker: the producer decodes inline, interleaved with the
+        // run on this task.
+        let run = async {
+            let r = consume(&cx, store, &mut rx, &mut report).await;
+            rx.close();
+            r
+        };
+        tokio::join!(producer.run(tx), run).1
+    };
+    consumed?;
     report.total_ns = started.elapsed().as_nanos() as u64;
     Ok(report)
 }
 
-/// Header facts of a decoded document for the store, and its mapping for the
-/// feed when its patient is a person (the document key is filled in later).
-fn ingest(
+/// What one chunk brought: `seen` entries, refused documents, and the
+/// decoded documents' header facts, mappings and denial snapshots, side by
+/// side, in listing order.
+#[derive(Default)]
+struct ChunkInput {
+    seen_rows: Vec<Seen>,
+    quarantined: Vec<Quarantined>,
+    new_docs: Vec<NewDocument>,
+    new_mapped: Vec<Option<Mapped>>,
+    new_snapshots: Vec<Option<store::DenialSnapshot>>,
+}
+
+/// Takes the producer's work in order: counts, units into the chunk being
+/// gathered, and at each chunk's end stages it.
+async fn consume(
     cx: &Ctx<'_>,
-    source_name: &str,
-    path: &str,
-    sha256: String,
-    dd: &DecodedDocument,
-) -> (NewDocument, Option<Mapped>, Option<store::DenialSnapshot>) {
-    let hetu = if dd.document.patient.is_hetu() {
-        Hetu::parse(&dd.document.patient.extension).ok()
-    } else {
-        None
-    };
-    let person = hetu
-        .as_ref()
-        .map(|h| identity::person_index(cx.keys.index, h).into_string());
-    let mapped = hetu.as_ref().map(|h| cx.map(0, dd, h));
-    let doc = &dd.document;
-    let new = NewDocument {
-        doc_id: doc.id.clone(),
-        set_id: doc.set_id.clone(),
-        version: i64::from(doc.version),
-        person,
-        source: source_name.to_owned(),
-        path: path.to_owned(),
-        sha256,
-        packaging: serde_json::to_value(dd.packaging)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
-        controller: doc.controller.clone(),
-        service_event: doc.service_event.clone(),
-        code_system: doc.code.as_ref().map(|c| c.system.clone()),
-        code: doc.code.as_ref().map(|c| c.code.clone()),
-        withdrawal: doc.is_withdrawal(),
-        invalidates: invalidates(dd),
-        sensitive: doc.flags.sensitive,
-        records: dd.records.len() as i64,
-    };
-    // A prohibition document is the person's denial snapshot as of its time.
-    let snapshot = new.person.as_ref().and_then(|person| {
-        dd.records.iter().find_map(|r| match &r.body {
-            RecordBody::Prohibition(p) => Some(store::DenialSnapshot {
-                person: person.clone(),
-                origin: "document".into(),
-                doc_key: None,
-                effective_at: doc
-                    .effective_time
-                    .as_ref()
-                    .and_then(|t| t.start())
-                    .map(|t| {
-                        t.and_utc()
-                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                    })
-                    .unwrap_or_else(store::now),
-                none_valid: p.no_valid_prohibitions,
-                emergency: p.emergency_disclosure_allowed,
-                denials: p
-                    .service_events
-                    .iter()
-                    .map(|d| store::DenialRow {
-                        service_event: d.service_event.clone(),
-                        provider: d.provider.clone(),
-                        all_registers: false,
-                        from_at: d.from.as_ref().map(|t| t.0.clone()),
-                        to_at: d.to.as_ref().map(|t| t.0.clone()),
-                    })
-                    .chain(p.providers.iter().map(|d| store::DenialRow {
-                        service_event: None,
-                        provider: Some(d.provider.clone()),
-                        all_registers: d.all_registers,
-                        from_at: None,
-                        to_at: None,
-                    }))
-                    .collect(),
-            }),
-            _ => None,
-        })
-    });
-    (new, mapped, snapshot)
+    store: &Store,
+    rx: &mut tokio::sync::mpsc::Receiver<ahead::AheadResult>,
+    report: &mut RunReport,
+) -> Result<(), PipelineError> {
+    let feed = &cx.feed.name;
+    let source_name = cx.source.name().to_owned();
+    let mut chunk = ChunkInput::default();
+    while let Some(msg) = rx.recv().await {
+        match msg? {
+            ahead::Ahead::Listed {
+                files,
+                new,
+                store_ns,
+            } => {
+                report.files_listed += files;
+                report.files_new += new;
+                report.store_ns += store_ns;
+            }
+            ahead::Ahead::Unit { items, busy_ns } => {
+                report.decode_ns += busy_ns;
+                for (c, outcome) in items {
+                    let (seen, decoded) = match outcome {
+                        ahead::Outcome::Unreadable(e) => {
+                            report.files_unreadable += 1;
+                            tracing::warn!(feed = %feed, error = %e, "A source file could not be read; it will be tried again.");
+                            continue;
+                        }
+                        ahead::Outcome::Read(seen, decoded) => (seen, decoded),
+                    };
+                    chunk.seen_rows.push(seen);
+                    match decoded {
+                        ahead::Decoded::Unchanged => {}
+                        ahead::Decoded::Document {
+                            bytes,
+                            doc,
+                            mapped,
+                            snapshot,
+                        } => {
+                            report.bytes_decoded += bytes;
+                            report.documents_decoded += 1;
+                            chunk.new_docs.push(doc);
+                            chunk.new_mapped.push(mapped);
+                            chunk.new_snapshots.push(snapshot);
+                        }
+                        ahead::Decoded::Refused { sha256, error: e } => {
+                            tracing::warn!(feed = %feed, doc_sha256 = %&sha256[..16], class = %e.class, detail = %e.detail, "A document was quarantined.");
+                            *report
+                                .quarantined
+                                .entry(e.class.as_str().to_owned())
+                                .or_default() += 1;
+                            report.documents_quarantined += 1;
+                            chunk.quarantined.push(Quarantined {
+                                source: source_name.clone(),
+                                path: c.listed.path,
+                                sha256,
+                                class: e.class.as_str().to_owned(),
+                                detail: e.detail,
+                            });
+                        }
+                    }
+                }
+            }
+            ahead::Ahead::EndChunk => {
+                stage_chunk(cx, store, std::mem::take(&mut chunk), report).await?;
+                allocator::release_freed_memory();
+                if cx.mode == Mode::DryRun {
+                    return Ok(());
+                }
+            }
+            ahead::Ahead::Done { late_ns } => {
+                if let Source::Sql(s) = cx.source {
+                    s.note_lateness(late_ns);
+                }
+                return Ok(());
+            }
+        }
+    }
+    // The producer ended without `Done`: its task was cancelled.
+    Err(PipelineError::Worker(
+        "the listing stopped before it was done".into(),
+    ))
+}
+
+impl Mapper {
+    /// Header facts of a decoded document for the store, and its mapping for the
+    /// feed when its patient is a person (the document key is filled in later).
+    fn ingest(
+        &self,
+        source_name: &str,
+        path: &str,
+        sha256: String,
+        dd: &DecodedDocument,
+    ) -> (NewDocument, Option<Mapped>, Option<store::DenialSnapshot>) {
+        let hetu = if dd.document.patient.is_hetu() {
+            Hetu::parse(&dd.document.patient.extension).ok()
+        } else {
+            None
+        };
+        let person = hetu
+            .as_ref()
+            .map(|h| identity::person_index(&self.index, h).into_string());
+        let mapped = hetu.as_ref().map(|h| self.map(0, dd, h));
+        let doc = &dd.document;
+        let new = NewDocument {
+            doc_id: doc.id.clone(),
+            set_id: doc.set_id.clone(),
+            version: i64::from(doc.version),
+            person,
+            source: source_name.to_owned(),
+            path: path.to_owned(),
+            sha256,
+            packaging: serde_json::to_value(dd.packaging)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            controller: doc.controller.clone(),
+            service_event: doc.service_event.clone(),
+            code_system: doc.code.as_ref().map(|c| c.system.clone()),
+            code: doc.code.as_ref().map(|c| c.code.clone()),
+            withdrawal: doc.is_withdrawal(),
+            invalidates: invalidates(dd),
+            sensitive: doc.flags.sensitive,
+            records: dd.records.len() as i64,
+        };
+        // A prohibition document is the person's denial snapshot as of its time.
+        let snapshot = new.person.as_ref().and_then(|person| {
+            dd.records.iter().find_map(|r| match &r.body {
+                RecordBody::Prohibition(p) => Some(store::DenialSnapshot {
+                    person: person.clone(),
+                    origin: "document".into(),
+                    doc_key: None,
+                    effective_at: doc
+                        .effective_time
+                        .as_ref()
+                        .and_then(|t| t.start())
+                        .map(|t| {
+                            t.and_utc()
+                                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        })
+                        .unwrap_or_else(store::now),
+                    none_valid: p.no_valid_prohibitions,
+                    emergency: p.emergency_disclosure_allowed,
+                    denials: p
+                        .service_events
+                        .iter()
+                        .map(|d| store::DenialRow {
+                            service_event: d.service_event.clone(),
+                            provider: d.provider.clone(),
+                            all_registers: false,
+                            from_at: d.from.as_ref().map(|t| t.0.clone()),
+                            to_at: d.to.as_ref().map(|t| t.0.clone()),
+                        })
+                        .chain(p.providers.iter().map(|d| store::DenialRow {
+                            service_event: None,
+                            provider: Some(d.provider.clone()),
+                            all_registers: d.all_registers,
+                            from_at: None,
+                            to_at: None,
+                        }))
+                        .collect(),
+                }),
+                _ => None,
+            })
+        });
+        (new, mapped, snapshot)
+    }
 }
 
 /// Keeps the items whose mark is set (`keep` runs parallel to `items`).
@@ -772,97 +893,20 @@ fn retain_marked<T>(items: &mut Vec<T>, keep: &[bool]) {
 async fn stage_chunk(
     cx: &Ctx<'_>,
     store: &Store,
-    files: &[(Listed, Option<String>)],
+    input: ChunkInput,
     report: &mut RunReport,
 ) -> Result<(), PipelineError> {
     let feed = &cx.feed.name;
     let source_name = cx.source.name().to_owned();
-    let mut seen_rows = Vec::new();
-    let mut quarantined = Vec::new();
-    // Header facts, mappings and denial snapshots of the documents decoded
-    // in this chunk, side by side. Each decoded document is mapped at once
-    // and dropped: a chunk holds header facts and mapped rows, never whole
-    // documents, and filters them in place rather than copying them.
-    let mut new_docs: Vec<NewDocument> = Vec::with_capacity(files.len());
-    let mut new_mapped: Vec<Option<Mapped>> = Vec::with_capacity(files.len());
-    let mut new_snapshots: Vec<Option<store::DenialSnapshot>> = Vec::with_capacity(files.len());
-    let decode_started = std::time::Instant::now();
-    // Read a group at a time (a `sql` source fetches a page per query):
-    // memory holds one group's bytes.
-    for group in files.chunks(cx.source.read_group().max(1)) {
-        let paths: Vec<&str> = group.iter().map(|(l, _)| l.path.as_str()).collect();
-        let read = cx
-            .source
-            .read_many(&paths, cx.cfg.limits.max_document_bytes)
-            .await
-            .map_err(|error| PipelineError::Source {
-                source_name: source_name.clone(),
-                error,
-            })?;
-        for ((l, seen_sha), bytes) in group.iter().zip(read) {
-            crate::failpoint::hit("decode");
-            let (bytes, sha, too_large) = match bytes {
-                Ok(crate::source::Located::Bytes(b)) => {
-                    let sha = sha256_hex(&b);
-                    (b, sha, false)
-                }
-                Ok(crate::source::Located::TooLarge { sha256 }) => (Vec::new(), sha256, true),
-                Err(e) => {
-                    // Not marked seen: it is tried again next run.
-                    report.files_unreadable += 1;
-                    tracing::warn!(feed = %feed, error = %e, "A source file could not be read; it will be tried again.");
-                    continue;
-                }
-            };
-            seen_rows.push(Seen {
-                path: l.path.clone(),
-                size: l.size as i64,
-                mtime_ns: l.mtime_ns,
-                sha256: sha.clone(),
-            });
-            if seen_sha.as_deref() == Some(sha.as_str()) {
-                continue; // touched or copied over with the same bytes
-            }
-            let result = if too_large {
-                Err(decode::DecodeError::new(
-                    decode::ErrorClass::LimitExceeded,
-                    format!(
-                        "document is larger than max_document_bytes ({})",
-                        cx.cfg.limits.max_document_bytes
-                    ),
-                ))
-            } else {
-                decode::decode(&bytes, &cx.cfg.limits)
-            };
-            match result {
-                Ok(dd) => {
-                    report.bytes_decoded += bytes.len() as u64;
-                    report.documents_decoded += 1;
-                    let (doc, mapped, snapshot) = ingest(cx, &source_name, &l.path, sha, &dd);
-                    new_docs.push(doc);
-                    new_mapped.push(mapped);
-                    new_snapshots.push(snapshot);
-                }
-                Err(e) => {
-                    tracing::warn!(feed = %feed, doc_sha256 = %&sha[..16], class = %e.class, detail = %e.detail, "A document was quarantined.");
-                    *report
-                        .quarantined
-                        .entry(e.class.as_str().to_owned())
-                        .or_default() += 1;
-                    report.documents_quarantined += 1;
-                    quarantined.push(Quarantined {
-                        source: source_name.clone(),
-                        path: l.path.clone(),
-                        sha256: sha,
-                        class: e.class.as_str().to_owned(),
-                        detail: e.detail,
-                    });
-                }
-            }
-        }
-    }
-
-    report.decode_ns += decode_started.elapsed().as_nanos() as u64;
+    // A chunk holds header facts and mapped rows, never whole documents,
+    // and filters them in place rather than copying them.
+    let ChunkInput {
+        seen_rows,
+        mut quarantined,
+        mut new_docs,
+        mut new_mapped,
+        mut new_snapshots,
+    } = input;
     let mut tx = timed!(report.store_ns, store.begin())?;
     // The same document id and version arriving twice: a copy with the same
     // bytes is a duplicate; different bytes are quarantined.

@@ -107,7 +107,7 @@ fn normalised_manifest(bytes: &[u8]) -> Vec<u8> {
     serde_json::to_vec(&m).expect("JSON")
 }
 
-async fn digests(database_url: Option<&str>) -> BTreeMap<String, String> {
+async fn digests(database_url: Option<&str>, workers: usize) -> BTreeMap<String, String> {
     let tmp = tempfile::tempdir().expect("tmp");
     let corpus = tmp.path().join("corpus");
     let plan = regfeed::synth::plan(PATIENTS, SEED);
@@ -128,6 +128,7 @@ async fn digests(database_url: Option<&str>) -> BTreeMap<String, String> {
     let setup = regfeed::demo::write_setup(&demo, &corpus).expect("setup");
     let mut cfg = Config::load(&setup.config).expect("config validates");
     cfg.max_documents_per_batch = CHUNK;
+    cfg.daemon.workers = workers;
     if let Some(url) = database_url {
         cfg.database_url = url.to_owned().into();
     }
@@ -180,9 +181,15 @@ fn check(got: &BTreeMap<String, String>) {
     }
 }
 
+/// The same bytes whatever the number of decoding threads: one (the run in
+/// sequence), two, and more threads than cores.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batches_are_byte_identical_on_sqlite() {
-    check(&digests(None).await);
+async fn batches_are_byte_identical_on_sqlite_with_any_number_of_workers() {
+    for workers in [1, 2, 5] {
+        let got = digests(None, workers).await;
+        eprintln!("daemon.workers = {workers}: {} files", got.len());
+        check(&got);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,5 +197,5 @@ async fn batches_are_byte_identical_on_postgres() {
     let Some(db) = common::PgDb::create("golden") else {
         return;
     };
-    check(&digests(Some(&db.url)).await);
+    check(&digests(Some(&db.url), 2).await);
 }

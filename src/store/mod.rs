@@ -25,6 +25,7 @@ pub use lease::{Lease, LeaseError, RunSummary, fenced, for_fire};
 pub use outbox::{Attempt, AttemptEnd, OutboxCounts, OutboxEntry};
 pub use policy::{DenialRow, DenialSnapshot, FlagRow, ObjectionRow, PolicyRows, RestrictionRow};
 pub use sql::QueryBuilder;
+use sql::statement_chunks;
 
 /// Rows per multi-row statement (well under SQLite's variable limit).
 const CHUNK: usize = 400;
@@ -468,13 +469,15 @@ impl Store {
     /// What the `seen` table holds for these paths of a source.
     pub async fn seen_for(&self, source: &str, paths: &[&str]) -> Result<HashMap<String, Seen>> {
         let mut out = HashMap::new();
-        for chunk in paths.chunks(CHUNK) {
-            let mut q =
-                QueryBuilder::new("SELECT path, size, mtime_ns, sha256 FROM seen WHERE source = ");
+        for chunk in statement_chunks(paths) {
+            let mut q = QueryBuilder::for_backend(
+                self.backend,
+                "SELECT path, size, mtime_ns, sha256 FROM seen WHERE source = ",
+            );
             q.push_bind(source);
             q.push(" AND path IN (");
             push_list(&mut q, chunk.iter().copied());
-            for r in q.build()?.persistent(false).fetch_all(&self.pool).await? {
+            for r in q.build()?.fetch_all(&self.pool).await? {
                 let s = Seen {
                     path: r.get(0),
                     size: r.get(1),
@@ -590,12 +593,13 @@ impl Store {
         keys: &[i64],
     ) -> Result<HashMap<i64, (Option<String>, Option<String>)>> {
         let mut out = HashMap::new();
-        for chunk in keys.chunks(CHUNK) {
-            let mut q = QueryBuilder::new(
+        for chunk in statement_chunks(keys) {
+            let mut q = QueryBuilder::for_backend(
+                self.backend,
                 "SELECT doc_key, controller, service_event FROM documents WHERE doc_key IN (",
             );
             push_list(&mut q, chunk.iter().copied());
-            for r in q.build()?.persistent(false).fetch_all(&self.pool).await? {
+            for r in q.build()?.fetch_all(&self.pool).await? {
                 out.insert(r.get(0), (r.get(1), r.get(2)));
             }
         }
@@ -605,12 +609,13 @@ impl Store {
     /// Rows removed from a batch before it went out: the register never got
     /// them, so they are not live.
     pub async fn forget_rows(&self, feed: &str, record_ids: &[String]) -> Result<()> {
-        for chunk in record_ids.chunks(CHUNK) {
-            let mut q = QueryBuilder::new("DELETE FROM feed_rows WHERE feed = ");
+        for chunk in statement_chunks(record_ids) {
+            let mut q =
+                QueryBuilder::for_backend(self.backend, "DELETE FROM feed_rows WHERE feed = ");
             q.push_bind(feed);
             q.push(" AND record_id IN (");
             push_list(&mut q, chunk);
-            q.build()?.persistent(false).execute(&self.pool).await?;
+            q.build()?.execute(&self.pool).await?;
         }
         Ok(())
     }
@@ -836,8 +841,9 @@ impl Tx {
 
     pub async fn put_seen(&mut self, source: &str, rows: &[Seen]) -> Result<()> {
         let at = now();
-        for chunk in rows.chunks(CHUNK) {
-            let mut q = QueryBuilder::new(
+        for chunk in statement_chunks(rows) {
+            let mut q = QueryBuilder::for_backend(
+                self.backend,
                 "INSERT INTO seen (source, path, size, mtime_ns, sha256, seen_at) ",
             );
             q.push_values(chunk, |mut b, s| {
@@ -851,7 +857,7 @@ impl Tx {
             q.push(
                 " ON CONFLICT (source, path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256, seen_at = excluded.seen_at",
             );
-            q.build()?.persistent(false).execute(&mut *self.tx).await?;
+            q.build()?.execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -859,15 +865,13 @@ impl Tx {
     /// Digests of documents already recorded, by document id.
     pub async fn known_documents(&mut self, ids: &[&str]) -> Result<HashMap<String, String>> {
         let mut out = HashMap::new();
-        for chunk in ids.chunks(CHUNK) {
-            let mut q = QueryBuilder::new("SELECT doc_id, sha256 FROM documents WHERE doc_id IN (");
+        for chunk in statement_chunks(ids) {
+            let mut q = QueryBuilder::for_backend(
+                self.backend,
+                "SELECT doc_id, sha256 FROM documents WHERE doc_id IN (",
+            );
             push_list(&mut q, chunk.iter().copied());
-            for r in q
-                .build()?
-                .persistent(false)
-                .fetch_all(&mut *self.tx)
-                .await?
-            {
+            for r in q.build()?.fetch_all(&mut *self.tx).await? {
                 out.insert(r.get(0), r.get(1));
             }
         }
@@ -878,8 +882,9 @@ impl Tx {
     pub async fn insert_documents(&mut self, docs: &[NewDocument]) -> Result<Vec<i64>> {
         let at = now();
         let mut keys = Vec::with_capacity(docs.len());
-        for chunk in docs.chunks(CHUNK / 2) {
-            let mut q = QueryBuilder::new(
+        for chunk in statement_chunks(docs) {
+            let mut q = QueryBuilder::for_backend(
+                self.backend,
                 "INSERT INTO documents (doc_id, set_id, version, person, source, path, sha256, packaging, controller, service_event, code_system, code, withdrawal, invalidates, sensitive, records, ingested_at) ",
             );
             q.push_values(chunk, |mut b, d| {
@@ -902,11 +907,7 @@ impl Tx {
                     .push_bind(&at);
             });
             q.push(" RETURNING doc_key");
-            let rows = q
-                .build()?
-                .persistent(false)
-                .fetch_all(&mut *self.tx)
-                .await?;
+            let rows = q.build()?.fetch_all(&mut *self.tx).await?;
             keys.extend(rows.into_iter().map(|r| r.get::<i64, _>(0)));
         }
         Ok(keys)
@@ -914,8 +915,9 @@ impl Tx {
 
     pub async fn quarantine(&mut self, rows: &[Quarantined]) -> Result<()> {
         let at = now();
-        for chunk in rows.chunks(CHUNK) {
-            let mut q = QueryBuilder::new(
+        for chunk in statement_chunks(rows) {
+            let mut q = QueryBuilder::for_backend(
+                self.backend,
                 "INSERT INTO quarantine (source, path, sha256, class, detail, at) ",
             );
             q.push_values(chunk, |mut b, r| {
@@ -926,7 +928,7 @@ impl Tx {
                     .push_bind(&r.detail)
                     .push_bind(&at);
             });
-            q.build()?.persistent(false).execute(&mut *self.tx).await?;
+            q.build()?.execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -978,8 +980,9 @@ impl Tx {
         upto: i64,
     ) -> Result<Vec<PersonDoc>> {
         let mut out = Vec::new();
-        for chunk in persons.chunks(CHUNK) {
-            let mut q = QueryBuilder::new(
+        for chunk in statement_chunks(persons) {
+            let mut q = QueryBuilder::for_backend(
+                self.backend,
                 "SELECT d.doc_key, d.doc_id, d.set_id, d.version, d.person, d.source, d.path, d.sha256, d.withdrawal, d.invalidates, f.evidence, d.controller, d.service_event FROM documents d LEFT JOIN feed_docs f ON f.feed = ",
             );
             q.push_bind(feed);
@@ -991,12 +994,7 @@ impl Tx {
                 sep.push_bind(p);
             }
             q.push(") ORDER BY d.doc_key");
-            for r in q
-                .build()?
-                .persistent(false)
-                .fetch_all(&mut *self.tx)
-                .await?
-            {
+            for r in q.build()?.fetch_all(&mut *self.tx).await? {
                 out.push(PersonDoc {
                     doc_key: r.get(0),
                     doc_id: r.get(1),
@@ -1019,8 +1017,9 @@ impl Tx {
 
     pub async fn doc_rows(&mut self, feed: &str, doc_keys: &[i64]) -> Result<Vec<DocRow>> {
         let mut out = Vec::new();
-        for chunk in doc_keys.chunks(CHUNK) {
-            let mut q = QueryBuilder::new(
+        for chunk in statement_chunks(doc_keys) {
+            let mut q = QueryBuilder::for_backend(
+                self.backend,
                 "SELECT doc_key, ordinal, record_id, row_hash, event_date, held FROM feed_doc_rows WHERE feed = ",
             );
             q.push_bind(feed);
@@ -1030,12 +1029,7 @@ impl Tx {
                 sep.push_bind(*k);
             }
             q.push(") ORDER BY doc_key, ordinal");
-            for r in q
-                .build()?
-                .persistent(false)
-                .fetch_all(&mut *self.tx)
-                .await?
-            {
+            for r in q.build()?.fetch_all(&mut *self.tx).await? {
                 out.push(DocRow {
                     doc_key: r.get(0),
                     ordinal: r.get(1),
@@ -1056,9 +1050,11 @@ impl Tx {
         docs: &[(i64, String, bool)],
         rows: &[DocRow],
     ) -> Result<()> {
-        for chunk in docs.chunks(CHUNK) {
-            let mut q =
-                QueryBuilder::new("INSERT INTO feed_docs (feed, doc_key, person, evidence)");
+        for chunk in statement_chunks(docs) {
+            let mut q = QueryBuilder::for_backend(
+                self.backend,
+                "INSERT INTO feed_docs (feed, doc_key, person, evidence)",
+            );
             q.push_values(chunk, |mut b, (k, p, e)| {
                 b.push_bind(feed)
                     .push_bind(*k)
@@ -1066,10 +1062,11 @@ impl Tx {
                     .push_bind(i64::from(*e));
             });
             q.push(" ON CONFLICT (feed, doc_key) DO UPDATE SET person = excluded.person, evidence = excluded.evidence");
-            q.build()?.persistent(false).execute(&mut *self.tx).await?;
+            q.build()?.execute(&mut *self.tx).await?;
         }
-        for chunk in rows.chunks(CHUNK / 2) {
-            let mut q = QueryBuilder::new(
+        for chunk in statement_chunks(rows) {
+            let mut q = QueryBuilder::for_backend(
+                self.backend,
                 "INSERT INTO feed_doc_rows (feed, doc_key, ordinal, record_id, row_hash, event_date, held)",
             );
             q.push_values(chunk, |mut b, r| {
@@ -1082,7 +1079,7 @@ impl Tx {
                     .push_bind(&r.held);
             });
             q.push(" ON CONFLICT (feed, doc_key, ordinal) DO UPDATE SET record_id = excluded.record_id, row_hash = excluded.row_hash, event_date = excluded.event_date, held = excluded.held");
-            q.build()?.persistent(false).execute(&mut *self.tx).await?;
+            q.build()?.execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -1090,27 +1087,25 @@ impl Tx {
     /// The rows the register currently holds for these people.
     pub async fn live_rows(&mut self, feed: &str, persons: &[String]) -> Result<Vec<LiveRow>> {
         let mut out = Vec::new();
-        for chunk in persons.chunks(CHUNK) {
+        for chunk in statement_chunks(persons) {
             // Without statistics SQLite prefers the primary key (feed,
             // record_id) and scans the whole feed; the person index is the
             // right one. PostgreSQL's planner has statistics.
-            let mut q = QueryBuilder::new(match self.backend {
-                Backend::Sqlite => {
-                    "SELECT record_id, person, row_hash FROM feed_rows INDEXED BY feed_rows_person WHERE live = 1 AND feed = "
-                }
-                Backend::Postgres => {
-                    "SELECT record_id, person, row_hash FROM feed_rows WHERE live = 1 AND feed = "
-                }
-            });
+            let mut q = QueryBuilder::for_backend(
+                self.backend,
+                match self.backend {
+                    Backend::Sqlite => {
+                        "SELECT record_id, person, row_hash FROM feed_rows INDEXED BY feed_rows_person WHERE live = 1 AND feed = "
+                    }
+                    Backend::Postgres => {
+                        "SELECT record_id, person, row_hash FROM feed_rows WHERE live = 1 AND feed = "
+                    }
+                },
+            );
             q.push_bind(feed);
             q.push(" AND person IN (");
             push_list(&mut q, chunk);
-            for r in q
-                .build()?
-                .persistent(false)
-                .fetch_all(&mut *self.tx)
-                .await?
-            {
+            for r in q.build()?.fetch_all(&mut *self.tx).await? {
                 out.push(LiveRow {
                     record_id: r.get(0),
                     person: r.get(1),
@@ -1129,8 +1124,9 @@ impl Tx {
         upserts: &[LiveRow],
         retracts: &[String],
     ) -> Result<()> {
-        for chunk in upserts.chunks(CHUNK) {
-            let mut q = QueryBuilder::new(
+        for chunk in statement_chunks(upserts) {
+            let mut q = QueryBuilder::for_backend(
+                self.backend,
                 "INSERT INTO feed_rows (feed, record_id, person, row_hash, live, batch_seq) ",
             );
             q.push_values(chunk, |mut b, r| {
@@ -1144,16 +1140,19 @@ impl Tx {
             q.push(
                 " ON CONFLICT (feed, record_id) DO UPDATE SET person = excluded.person, row_hash = excluded.row_hash, live = 1, batch_seq = excluded.batch_seq",
             );
-            q.build()?.persistent(false).execute(&mut *self.tx).await?;
+            q.build()?.execute(&mut *self.tx).await?;
         }
-        for chunk in retracts.chunks(CHUNK) {
-            let mut q = QueryBuilder::new("UPDATE feed_rows SET live = 0, batch_seq = ");
+        for chunk in statement_chunks(retracts) {
+            let mut q = QueryBuilder::for_backend(
+                self.backend,
+                "UPDATE feed_rows SET live = 0, batch_seq = ",
+            );
             q.push_bind(seq);
             q.push(" WHERE feed = ");
             q.push_bind(feed);
             q.push(" AND record_id IN (");
             push_list(&mut q, chunk);
-            q.build()?.persistent(false).execute(&mut *self.tx).await?;
+            q.build()?.execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -1166,12 +1165,12 @@ impl Tx {
         persons: &[String],
         held: &[(String, String, String)],
     ) -> Result<()> {
-        for chunk in persons.chunks(CHUNK) {
-            let mut q = QueryBuilder::new("DELETE FROM held WHERE feed = ");
+        for chunk in statement_chunks(persons) {
+            let mut q = QueryBuilder::for_backend(self.backend, "DELETE FROM held WHERE feed = ");
             q.push_bind(feed);
             q.push(" AND person IN (");
             push_list(&mut q, chunk);
-            q.build()?.persistent(false).execute(&mut *self.tx).await?;
+            q.build()?.execute(&mut *self.tx).await?;
         }
         let at = now();
         // One row per record id (the last wins): PostgreSQL refuses a
@@ -1186,9 +1185,11 @@ impl Tx {
             .filter(|(i, h)| last.get(h.0.as_str()) == Some(i))
             .map(|(_, h)| h)
             .collect();
-        for chunk in held.chunks(CHUNK) {
-            let mut q =
-                QueryBuilder::new("INSERT INTO held (feed, record_id, person, reason, since)");
+        for chunk in statement_chunks(&held) {
+            let mut q = QueryBuilder::for_backend(
+                self.backend,
+                "INSERT INTO held (feed, record_id, person, reason, since)",
+            );
             q.push_values(chunk, |mut b, (id, p, r)| {
                 b.push_bind(feed)
                     .push_bind(id)
@@ -1197,7 +1198,7 @@ impl Tx {
                     .push_bind(&at);
             });
             q.push(" ON CONFLICT (feed, record_id) DO UPDATE SET person = excluded.person, reason = excluded.reason, since = excluded.since");
-            q.build()?.persistent(false).execute(&mut *self.tx).await?;
+            q.build()?.execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -1209,17 +1210,15 @@ impl Tx {
         persons: &[String],
     ) -> Result<HashMap<String, bool>> {
         let mut out = HashMap::new();
-        for chunk in persons.chunks(CHUNK) {
-            let mut q = QueryBuilder::new("SELECT person, member FROM cohort WHERE feed = ");
+        for chunk in statement_chunks(persons) {
+            let mut q = QueryBuilder::for_backend(
+                self.backend,
+                "SELECT person, member FROM cohort WHERE feed = ",
+            );
             q.push_bind(feed);
             q.push(" AND person IN (");
             push_list(&mut q, chunk);
-            for r in q
-                .build()?
-                .persistent(false)
-                .fetch_all(&mut *self.tx)
-                .await?
-            {
+            for r in q.build()?.fetch_all(&mut *self.tx).await? {
                 out.insert(r.get(0), r.get::<i64, _>(1) != 0);
             }
         }
@@ -1228,8 +1227,11 @@ impl Tx {
 
     pub async fn set_cohort(&mut self, feed: &str, changes: &[(String, bool)]) -> Result<()> {
         let at = now();
-        for chunk in changes.chunks(CHUNK) {
-            let mut q = QueryBuilder::new("INSERT INTO cohort (feed, person, member, changed_at) ");
+        for chunk in statement_chunks(changes) {
+            let mut q = QueryBuilder::for_backend(
+                self.backend,
+                "INSERT INTO cohort (feed, person, member, changed_at) ",
+            );
             q.push_values(chunk, |mut b, (p, m)| {
                 b.push_bind(feed)
                     .push_bind(p)
@@ -1237,7 +1239,7 @@ impl Tx {
                     .push_bind(&at);
             });
             q.push(" ON CONFLICT (feed, person) DO UPDATE SET member = excluded.member, changed_at = excluded.changed_at");
-            q.build()?.persistent(false).execute(&mut *self.tx).await?;
+            q.build()?.execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -1266,8 +1268,9 @@ impl Tx {
         .execute(&mut *self.tx)
         .await?;
         let mut line = 0i64;
-        for chunk in rows.chunks(CHUNK) {
-            let mut q = QueryBuilder::new(
+        for chunk in statement_chunks(rows) {
+            let mut q = QueryBuilder::for_backend(
+                self.backend,
                 "INSERT INTO batch_rows (feed, seq, line, record_id, op, row, person, doc_key) ",
             );
             q.push_values(chunk, |mut bld, r| {
@@ -1281,7 +1284,7 @@ impl Tx {
                     .push_bind(&r.person)
                     .push_bind(r.doc_key);
             });
-            q.build()?.persistent(false).execute(&mut *self.tx).await?;
+            q.build()?.execute(&mut *self.tx).await?;
         }
         Ok(())
     }
