@@ -25,7 +25,7 @@ pub use lease::{Lease, LeaseError, RunSummary, fenced, for_fire};
 pub use outbox::{Attempt, AttemptEnd, OutboxCounts, OutboxEntry};
 pub use policy::{DenialRow, DenialSnapshot, FlagRow, ObjectionRow, PolicyRows, RestrictionRow};
 pub use sql::QueryBuilder;
-use sql::statement_chunks;
+use sql::{list_chunks, statement_chunks};
 
 /// Rows per multi-row statement (well under SQLite's variable limit).
 const CHUNK: usize = 400;
@@ -181,14 +181,19 @@ fn migrator(backend: Backend) -> Migrator {
 }
 
 /// Binds `values` as the items of an `IN (` list the query has just opened,
-/// and closes it.
-fn push_list<'a, T>(q: &mut QueryBuilder<'a>, values: impl IntoIterator<Item = T>)
+/// padded to [`sql::padded_len`] by repeating the last, and closes it.
+fn push_list<'a, T>(q: &mut QueryBuilder<'a>, values: &'a [T])
 where
-    T: 'a + sqlx::Encode<'a, Any> + sqlx::Type<Any>,
+    &'a T: sqlx::Encode<'a, Any> + sqlx::Type<Any>,
 {
     let mut sep = q.separated(", ");
     for v in values {
         sep.push_bind(v);
+    }
+    if let Some(last) = values.last() {
+        for _ in values.len()..sql::padded_len(values.len()) {
+            sep.push_bind(last);
+        }
     }
     q.push(")");
 }
@@ -379,9 +384,14 @@ impl Store {
                     .max_connections(4)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
+                            // A 16 MiB page cache (the default is 2 MiB):
+                            // a chunk's writes touch more index pages than
+                            // that, which spilled to the WAL and were read
+                            // back within the same transaction.
                             conn.execute(
                                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                                 PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;",
+                                 PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON; \
+                                 PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;",
                             )
                             .await?;
                             Ok(())
@@ -469,14 +479,14 @@ impl Store {
     /// What the `seen` table holds for these paths of a source.
     pub async fn seen_for(&self, source: &str, paths: &[&str]) -> Result<HashMap<String, Seen>> {
         let mut out = HashMap::new();
-        for chunk in statement_chunks(paths) {
+        for chunk in list_chunks(paths) {
             let mut q = QueryBuilder::for_backend(
                 self.backend,
                 "SELECT path, size, mtime_ns, sha256 FROM seen WHERE source = ",
             );
             q.push_bind(source);
             q.push(" AND path IN (");
-            push_list(&mut q, chunk.iter().copied());
+            push_list(&mut q, chunk);
             for r in q.build()?.fetch_all(&self.pool).await? {
                 let s = Seen {
                     path: r.get(0),
@@ -593,12 +603,12 @@ impl Store {
         keys: &[i64],
     ) -> Result<HashMap<i64, (Option<String>, Option<String>)>> {
         let mut out = HashMap::new();
-        for chunk in statement_chunks(keys) {
+        for chunk in list_chunks(keys) {
             let mut q = QueryBuilder::for_backend(
                 self.backend,
                 "SELECT doc_key, controller, service_event FROM documents WHERE doc_key IN (",
             );
-            push_list(&mut q, chunk.iter().copied());
+            push_list(&mut q, chunk);
             for r in q.build()?.fetch_all(&self.pool).await? {
                 out.insert(r.get(0), (r.get(1), r.get(2)));
             }
@@ -609,7 +619,7 @@ impl Store {
     /// Rows removed from a batch before it went out: the register never got
     /// them, so they are not live.
     pub async fn forget_rows(&self, feed: &str, record_ids: &[String]) -> Result<()> {
-        for chunk in statement_chunks(record_ids) {
+        for chunk in list_chunks(record_ids) {
             let mut q =
                 QueryBuilder::for_backend(self.backend, "DELETE FROM feed_rows WHERE feed = ");
             q.push_bind(feed);
@@ -865,12 +875,12 @@ impl Tx {
     /// Digests of documents already recorded, by document id.
     pub async fn known_documents(&mut self, ids: &[&str]) -> Result<HashMap<String, String>> {
         let mut out = HashMap::new();
-        for chunk in statement_chunks(ids) {
+        for chunk in list_chunks(ids) {
             let mut q = QueryBuilder::for_backend(
                 self.backend,
                 "SELECT doc_id, sha256 FROM documents WHERE doc_id IN (",
             );
-            push_list(&mut q, chunk.iter().copied());
+            push_list(&mut q, chunk);
             for r in q.build()?.fetch_all(&mut *self.tx).await? {
                 out.insert(r.get(0), r.get(1));
             }
@@ -980,7 +990,7 @@ impl Tx {
         upto: i64,
     ) -> Result<Vec<PersonDoc>> {
         let mut out = Vec::new();
-        for chunk in statement_chunks(persons) {
+        for chunk in list_chunks(persons) {
             let mut q = QueryBuilder::for_backend(
                 self.backend,
                 "SELECT d.doc_key, d.doc_id, d.set_id, d.version, d.person, d.source, d.path, d.sha256, d.withdrawal, d.invalidates, f.evidence, d.controller, d.service_event FROM documents d LEFT JOIN feed_docs f ON f.feed = ",
@@ -989,11 +999,8 @@ impl Tx {
             q.push(" AND f.doc_key = d.doc_key WHERE d.doc_key <= ");
             q.push_bind(upto);
             q.push(" AND d.person IN (");
-            let mut sep = q.separated(", ");
-            for p in chunk {
-                sep.push_bind(p);
-            }
-            q.push(") ORDER BY d.doc_key");
+            push_list(&mut q, chunk);
+            q.push(" ORDER BY d.doc_key");
             for r in q.build()?.fetch_all(&mut *self.tx).await? {
                 out.push(PersonDoc {
                     doc_key: r.get(0),
@@ -1017,18 +1024,15 @@ impl Tx {
 
     pub async fn doc_rows(&mut self, feed: &str, doc_keys: &[i64]) -> Result<Vec<DocRow>> {
         let mut out = Vec::new();
-        for chunk in statement_chunks(doc_keys) {
+        for chunk in list_chunks(doc_keys) {
             let mut q = QueryBuilder::for_backend(
                 self.backend,
                 "SELECT doc_key, ordinal, record_id, row_hash, event_date, held FROM feed_doc_rows WHERE feed = ",
             );
             q.push_bind(feed);
             q.push(" AND doc_key IN (");
-            let mut sep = q.separated(", ");
-            for k in chunk {
-                sep.push_bind(*k);
-            }
-            q.push(") ORDER BY doc_key, ordinal");
+            push_list(&mut q, chunk);
+            q.push(" ORDER BY doc_key, ordinal");
             for r in q.build()?.fetch_all(&mut *self.tx).await? {
                 out.push(DocRow {
                     doc_key: r.get(0),
@@ -1087,7 +1091,7 @@ impl Tx {
     /// The rows the register currently holds for these people.
     pub async fn live_rows(&mut self, feed: &str, persons: &[String]) -> Result<Vec<LiveRow>> {
         let mut out = Vec::new();
-        for chunk in statement_chunks(persons) {
+        for chunk in list_chunks(persons) {
             // Without statistics SQLite prefers the primary key (feed,
             // record_id) and scans the whole feed; the person index is the
             // right one. PostgreSQL's planner has statistics.
@@ -1142,7 +1146,7 @@ impl Tx {
             );
             q.build()?.execute(&mut *self.tx).await?;
         }
-        for chunk in statement_chunks(retracts) {
+        for chunk in list_chunks(retracts) {
             let mut q = QueryBuilder::for_backend(
                 self.backend,
                 "UPDATE feed_rows SET live = 0, batch_seq = ",
@@ -1165,7 +1169,7 @@ impl Tx {
         persons: &[String],
         held: &[(String, String, String)],
     ) -> Result<()> {
-        for chunk in statement_chunks(persons) {
+        for chunk in list_chunks(persons) {
             let mut q = QueryBuilder::for_backend(self.backend, "DELETE FROM held WHERE feed = ");
             q.push_bind(feed);
             q.push(" AND person IN (");
@@ -1210,7 +1214,7 @@ impl Tx {
         persons: &[String],
     ) -> Result<HashMap<String, bool>> {
         let mut out = HashMap::new();
-        for chunk in statement_chunks(persons) {
+        for chunk in list_chunks(persons) {
             let mut q = QueryBuilder::for_backend(
                 self.backend,
                 "SELECT person, member FROM cohort WHERE feed = ",

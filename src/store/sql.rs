@@ -27,27 +27,44 @@ pub struct QueryBuilder<'a> {
 
 /// Rows of one multi-row statement, at most.
 pub const ROWS_PER_STATEMENT: usize = 128;
-/// The smaller statement sizes a remainder is cut into.
-const REMAINDER_SIZES: [usize; 2] = [16, 1];
+/// Items of one `IN (...)` list, at most.
+pub const LIST_ITEMS: usize = 256;
+/// The lengths an `IN (...)` list is padded to.
+const LIST_SIZES: [usize; 5] = [1, 4, 16, 64, LIST_ITEMS];
 
-/// `items` cut into slices of [`ROWS_PER_STATEMENT`], then 16, then 1: a
-/// bulk statement's text (its number of value groups) is one of three, so
-/// each connection prepares it once and reuses it, instead of parsing a new
-/// text for every call.
+/// `items` cut into slices of [`ROWS_PER_STATEMENT`] rows, the rest into
+/// powers of two: a bulk statement's text (its number of value groups) is
+/// one of eight, so each connection prepares it once and reuses it, instead
+/// of parsing a new text for every call, and a remainder costs at most seven
+/// statements.
 pub fn statement_chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
     let mut rest = items;
     std::iter::from_fn(move || {
         if rest.is_empty() {
             return None;
         }
-        let n = std::iter::once(ROWS_PER_STATEMENT)
-            .chain(REMAINDER_SIZES)
-            .find(|&n| rest.len() >= n)
-            .unwrap_or(1);
+        let n = if rest.len() >= ROWS_PER_STATEMENT {
+            ROWS_PER_STATEMENT
+        } else {
+            1 << rest.len().ilog2()
+        };
         let (head, tail) = rest.split_at(n);
         rest = tail;
         Some(head)
     })
+}
+
+/// `items` cut into `IN (...)` lists of at most [`LIST_ITEMS`]; each is
+/// bound padded (see [`padded_len`]), so one statement serves a whole list.
+pub fn list_chunks<T>(items: &[T]) -> std::slice::Chunks<'_, T> {
+    items.chunks(LIST_ITEMS)
+}
+
+/// The length a list of `n` items is padded to by repeating its last item
+/// (which changes nothing an `IN` list matches): one of five, so that the
+/// statement's text repeats and is prepared once.
+pub fn padded_len(n: usize) -> usize {
+    LIST_SIZES.into_iter().find(|&s| s >= n).unwrap_or(n)
 }
 
 impl std::fmt::Debug for QueryBuilder<'_> {
