@@ -352,6 +352,8 @@ struct PersonPlan {
     /// Records excluded, by rule; records delivered as exempt.
     excluded: BTreeMap<String, u64>,
     exempt: u64,
+    /// What the audit says of exempt records (`exempt: <statute>`).
+    exempt_basis: Option<String>,
     /// Decisions to audit: (outcome, rule, basis) → records.
     decisions: BTreeMap<(policy::Outcome, policy::Rule, String), u64>,
     /// Each document's decision.
@@ -446,6 +448,7 @@ fn plan_person(
         left_by_policy: !member && member_but_for_policy,
         excluded: BTreeMap::new(),
         exempt: 0,
+        exempt_basis: None,
         decisions: BTreeMap::new(),
         by_doc: decided
             .iter()
@@ -455,6 +458,9 @@ fn plan_person(
     if !member_but_for_policy {
         return plan;
     }
+    // Records the gate lets through but that stay out because the person's
+    // only cohort evidence may not be used.
+    let mut left_out = 0u64;
     for (d, dec) in &decided {
         let doc_rows = rows.get(&d.doc_key).map(Vec::as_slice).unwrap_or_default();
         if doc_rows.is_empty() {
@@ -489,10 +495,14 @@ fn plan_person(
                 }
                 continue;
             }
-            policy::Outcome::Exempt if member => plan.exempt += n,
+            policy::Outcome::Exempt if member => {
+                plan.exempt += n;
+                plan.exempt_basis.get_or_insert_with(|| dec.basis.clone());
+            }
             _ => {}
         }
         if !member {
+            left_out += n;
             continue;
         }
         for r in doc_rows {
@@ -512,6 +522,18 @@ fn plan_person(
                 );
             }
         }
+    }
+    if left_out > 0 {
+        let rule = policy::Rule::NoUsableCohortEvidence;
+        *plan.excluded.entry(rule.as_str().to_owned()).or_default() += left_out;
+        *plan
+            .decisions
+            .entry((
+                policy::Outcome::Exclude,
+                rule,
+                "no cohort evidence this feed may use".to_owned(),
+            ))
+            .or_default() += left_out;
     }
     plan
 }
@@ -576,6 +598,179 @@ pub fn person_policy(cfg: &Config, rows: &store::PolicyRows, at: DateTime<Utc>) 
     }
 }
 
+/// What sealing does with one person's upserts in a staged batch, from the
+/// same evaluation as staging ([`plan_person`]) on the policy state at
+/// sealing: rows the person should no longer get are removed (they were
+/// never disclosed, so nothing is retracted), each with its rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SealVerdict {
+    /// Record ids removed at sealing, with the rule (`objection_to_controller`,
+    /// `restriction_active`, ..., or `no_usable_cohort_evidence` when the
+    /// person left the cohort because their evidence may no longer be used).
+    pub removed: Vec<(String, String)>,
+    /// Removed rows that are held (re-evaluated every run): (record id, reason).
+    pub held: Vec<(String, String)>,
+    /// Rows that go out although an objection exists (legal obligation).
+    pub exempt: u64,
+    /// What the audit says of them (`exempt: <statute>`).
+    pub exempt_basis: Option<String>,
+    /// Whether the person is still in the feed's cohort.
+    pub member: bool,
+}
+
+/// The sealing verdict for one person's `upserts` (record id, document key)
+/// given their plan at sealing. A row the plan still wants goes out; one it
+/// keeps back goes out of the batch under the gate's rule, or under
+/// `no_usable_cohort_evidence` when the person is out of the cohort by
+/// policy. A row not wanted for any other reason (nothing the policy
+/// decided) is left as staged.
+fn seal_verdict(plan: &PersonPlan, upserts: &[(&str, i64)]) -> SealVerdict {
+    let mut v = SealVerdict {
+        member: plan.member,
+        ..SealVerdict::default()
+    };
+    for (id, doc_key) in upserts {
+        if plan.desired.contains_key(*id) {
+            if plan
+                .by_doc
+                .get(doc_key)
+                .is_some_and(|(o, _)| *o == policy::Outcome::Exempt)
+            {
+                v.exempt += 1;
+                v.exempt_basis.clone_from(&plan.exempt_basis);
+            }
+            continue;
+        }
+        let rule = match plan.blocked.get(*id) {
+            Some((outcome, rule)) => {
+                if *outcome == policy::Outcome::Hold {
+                    v.held.push(((*id).to_owned(), rule.as_str().to_owned()));
+                }
+                *rule
+            }
+            None if plan.left_by_policy => policy::Rule::NoUsableCohortEvidence,
+            None => continue,
+        };
+        v.removed.push(((*id).to_owned(), rule.as_str().to_owned()));
+    }
+    v
+}
+
+/// The sealing-time re-check of a staged batch (DESIGN §1 step 8).
+#[derive(Debug, Clone, Default)]
+pub struct BatchRecheck {
+    /// Per person (index pseudonym) re-evaluated: what sealing does.
+    pub verdicts: BTreeMap<String, SealVerdict>,
+    /// People whose location columns turvakielto shields at sealing.
+    pub turvakielto: HashSet<String>,
+}
+
+/// Re-runs the staging evaluation (policy gate → cohort → rows, through
+/// [`plan_person`]) at `at` for every person among a staged batch's
+/// `upserts` (record id, person, document key) who has any policy input:
+/// only they can be decided otherwise than at staging, and judging them all
+/// at sealing also catches an objection or restriction imported before
+/// staging whose effective time fell between staging and sealing. Their
+/// documents are read up to the batch's window (`upto`); the look-back is
+/// measured from `staged_at`, as it was when the batch was built. Reads only.
+pub async fn recheck_batch(
+    cfg: &Config,
+    feed: &FeedConfig,
+    tx: &mut store::Tx,
+    upserts: &[(String, String, i64)],
+    upto: i64,
+    staged_at: DateTime<Utc>,
+    at: DateTime<Utc>,
+) -> Result<BatchRecheck, PipelineError> {
+    let mut by_person: BTreeMap<&str, Vec<(&str, i64)>> = BTreeMap::new();
+    for (id, person, doc_key) in upserts {
+        by_person
+            .entry(person.as_str())
+            .or_default()
+            .push((id.as_str(), *doc_key));
+    }
+    let persons: Vec<String> = by_person.keys().map(|p| (*p).to_owned()).collect();
+    let policies = tx.policy_rows(&persons).await?;
+    let mut out = BatchRecheck::default();
+    let mut replan: Vec<String> = Vec::new();
+    for p in &persons {
+        let Some(rows) = policies.get(p) else {
+            continue;
+        };
+        if rows.objections.is_empty()
+            && rows.restrictions.is_empty()
+            && rows.flags.is_empty()
+            && rows.denials.is_none()
+        {
+            continue;
+        }
+        if person_policy(cfg, rows, at).turvakielto {
+            out.turvakielto.insert(p.clone());
+        }
+        replan.push(p.clone());
+    }
+    let feed_policy = feed.legal_basis.policy();
+    let cutoff = lookback_cutoff(feed, staged_at);
+    for group in replan.chunks(PERSON_GROUP) {
+        let docs = tx.person_docs(&feed.name, group, upto).await?;
+        let keys: Vec<i64> = docs.iter().map(|d| d.doc_key).collect();
+        let mut rows_by_doc: HashMap<i64, Vec<DocRow>> = HashMap::new();
+        for r in tx.doc_rows(&feed.name, &keys).await? {
+            rows_by_doc.entry(r.doc_key).or_default().push(r);
+        }
+        let live = tx.live_rows(&feed.name, group).await?;
+        let mut docs_by_person: HashMap<&str, Vec<&store::PersonDoc>> = HashMap::new();
+        for d in &docs {
+            docs_by_person.entry(d.person.as_str()).or_default().push(d);
+        }
+        for person in group {
+            let pp = person_policy(
+                cfg,
+                policies
+                    .get(person)
+                    .expect("re-planned people have policy rows"),
+                at,
+            );
+            let gate = Gate {
+                feed: &feed_policy,
+                person: &pp,
+                at,
+                cfg,
+            };
+            let live_ids: HashSet<&str> = live
+                .iter()
+                .filter(|r| r.person == *person)
+                .map(|r| r.record_id.as_str())
+                .collect();
+            let plan = plan_person(
+                docs_by_person
+                    .get(person.as_str())
+                    .map(Vec::as_slice)
+                    .unwrap_or_default(),
+                &rows_by_doc,
+                &live_ids,
+                cutoff,
+                feed.mapping.cohort_everyone,
+                &gate,
+            );
+            let rows = by_person
+                .get(person.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            out.verdicts
+                .insert(person.clone(), seal_verdict(&plan, rows));
+        }
+    }
+    Ok(out)
+}
+
+/// The oldest effective date a feed run at `at` sends for the first time.
+fn lookback_cutoff(feed: &FeedConfig, at: DateTime<Utc>) -> NaiveDate {
+    at.date_naive()
+        .checked_sub_months(Months::new(feed.mapping.lookback_years.saturating_mul(12)))
+        .unwrap_or(NaiveDate::MIN)
+}
+
 /// Runs one feed once: stages zero or more batches (one per chunk of new
 /// documents that changes anything). Sealing and delivery are separate.
 pub async fn stage(
@@ -586,7 +781,6 @@ pub async fn stage(
     at: DateTime<Utc>,
     mode: Mode,
 ) -> Result<RunReport, PipelineError> {
-    let today = at.date_naive();
     let source_cfg = cfg
         .source(&feed.source)
         .ok_or_else(|| PipelineError::Config(format!("feed {}: unknown source", feed.name)))?;
@@ -594,9 +788,7 @@ pub async fn stage(
         source_name: source_cfg.name.clone(),
         error,
     })?;
-    let cutoff = today
-        .checked_sub_months(Months::new(feed.mapping.lookback_years.saturating_mul(12)))
-        .unwrap_or(NaiveDate::MIN);
+    let cutoff = lookback_cutoff(feed, at);
     let cx = Ctx {
         feed,
         mapping: &feed.mapping,

@@ -134,6 +134,11 @@ pub enum Rule {
     ObjectionToFindata,
     RestrictionActive,
     DenialOfDisclosure,
+    /// Not a decision of the table: the person's only cohort evidence for
+    /// the feed is excluded or held, so their other records, which the gate
+    /// would let through, are left out with them (DOMAIN §4: excluded
+    /// records are not cohort evidence).
+    NoUsableCohortEvidence,
 }
 
 impl Rule {
@@ -147,6 +152,7 @@ impl Rule {
             Rule::ObjectionToFindata => "objection_to_findata",
             Rule::RestrictionActive => "restriction_active",
             Rule::DenialOfDisclosure => "denial_of_disclosure",
+            Rule::NoUsableCohortEvidence => "no_usable_cohort_evidence",
         }
     }
 

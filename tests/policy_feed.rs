@@ -301,3 +301,148 @@ async fn a_dead_batch_retried_after_an_objection_is_rechecked_and_resealed() {
         .count();
     assert!(sent > 0, "{snap:?}");
 }
+
+// ---------------------------------------------------------------------------
+// Issue 13: sealing re-decides the cohort; held records are re-evaluated
+// every run; "objection after sealing" only where it binds; a feed whose
+// recipient is the controller is not blocked by denials.
+
+/// The county of the fixtures (Pirkanmaa) and a second one (Vantaa-Kerava).
+const K1: &str = "32213086";
+const K2: &str = "32213094";
+
+/// A synthetic hetu (individual number 900–999) born on `ddmmyy` in the 1900s.
+fn synthetic_hetu(ddmmyy: &str, n: u32) -> String {
+    assert!(
+        (900..1000).contains(&n),
+        "synthetic individual numbers only"
+    );
+    let nnn = format!("{n:03}");
+    let c = regfeed::decode::hetu::check_char(ddmmyy, &nnn).expect("check char");
+    format!("{ddmmyy}-{nnn}{c}")
+}
+
+/// A fixture document re-issued for `hetu` by county `county` under the
+/// document number `no` (unique per corpus): ids, set id, custodian and
+/// service event rewritten.
+fn doc_for(fixtures: &Path, fixture: &str, hetu: &str, county: &str, no: u32) -> String {
+    let text = std::fs::read_to_string(fixtures.join(fixture)).expect("fixture");
+    let orig_no = match fixture {
+        "f01-visit-diagnoses.xml" => "101",
+        "f03-lab-panel.xml" => "103",
+        other => panic!("no rewrite rule for {other}"),
+    };
+    text.replace("140372-912E", hetu)
+        .replace(
+            &format!("1.2.246.10.32213086.93.2026.{orig_no}"),
+            &format!("1.2.246.10.{county}.93.2026.{no}"),
+        )
+        .replace(
+            &format!("1.2.246.10.32213086.14011.2026.{orig_no}"),
+            &format!("1.2.246.10.{county}.14011.2026.{no}"),
+        )
+        .replace(
+            "1.2.246.10.32213086.19.0",
+            &format!("1.2.246.10.{county}.19.0"),
+        )
+}
+
+/// A world whose corpus holds only the given documents (file name, text).
+async fn small_world(docs: &[(String, String)]) -> Option<World> {
+    common::shared_data()?;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let corpus = tmp.path().join("corpus");
+    std::fs::create_dir_all(&corpus).expect("corpus");
+    for (name, text) in docs {
+        std::fs::write(corpus.join(name), text).expect("doc");
+    }
+    let setup = regfeed::demo::write_setup(&tmp.path().join("demo"), &corpus).expect("setup");
+    let app = open(&setup.config).await;
+    Some(World {
+        dir: setup.dir,
+        corpus,
+        app,
+        _tmp: tmp,
+    })
+}
+
+fn manifest_of(dir: &Path, feed_name: &str, seq: u64) -> serde_json::Value {
+    serde_json::from_slice(
+        &std::fs::read(
+            dir.join("delivered")
+                .join(feed_name)
+                .join(format!("{feed_name}-{seq:08}.manifest.json")),
+        )
+        .expect("manifest"),
+    )
+    .expect("json")
+}
+
+/// Issue 13.1: a person's only cohort evidence is a diagnosis recorded by
+/// K1; K2 holds their laboratory results. An objection to K1 arrives between
+/// staging and sealing: at sealing the person leaves the research cohort, so
+/// none of their rows go out (not K2's either), and the manifest and the
+/// audit say why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_objection_to_the_only_cohort_evidence_takes_every_row_out_at_sealing() {
+    let Some(fixtures) = common::shared_data().map(|d| d.join("fixtures")) else {
+        return;
+    };
+    let h = synthetic_hetu("120480", 931);
+    let Some(w) = small_world(&[
+        (
+            "dx.xml".into(),
+            doc_for(&fixtures, "f01-visit-diagnoses.xml", &h, K1, 501),
+        ),
+        (
+            "lab.xml".into(),
+            doc_for(&fixtures, "f03-lab-panel.xml", &h, K2, 502),
+        ),
+    ])
+    .await
+    else {
+        return;
+    };
+    let staged = stage_only(&w.app, RESEARCH).await;
+    assert_eq!(staged.staged, vec![1]);
+    assert!(staged.upserts >= 3, "diagnosis and labs staged: {staged:?}");
+    import(
+        &w.app,
+        &w.dir,
+        "o.csv",
+        &objection_csv(&h, &format!("org-{K1}")),
+    )
+    .await;
+    let fc = w.app.cfg.feed(RESEARCH).expect("feed");
+    let d = w.app.deliver_feed(fc).await.expect("deliver");
+    assert_eq!(d.sealed, vec![1]);
+
+    let rows = rows_of(&w.dir.join("delivered").join(RESEARCH), &w.app, RESEARCH, 1);
+    let p = pseudonym(&w.dir, "findata-permit-2026-017", &h);
+    assert!(
+        !persons_in(&rows, &w.app, RESEARCH).contains(&p),
+        "no row of a person who left the cohort at sealing goes out ({} rows)",
+        rows.len()
+    );
+    let m = manifest_of(&w.dir, RESEARCH, 1);
+    let excluded = &m["counts"]["excluded"];
+    assert_eq!(
+        excluded["objection_to_controller_at_sealing"].as_u64(),
+        Some(1),
+        "{m}"
+    );
+    assert!(
+        excluded["no_usable_cohort_evidence_at_sealing"].as_u64() >= Some(3),
+        "{m}"
+    );
+    let sealed = audit_kinds(&w.app)
+        .await
+        .into_iter()
+        .find(|(k, _)| k == "batch_sealed")
+        .expect("a batch_sealed entry");
+    assert!(
+        sealed.1.contains("no_usable_cohort_evidence"),
+        "audited per rule: {}",
+        sealed.1
+    );
+}

@@ -143,6 +143,7 @@ pub async fn lookup(pool: &AnyPool, person: &str) -> Result<SubjectReport, Audit
                 feed,
                 seq,
                 person: p,
+                ..
             } if p == person => {
                 report.objections_after_sealing.push(AfterSealing {
                     feed,

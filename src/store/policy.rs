@@ -213,6 +213,33 @@ impl Tx {
         Ok(out)
     }
 
+    /// Takes rows out of a staged batch at sealing: they stay in the batch's
+    /// rows marked `removed` (so the line numbers that page a batch stay
+    /// whole, and a later re-check or re-seal skips them), and the register
+    /// never got them, so they are not live.
+    pub async fn remove_at_sealing(
+        &mut self,
+        feed: &str,
+        seq: i64,
+        record_ids: &[String],
+    ) -> Result<()> {
+        for chunk in record_ids.chunks(CHUNK) {
+            let mut q = QueryBuilder::new("UPDATE batch_rows SET op = 'removed' WHERE feed = ");
+            q.push_bind(feed);
+            q.push(" AND seq = ");
+            q.push_bind(seq);
+            q.push(" AND record_id IN (");
+            push_list(&mut q, chunk);
+            q.build()?.persistent(false).execute(&mut *self.tx).await?;
+            let mut q = QueryBuilder::new("DELETE FROM feed_rows WHERE feed = ");
+            q.push_bind(feed);
+            q.push(" AND record_id IN (");
+            push_list(&mut q, chunk);
+            q.build()?.persistent(false).execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
     /// The stored policy of these people.
     pub async fn policy_rows(&mut self, persons: &[String]) -> Result<HashMap<String, PolicyRows>> {
         load_policy(&mut self.tx, persons).await
