@@ -5,7 +5,8 @@
 //!
 //! How a run decides rows: every new document is decoded once and its records
 //! mapped (cohort evidence, and the rows it would contribute, indexed by hash
-//! in the store). Then every person with a new document is re-evaluated over
+//! in the store). Then every person with a new document, and everyone with a
+//! held record (through the held rows' index), is re-evaluated over
 //! their whole history from the store's index: current versions only, withdrawn
 //! sets and invalidated dispensings ignored. The rows they should have are
 //! compared with the rows the register holds: new or changed rows are upserted,
@@ -199,6 +200,9 @@ struct Ctx<'a> {
     feed_policy: policy::FeedPolicy,
     /// Columns suppressed for people under turvakielto.
     safety_columns: Vec<usize>,
+    /// People with held records are still to be re-evaluated in this run
+    /// (once, with its first chunk).
+    held_pending: std::sync::atomic::AtomicBool,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -800,6 +804,7 @@ pub async fn stage(
         at,
         feed_policy: feed.legal_basis.policy(),
         safety_columns: feed.mapping.safety_columns(),
+        held_pending: std::sync::atomic::AtomicBool::new(true),
     };
     let mut report = RunReport {
         feed: feed.name.clone(),
@@ -1142,7 +1147,17 @@ async fn stage_chunk(
     // Re-evaluate everyone with a document this feed has not processed.
     let cursor = timed!(report.store_ns, tx.cursor(feed))?;
     let upto = timed!(report.store_ns, tx.max_doc_key())?;
-    let persons = timed!(report.store_ns, tx.persons_between(cursor, upto))?;
+    let mut persons = timed!(report.store_ns, tx.persons_between(cursor, upto))?;
+    // Held records are re-evaluated every run, new documents or not: a
+    // restriction that ended releases them into this run's batch.
+    if cx
+        .held_pending
+        .swap(false, std::sync::atomic::Ordering::Relaxed)
+    {
+        persons.extend(timed!(report.store_ns, tx.held_persons(feed))?);
+        persons.sort_unstable();
+        persons.dedup();
+    }
     let excluded_before = report.excluded.clone();
     let decisions_before = report.decisions.len();
     let mut preview_blocked: Vec<PreviewRow> = Vec::new();

@@ -446,3 +446,81 @@ async fn a_late_objection_to_the_only_cohort_evidence_takes_every_row_out_at_sea
         sealed.1
     );
 }
+
+fn rfc3339(t: chrono::DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The person's held rows in a feed: (record id, reason, since).
+async fn held_rows(app: &App, feed_name: &str) -> Vec<(String, String, String)> {
+    sqlx::query_as::<_, (String, String, String)>(
+        "SELECT record_id, reason, since FROM held WHERE feed = $1 ORDER BY record_id",
+    )
+    .bind(feed_name)
+    .fetch_all(app.store.pool())
+    .await
+    .expect("held rows")
+}
+
+/// Issue 13.2: a restriction ends; the next run, with no new document of
+/// that person, re-evaluates the held rows and releases them into its batch.
+/// While they stay held, a re-evaluation keeps the time the hold began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_records_are_released_by_a_run_without_new_documents_once_the_restriction_ends() {
+    let Some(fixtures) = common::shared_data().map(|d| d.join("fixtures")) else {
+        return;
+    };
+    let h = synthetic_hetu("030590", 944);
+    let Some(w) = small_world(&[
+        (
+            "dx.xml".into(),
+            doc_for(&fixtures, "f01-visit-diagnoses.xml", &h, K1, 511),
+        ),
+        (
+            "lab.xml".into(),
+            doc_for(&fixtures, "f03-lab-panel.xml", &h, K1, 512),
+        ),
+    ])
+    .await
+    else {
+        return;
+    };
+    let now = Utc::now();
+    let end = now + chrono::Duration::seconds(4);
+    import(
+        &w.app,
+        &w.dir,
+        "r.csv",
+        &format!(
+            "kind,hetu,controller,start,end,source,reference\r\nrestriction,{h},,{},{},test,RES-T\r\n",
+            rfc3339(now - chrono::Duration::days(1)),
+            rfc3339(end)
+        ),
+    )
+    .await;
+    let first = w.app.once(RESEARCH).await.expect("first run");
+    assert!(first.sealed.is_empty(), "everything held: {:?}", first.run);
+    let held1 = held_rows(&w.app, RESEARCH).await;
+    assert_eq!(held1.len(), 5, "{held1:?}");
+    assert!(held1.iter().all(|(_, r, _)| r == "restriction_active"));
+
+    // Still restricted: the rows stay held, and since when is kept.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let second = w.app.once(RESEARCH).await.expect("second run");
+    assert!(second.sealed.is_empty());
+    assert_eq!(held_rows(&w.app, RESEARCH).await, held1, "since is kept");
+
+    // The restriction ends: a run with no new document releases the rows.
+    while Utc::now() <= end {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let third = w.app.once(RESEARCH).await.expect("third run");
+    assert_eq!(third.run.files_new, 0, "no new document");
+    assert_eq!(third.sealed, vec![1], "{:?}", third.run);
+    let rows = rows_of(&w.dir.join("delivered").join(RESEARCH), &w.app, RESEARCH, 1);
+    assert_eq!(rows.len(), 5);
+    let p = pseudonym(&w.dir, "findata-permit-2026-017", &h);
+    assert!(persons_in(&rows, &w.app, RESEARCH).iter().all(|x| *x == p));
+    assert!(held_rows(&w.app, RESEARCH).await.is_empty());
+    assert!(w.app.store.held_counts().await.expect("held").is_empty());
+}

@@ -240,6 +240,17 @@ impl Tx {
         Ok(())
     }
 
+    /// Everyone with a held record in the feed, through the held rows'
+    /// `(feed, person)` index: a run re-evaluates them whether or not they
+    /// have a new document (DESIGN §1 step 4).
+    pub async fn held_persons(&mut self, feed: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT DISTINCT person FROM held WHERE feed = $1 ORDER BY person")
+            .bind(feed)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
     /// The stored policy of these people.
     pub async fn policy_rows(&mut self, persons: &[String]) -> Result<HashMap<String, PolicyRows>> {
         load_policy(&mut self.tx, persons).await
@@ -250,6 +261,21 @@ impl Store {
     pub async fn policy_rows(&self, persons: &[String]) -> Result<HashMap<String, PolicyRows>> {
         let mut conn = self.pool.acquire().await?;
         load_policy(&mut conn, persons).await
+    }
+
+    /// `held list`: per feed and reason, how many records are held and
+    /// since when the oldest hold has lasted (its `since`, kept while the
+    /// record stays held for that reason).
+    pub async fn held_summary(&self) -> Result<Vec<(String, String, i64, String)>> {
+        let rows = sqlx::query(
+            "SELECT feed, reason, COUNT(*), MIN(since) FROM held GROUP BY feed, reason ORDER BY feed, reason",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect())
     }
 
     /// Counts for `objections list`: (kind, made to / flag, active, total).
