@@ -289,7 +289,8 @@ impl App {
         tx.upsert_flags(id, &parsed.flags).await?;
         tx.insert_denial_snapshots(&parsed.denials).await?;
         // The trail records the import, and every sealed batch that already
-        // holds data of a person who now objects: not recalled, but known.
+        // holds data of a person who now objects, where the objection binds
+        // that batch's feed: not recalled, but known.
         let audit_key = self
             .keys
             .audit()
@@ -303,19 +304,38 @@ impl App {
                 source_sha256: sha.clone(),
             })
             .collect();
-        let objectors: Vec<String> = parsed
-            .objections
-            .iter()
-            .map(|o| o.person.clone())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        for (feed, seq, person) in tx.sealed_batches_of(&objectors).await? {
+        let mut objections: BTreeMap<&str, Vec<&crate::store::ObjectionRow>> = BTreeMap::new();
+        for o in &parsed.objections {
+            objections.entry(o.person.as_str()).or_default().push(o);
+        }
+        let objectors: Vec<String> = objections.keys().map(|p| (*p).to_owned()).collect();
+        let mut bound: BTreeMap<(String, i64, String), crate::policy::Rule> = BTreeMap::new();
+        let now = Utc::now();
+        for (feed, seq, person, controller, service_event) in tx.sealed_rows_of(&objectors).await? {
+            let Some(fc) = self.cfg.feed(&feed) else {
+                continue;
+            };
+            let Some(rule) = objections.get(person.as_str()).and_then(|os| {
+                binding_objection(
+                    &self.cfg,
+                    fc,
+                    os,
+                    controller.as_deref(),
+                    service_event.as_deref(),
+                    now,
+                )
+            }) else {
+                continue;
+            };
+            let e = bound.entry((feed, seq, person)).or_insert(rule);
+            *e = (*e).min(rule);
+        }
+        for ((feed, seq, person), rule) in bound {
             entries.push(Entry::ObjectionAfterSealing {
                 feed,
                 seq,
                 person: audit::audit_pseudonym(audit_key, &person),
-                rule: None,
+                rule: Some(rule.as_str().to_owned()),
             });
         }
         audit::append(tx.conn(), &entries).await?;
@@ -665,6 +685,52 @@ impl App {
     pub async fn deliver_pending(&self, feed: &FeedConfig) -> anyhow::Result<Vec<PathBuf>> {
         Ok(self.deliver_feed(feed).await?.delivered_paths)
     }
+}
+
+/// Whether one of a person's newly imported `objections` binds `feed` for a
+/// record of `controller` and `service_event` that a sealed batch sent: the
+/// decision table with only that objection, judged when it is in force (now,
+/// or from its effective time if later). The rule it would exclude under, or
+/// none: made to another controller, to Findata for a direct feed, a purpose
+/// it does not cover, a feed that rests on a legal obligation (exempt) or on
+/// a derogation, or withdrawn already.
+fn binding_objection(
+    cfg: &Config,
+    feed: &FeedConfig,
+    objections: &[&crate::store::ObjectionRow],
+    controller: Option<&str>,
+    service_event: Option<&str>,
+    now: chrono::DateTime<Utc>,
+) -> Option<crate::policy::Rule> {
+    let fp = feed.legal_basis.policy();
+    let controller = controller
+        .and_then(|o| cfg.controller_of(o))
+        .map(|c| c.id.as_str());
+    objections
+        .iter()
+        .filter_map(|o| {
+            let rows = crate::store::PolicyRows {
+                objections: vec![(*o).clone()],
+                ..Default::default()
+            };
+            let pp = pipeline::person_policy(cfg, &rows, now);
+            let at = pp
+                .objections
+                .first()
+                .map_or(now, |x| x.effective_from.max(now));
+            let d = crate::policy::decide(
+                &fp,
+                &pp,
+                &crate::policy::RecordContext {
+                    controller,
+                    service_event,
+                },
+                at,
+            );
+            (d.outcome == crate::policy::Outcome::Exclude && d.rule.is_objection())
+                .then_some(d.rule)
+        })
+        .min()
 }
 
 /// A `run_finished` entry: the run's counts (no timings: they are not facts

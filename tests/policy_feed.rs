@@ -524,3 +524,69 @@ async fn held_records_are_released_by_a_run_without_new_documents_once_the_restr
     assert!(held_rows(&w.app, RESEARCH).await.is_empty());
     assert!(w.app.store.held_counts().await.expect("held").is_empty());
 }
+
+/// Issue 13.3: "objection after sealing" entries only for feeds the
+/// objection binds: none for an objection to a controller that holds none
+/// of the person's records, none for the exempt statutory feed; one for the
+/// research feed, naming its batch and rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objection_after_sealing_is_audited_only_for_the_feeds_it_binds() {
+    let Some(fixtures) = common::shared_data().map(|d| d.join("fixtures")) else {
+        return;
+    };
+    let h = synthetic_hetu("170766", 952);
+    let Some(w) = small_world(&[
+        (
+            "dx.xml".into(),
+            doc_for(&fixtures, "f01-visit-diagnoses.xml", &h, K1, 521),
+        ),
+        (
+            "lab.xml".into(),
+            doc_for(&fixtures, "f03-lab-panel.xml", &h, K1, 522),
+        ),
+    ])
+    .await
+    else {
+        return;
+    };
+    assert_eq!(w.app.once(THL).await.expect("thl").sealed, vec![1]);
+    assert_eq!(
+        w.app.once(RESEARCH).await.expect("research").sealed,
+        vec![1]
+    );
+    let after = |kinds: Vec<(String, String)>| -> Vec<String> {
+        kinds
+            .into_iter()
+            .filter(|(k, _)| k == "objection_after_sealing")
+            .map(|(_, d)| d)
+            .collect()
+    };
+    // To a controller that holds none of their records: binds nobody.
+    import(
+        &w.app,
+        &w.dir,
+        "o1.csv",
+        &objection_csv(&h, &format!("org-{K2}")),
+    )
+    .await;
+    assert_eq!(after(audit_kinds(&w.app).await), Vec::<String>::new());
+    // To the controller of their records: binds the research feed only.
+    import(
+        &w.app,
+        &w.dir,
+        "o2.csv",
+        &objection_csv(&h, &format!("org-{K1}")),
+    )
+    .await;
+    let entries = after(audit_kinds(&w.app).await);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert!(
+        entries[0].starts_with(&format!("{RESEARCH} ")),
+        "{entries:?}"
+    );
+    assert!(entries[0].contains("\"seq\":1"), "{entries:?}");
+    assert!(
+        entries[0].contains("objection_to_controller"),
+        "{entries:?}"
+    );
+}

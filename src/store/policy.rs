@@ -188,31 +188,6 @@ impl Tx {
         Ok(())
     }
 
-    /// (feed, seq, person) of sealed or delivered batches holding rows of
-    /// these people.
-    pub async fn sealed_batches_of(
-        &mut self,
-        persons: &[String],
-    ) -> Result<Vec<(String, i64, String)>> {
-        let mut out = Vec::new();
-        for chunk in persons.chunks(CHUNK) {
-            let mut q = QueryBuilder::new(
-                "SELECT DISTINCT r.feed, r.seq, r.person FROM batch_rows r JOIN batches b ON b.feed = r.feed AND b.seq = r.seq WHERE b.state IN ('sealed', 'sending', 'delivered', 'dead') AND r.person IN (",
-            );
-            push_list(&mut q, chunk);
-            q.push(" ORDER BY r.feed, r.seq");
-            for r in q
-                .build()?
-                .persistent(false)
-                .fetch_all(&mut *self.tx)
-                .await?
-            {
-                out.push((r.get(0), r.get(1), r.get(2)));
-            }
-        }
-        Ok(out)
-    }
-
     /// Takes rows out of a staged batch at sealing: they stay in the batch's
     /// rows marked `removed` (so the line numbers that page a batch stay
     /// whole, and a later re-check or re-seal skips them), and the register
@@ -249,6 +224,33 @@ impl Tx {
             .fetch_all(&mut *self.tx)
             .await?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    /// (feed, seq, person, controller OID, service event) of the rows that
+    /// sealed, sending, delivered or dead batches sent of these people: what
+    /// an objection that arrives now could have bound. Rows removed at
+    /// sealing and retractions are not among them.
+    pub async fn sealed_rows_of(
+        &mut self,
+        persons: &[String],
+    ) -> Result<Vec<(String, i64, String, Option<String>, Option<String>)>> {
+        let mut out = Vec::new();
+        for chunk in persons.chunks(CHUNK) {
+            let mut q = QueryBuilder::new(
+                "SELECT DISTINCT r.feed, r.seq, r.person, d.controller, d.service_event FROM batch_rows r JOIN batches b ON b.feed = r.feed AND b.seq = r.seq JOIN documents d ON d.doc_key = r.doc_key WHERE b.state IN ('sealed', 'sending', 'delivered', 'dead') AND r.op = 'upsert' AND r.person IN (",
+            );
+            push_list(&mut q, chunk);
+            q.push(" ORDER BY r.feed, r.seq");
+            for r in q
+                .build()?
+                .persistent(false)
+                .fetch_all(&mut *self.tx)
+                .await?
+            {
+                out.push((r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)));
+            }
+        }
+        Ok(out)
     }
 
     /// The stored policy of these people.
