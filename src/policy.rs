@@ -95,6 +95,10 @@ pub struct FeedPolicy {
     /// The feed discloses to a controller other than the data's own, so
     /// denials of disclosure apply.
     pub discloses_to_other_controller: bool,
+    /// The recipient is this controller (its id): a denial of disclosure
+    /// does not apply to records it controls, since use within the same
+    /// controller's register is not a disclosure.
+    pub recipient_controller: Option<String>,
 }
 
 /// What the gate needs of a record: its document's controller (the
@@ -214,7 +218,10 @@ pub fn decide(
                 .as_deref()
                 .is_none_or(|c| rec.controller == Some(c))
     });
+    let to_own_controller =
+        rec.controller.is_some() && rec.controller == feed.recipient_controller.as_deref();
     let denied = feed.discloses_to_other_controller
+        && !to_own_controller
         && person.denials.as_ref().is_some_and(|d| {
             !d.none_valid
                 && (rec

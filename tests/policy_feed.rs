@@ -590,3 +590,80 @@ async fn objection_after_sealing_is_audited_only_for_the_feeds_it_binds() {
         "{entries:?}"
     );
 }
+
+/// Issue 13.5: a county's own statistics. The research feed is turned into a
+/// statistics feed whose recipient is county K1 itself; the person denied
+/// disclosure of K1's and K2's records. K1's records reach K1's own feed (a
+/// denial does not restrict use within the same controller); K2's do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denial_of_disclosure_does_not_block_a_feed_to_the_records_own_controller() {
+    let Some(fixtures) = common::shared_data().map(|d| d.join("fixtures")) else {
+        return;
+    };
+    let h = synthetic_hetu("250873", 967);
+    let Some(w) = small_world(&[
+        (
+            "dx.xml".into(),
+            doc_for(&fixtures, "f01-visit-diagnoses.xml", &h, K1, 531),
+        ),
+        (
+            "lab1.xml".into(),
+            doc_for(&fixtures, "f03-lab-panel.xml", &h, K1, 532),
+        ),
+        (
+            "lab2.xml".into(),
+            doc_for(&fixtures, "f03-lab-panel.xml", &h, K2, 533),
+        ),
+    ])
+    .await
+    else {
+        return;
+    };
+    let config = w.dir.join("regfeed.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let from = "purpose = \"scientific_research\"\n";
+    assert!(text.contains(from));
+    std::fs::write(
+        &config,
+        text.replacen(
+            from,
+            &format!("{from}recipient_controller = \"org-{K1}\"\n"),
+            1,
+        ),
+    )
+    .expect("write config");
+    let app = open(&config).await;
+    import(
+        &app,
+        &w.dir,
+        "d.csv",
+        &format!(
+            "kind,hetu,provider,all_registers,effective_from,source,reference\r\n\
+             denial,{h},1.2.246.10.{K1},true,2026-01-01,test,DEN-T\r\n\
+             denial,{h},1.2.246.10.{K2},true,2026-01-01,test,DEN-T\r\n"
+        ),
+    )
+    .await;
+    let r = app.once(RESEARCH).await.expect("run");
+    assert_eq!(r.sealed, vec![1], "{:?}", r.run);
+    assert_eq!(
+        r.run.excluded.get("denial_of_disclosure").copied(),
+        Some(4),
+        "K2's laboratory rows are denied: {:?}",
+        r.run
+    );
+    let rows = rows_of(&w.dir.join("delivered").join(RESEARCH), &app, RESEARCH, 1);
+    assert_eq!(rows.len(), 5, "K1's diagnosis and laboratory rows go out");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_regfeed"))
+        .args(["validate", "--config"])
+        .arg(&config)
+        .output()
+        .expect("validate");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{RESEARCH}: recipient controller org-{K1}")),
+        "validate explains the setting: {stdout}"
+    );
+}

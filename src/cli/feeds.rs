@@ -57,6 +57,27 @@ pub fn validate(config: Option<&Path>) -> ExitCode {
         cfg.sources.len(),
         cfg.controllers.len()
     );
+    // What a recipient controller changes, in words.
+    for f in &cfg.feeds {
+        let Some(id) = &f.legal_basis.recipient_controller else {
+            continue;
+        };
+        let name = cfg
+            .controllers
+            .iter()
+            .find(|c| &c.id == id)
+            .map(|c| c.name.as_str())
+            .unwrap_or_default();
+        println!(
+            "  {}: recipient controller {id} ({name}): its own records reach this feed despite a denial of disclosure (use within the same controller); {}",
+            f.name,
+            if f.legal_basis.discloses_to_other_controller {
+                "other controllers' records stay subject to denials"
+            } else {
+                "denials do not apply to this feed at all (discloses_to_other_controller = false)"
+            }
+        );
+    }
     ExitCode::SUCCESS
 }
 
