@@ -231,7 +231,7 @@ pub fn decide(
                         .controller
                         .is_some_and(|c| d.controllers.iter().any(|x| x == c)))
         });
-    let lawful = || format!("{}: {:?}", art6_str(feed.art6), feed.purpose).to_lowercase();
+    let lawful = || format!("{}: {}", art6_str(feed.art6), feed.purpose.as_str());
 
     // Legal obligation with a named statute: objections, restrictions and
     // denials are all ignored; exemptions and overrides are audited.

@@ -667,3 +667,229 @@ async fn a_denial_of_disclosure_does_not_block_a_feed_to_the_records_own_control
         "validate explains the setting: {stdout}"
     );
 }
+/// `regfeed audit subject` for a hetu (on standard input), text or JSON.
+fn subject_out(config: &Path, hetu: &str, json: bool) -> String {
+    use std::io::Write as _;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_regfeed"));
+    cmd.args(["audit", "subject", "--config"]).arg(config);
+    if json {
+        cmd.arg("--json");
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{hetu}\n").as_bytes())
+        .expect("write hetu");
+    let out = child.wait_with_output().expect("subject");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(!text.contains(hetu), "the hetu is never echoed");
+    if json {
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        format!("{}\n", serde_json::to_string_pretty(&v).expect("pretty"))
+    } else {
+        text
+    }
+}
+
+/// Times and keyed digests vary from run to run: masked, so goldens are
+/// deterministic.
+fn masked(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        // An RFC 3339 UTC time: 2026-12-07T14:02:03Z, 2026-12-07T14:02:03.123Z.
+        if b.len() - i >= 20
+            && b[i..i + 4].iter().all(u8::is_ascii_digit)
+            && b[i + 4] == b'-'
+            && b[i + 10] == b'T'
+        {
+            let mut j = i + 19;
+            if b.get(j) == Some(&b'.') {
+                j += 1;
+                while b.get(j).is_some_and(u8::is_ascii_digit) {
+                    j += 1;
+                }
+            }
+            if b.get(j) == Some(&b'Z') {
+                out.push_str("<time>");
+                i = j + 1;
+                continue;
+            }
+        }
+        let hex = b[i..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(*c))
+            .count();
+        if hex == 64 {
+            out.push_str("<hex>");
+            i += 64;
+            continue;
+        }
+        if hex > 0 {
+            out.push_str(&text[i..i + hex]);
+            i += hex;
+            continue;
+        }
+        let c = text[i..].chars().next().expect("a char");
+        out.push(c);
+        i += c.len_utf8();
+    }
+    out
+}
+
+/// Compares `actual` with the golden file `tests/golden/<name>`, showing a
+/// line diff; `REGFEED_BLESS=1` rewrites the golden instead.
+fn assert_golden(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("REGFEED_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().expect("folder")).expect("golden folder");
+        std::fs::write(&path, actual).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (REGFEED_BLESS=1 writes it)", path.display()));
+    if expected == actual {
+        return;
+    }
+    let (e, a): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), actual.lines().collect());
+    let mut diff = String::new();
+    for i in 0..e.len().max(a.len()) {
+        match (e.get(i), a.get(i)) {
+            (Some(x), Some(y)) if x == y => diff.push_str(&format!("  {x}\n")),
+            (x, y) => {
+                if let Some(x) = x {
+                    diff.push_str(&format!("- {x}\n"));
+                }
+                if let Some(y) = y {
+                    diff.push_str(&format!("+ {y}\n"));
+                }
+            }
+        }
+    }
+    panic!(
+        "{} differs from the golden (- golden, + actual):\n{diff}",
+        path.display()
+    );
+}
+
+/// Issue 13.4: `audit subject` tells each person's story exactly, for six
+/// stories, in text and JSON (goldens under `tests/golden/subject/`):
+/// delivered; exempt (objection to the controller, statutory feed);
+/// excluded (a denial of disclosure); removed at sealing (an objection
+/// between staging and sealing); left out for lack of usable cohort
+/// evidence; an objection after sealing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_subject_tells_six_stories_exactly() {
+    let Some(fixtures) = common::shared_data().map(|d| d.join("fixtures")) else {
+        return;
+    };
+    let people: Vec<(&str, String, &str)> = vec![
+        ("delivered", synthetic_hetu("010170", 901), K1),
+        ("exempt", synthetic_hetu("020270", 902), K1),
+        ("excluded", synthetic_hetu("030370", 903), K1),
+        ("removed-at-sealing", synthetic_hetu("040470", 904), K1),
+        ("left-out", synthetic_hetu("050570", 905), K2),
+        ("objection-after-sealing", synthetic_hetu("060670", 906), K1),
+    ];
+    let mut docs = Vec::new();
+    for (i, (_, h, lab_county)) in people.iter().enumerate() {
+        let no = 600 + 2 * i as u32;
+        docs.push((
+            format!("dx{i}.xml"),
+            doc_for(&fixtures, "f01-visit-diagnoses.xml", h, K1, no),
+        ));
+        docs.push((
+            format!("lab{i}.xml"),
+            doc_for(&fixtures, "f03-lab-panel.xml", h, lab_county, no + 1),
+        ));
+    }
+    let Some(w) = small_world(&docs).await else {
+        return;
+    };
+    let hetu = |story: &str| {
+        people
+            .iter()
+            .find(|(s, _, _)| *s == story)
+            .map(|(_, h, _)| h.clone())
+            .expect("story")
+    };
+    let k1 = format!("org-{K1}");
+    // Before staging.
+    import(
+        &w.app,
+        &w.dir,
+        "before.csv",
+        &format!(
+            "kind,hetu,made_to,purposes,effective_from,provider,all_registers,source,reference\r\n\
+             objection,{},{k1},all,2026-01-01,,,test,OBJ-1\r\n\
+             denial,{},,,2026-01-01,1.2.246.10.{K1},true,test,DEN-1\r\n\
+             objection,{},{k1},all,2026-01-01,,,test,OBJ-2\r\n",
+            hetu("exempt"),
+            hetu("excluded"),
+            hetu("left-out"),
+        ),
+    )
+    .await;
+    assert_eq!(stage_only(&w.app, THL).await.staged, vec![1]);
+    assert_eq!(stage_only(&w.app, RESEARCH).await.staged, vec![1]);
+    // Between staging and sealing.
+    import(
+        &w.app,
+        &w.dir,
+        "between.csv",
+        &objection_csv(&hetu("removed-at-sealing"), &k1),
+    )
+    .await;
+    for f in [THL, RESEARCH] {
+        let fc = w.app.cfg.feed(f).expect("feed");
+        assert_eq!(
+            w.app.deliver_feed(fc).await.expect("deliver").delivered,
+            vec![1]
+        );
+    }
+    // After sealing.
+    import(
+        &w.app,
+        &w.dir,
+        "after.csv",
+        &objection_csv(&hetu("objection-after-sealing"), &k1),
+    )
+    .await;
+
+    // The manifests count what went out under an exemption, also for the
+    // objection that arrived between staging and sealing.
+    let thl = manifest_of(&w.dir, THL, 1);
+    assert_eq!(
+        thl["counts"]["exempt"].as_u64(),
+        Some(1 + 5 + 5),
+        "exempt: the left-out person's diagnosis, and every row of the \
+         exempt and removed-at-sealing people: {thl}"
+    );
+
+    let config = w.dir.join("regfeed.toml");
+    for (story, h, _) in &people {
+        assert_golden(
+            &format!("subject/{story}.txt"),
+            &masked(&subject_out(&config, h, false)),
+        );
+        assert_golden(
+            &format!("subject/{story}.json"),
+            &masked(&subject_out(&config, h, true)),
+        );
+    }
+}
