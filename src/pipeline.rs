@@ -1587,3 +1587,6 @@ mod allocator {
     pub(super) fn pin_mmap_threshold() {}
     pub(super) fn release_freed_memory() {}
 }
+
+#[cfg(test)]
+mod policy_props;
