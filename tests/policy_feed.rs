@@ -347,8 +347,9 @@ fn doc_for(fixtures: &Path, fixture: &str, hetu: &str, county: &str, no: u32) ->
         )
 }
 
-/// A world whose corpus holds only the given documents (file name, text).
-async fn small_world(docs: &[(String, String)]) -> Option<World> {
+/// A world whose corpus holds only the given documents (file name, text),
+/// on SQLite or on the PostgreSQL database at `database_url`.
+async fn small_world(database_url: Option<&str>, docs: &[(String, String)]) -> Option<World> {
     common::shared_data()?;
     let tmp = tempfile::tempdir().expect("tmp");
     let corpus = tmp.path().join("corpus");
@@ -357,7 +358,11 @@ async fn small_world(docs: &[(String, String)]) -> Option<World> {
         std::fs::write(corpus.join(name), text).expect("doc");
     }
     let setup = regfeed::demo::write_setup(&tmp.path().join("demo"), &corpus).expect("setup");
-    let app = open(&setup.config).await;
+    let mut cfg = Config::load(&setup.config).expect("config validates");
+    if let Some(url) = database_url {
+        cfg.database_url = url.to_owned().into();
+    }
+    let app = App::open(cfg).await.expect("app");
     Some(World {
         dir: setup.dir,
         corpus,
@@ -385,20 +390,40 @@ fn manifest_of(dir: &Path, feed_name: &str, seq: u64) -> serde_json::Value {
 /// audit say why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_objection_to_the_only_cohort_evidence_takes_every_row_out_at_sealing() {
+    a_late_objection_to_the_only_cohort_evidence_takes_every_row_out_at_sealing_on(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_objection_to_the_only_cohort_evidence_takes_every_row_out_at_sealing_on_postgresql()
+{
+    let Some(db) = common::PgDb::create("policy") else {
+        return;
+    };
+    a_late_objection_to_the_only_cohort_evidence_takes_every_row_out_at_sealing_on(Some(&db.url))
+        .await;
+    drop(db);
+}
+
+async fn a_late_objection_to_the_only_cohort_evidence_takes_every_row_out_at_sealing_on(
+    database_url: Option<&str>,
+) {
     let Some(fixtures) = common::shared_data().map(|d| d.join("fixtures")) else {
         return;
     };
     let h = synthetic_hetu("120480", 931);
-    let Some(w) = small_world(&[
-        (
-            "dx.xml".into(),
-            doc_for(&fixtures, "f01-visit-diagnoses.xml", &h, K1, 501),
-        ),
-        (
-            "lab.xml".into(),
-            doc_for(&fixtures, "f03-lab-panel.xml", &h, K2, 502),
-        ),
-    ])
+    let Some(w) = small_world(
+        database_url,
+        &[
+            (
+                "dx.xml".into(),
+                doc_for(&fixtures, "f01-visit-diagnoses.xml", &h, K1, 501),
+            ),
+            (
+                "lab.xml".into(),
+                doc_for(&fixtures, "f03-lab-panel.xml", &h, K2, 502),
+            ),
+        ],
+    )
     .await
     else {
         return;
@@ -467,20 +492,43 @@ async fn held_rows(app: &App, feed_name: &str) -> Vec<(String, String, String)> 
 /// While they stay held, a re-evaluation keeps the time the hold began.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_records_are_released_by_a_run_without_new_documents_once_the_restriction_ends() {
+    held_records_are_released_by_a_run_without_new_documents_once_the_restriction_ends_on(None)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_records_are_released_by_a_run_without_new_documents_once_the_restriction_ends_on_postgresql()
+ {
+    let Some(db) = common::PgDb::create("policy") else {
+        return;
+    };
+    held_records_are_released_by_a_run_without_new_documents_once_the_restriction_ends_on(Some(
+        &db.url,
+    ))
+    .await;
+    drop(db);
+}
+
+async fn held_records_are_released_by_a_run_without_new_documents_once_the_restriction_ends_on(
+    database_url: Option<&str>,
+) {
     let Some(fixtures) = common::shared_data().map(|d| d.join("fixtures")) else {
         return;
     };
     let h = synthetic_hetu("030590", 944);
-    let Some(w) = small_world(&[
-        (
-            "dx.xml".into(),
-            doc_for(&fixtures, "f01-visit-diagnoses.xml", &h, K1, 511),
-        ),
-        (
-            "lab.xml".into(),
-            doc_for(&fixtures, "f03-lab-panel.xml", &h, K1, 512),
-        ),
-    ])
+    let Some(w) = small_world(
+        database_url,
+        &[
+            (
+                "dx.xml".into(),
+                doc_for(&fixtures, "f01-visit-diagnoses.xml", &h, K1, 511),
+            ),
+            (
+                "lab.xml".into(),
+                doc_for(&fixtures, "f03-lab-panel.xml", &h, K1, 512),
+            ),
+        ],
+    )
     .await
     else {
         return;
@@ -531,20 +579,38 @@ async fn held_records_are_released_by_a_run_without_new_documents_once_the_restr
 /// research feed, naming its batch and rule.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objection_after_sealing_is_audited_only_for_the_feeds_it_binds() {
+    objection_after_sealing_is_audited_only_for_the_feeds_it_binds_on(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objection_after_sealing_is_audited_only_for_the_feeds_it_binds_on_postgresql() {
+    let Some(db) = common::PgDb::create("policy") else {
+        return;
+    };
+    objection_after_sealing_is_audited_only_for_the_feeds_it_binds_on(Some(&db.url)).await;
+    drop(db);
+}
+
+async fn objection_after_sealing_is_audited_only_for_the_feeds_it_binds_on(
+    database_url: Option<&str>,
+) {
     let Some(fixtures) = common::shared_data().map(|d| d.join("fixtures")) else {
         return;
     };
     let h = synthetic_hetu("170766", 952);
-    let Some(w) = small_world(&[
-        (
-            "dx.xml".into(),
-            doc_for(&fixtures, "f01-visit-diagnoses.xml", &h, K1, 521),
-        ),
-        (
-            "lab.xml".into(),
-            doc_for(&fixtures, "f03-lab-panel.xml", &h, K1, 522),
-        ),
-    ])
+    let Some(w) = small_world(
+        database_url,
+        &[
+            (
+                "dx.xml".into(),
+                doc_for(&fixtures, "f01-visit-diagnoses.xml", &h, K1, 521),
+            ),
+            (
+                "lab.xml".into(),
+                doc_for(&fixtures, "f03-lab-panel.xml", &h, K1, 522),
+            ),
+        ],
+    )
     .await
     else {
         return;
@@ -601,20 +667,23 @@ async fn a_denial_of_disclosure_does_not_block_a_feed_to_the_records_own_control
         return;
     };
     let h = synthetic_hetu("250873", 967);
-    let Some(w) = small_world(&[
-        (
-            "dx.xml".into(),
-            doc_for(&fixtures, "f01-visit-diagnoses.xml", &h, K1, 531),
-        ),
-        (
-            "lab1.xml".into(),
-            doc_for(&fixtures, "f03-lab-panel.xml", &h, K1, 532),
-        ),
-        (
-            "lab2.xml".into(),
-            doc_for(&fixtures, "f03-lab-panel.xml", &h, K2, 533),
-        ),
-    ])
+    let Some(w) = small_world(
+        None,
+        &[
+            (
+                "dx.xml".into(),
+                doc_for(&fixtures, "f01-visit-diagnoses.xml", &h, K1, 531),
+            ),
+            (
+                "lab1.xml".into(),
+                doc_for(&fixtures, "f03-lab-panel.xml", &h, K1, 532),
+            ),
+            (
+                "lab2.xml".into(),
+                doc_for(&fixtures, "f03-lab-panel.xml", &h, K2, 533),
+            ),
+        ],
+    )
     .await
     else {
         return;
@@ -668,10 +737,13 @@ async fn a_denial_of_disclosure_does_not_block_a_feed_to_the_records_own_control
     );
 }
 /// `regfeed audit subject` for a hetu (on standard input), text or JSON.
-fn subject_out(config: &Path, hetu: &str, json: bool) -> String {
+fn subject_out(config: &Path, database_url: Option<&str>, hetu: &str, json: bool) -> String {
     use std::io::Write as _;
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_regfeed"));
     cmd.args(["audit", "subject", "--config"]).arg(config);
+    if let Some(url) = database_url {
+        cmd.env("REGFEED_DATABASE__URL", url);
+    }
     if json {
         cmd.arg("--json");
     }
@@ -795,6 +867,19 @@ fn assert_golden(name: &str, actual: &str) {
 /// evidence; an objection after sealing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_subject_tells_six_stories_exactly() {
+    audit_subject_tells_six_stories_exactly_on(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_subject_tells_six_stories_exactly_on_postgresql() {
+    let Some(db) = common::PgDb::create("policy") else {
+        return;
+    };
+    audit_subject_tells_six_stories_exactly_on(Some(&db.url)).await;
+    drop(db);
+}
+
+async fn audit_subject_tells_six_stories_exactly_on(database_url: Option<&str>) {
     let Some(fixtures) = common::shared_data().map(|d| d.join("fixtures")) else {
         return;
     };
@@ -818,7 +903,7 @@ async fn audit_subject_tells_six_stories_exactly() {
             doc_for(&fixtures, "f03-lab-panel.xml", h, lab_county, no + 1),
         ));
     }
-    let Some(w) = small_world(&docs).await else {
+    let Some(w) = small_world(database_url, &docs).await else {
         return;
     };
     let hetu = |story: &str| {
@@ -885,11 +970,11 @@ async fn audit_subject_tells_six_stories_exactly() {
     for (story, h, _) in &people {
         assert_golden(
             &format!("subject/{story}.txt"),
-            &masked(&subject_out(&config, h, false)),
+            &masked(&subject_out(&config, database_url, h, false)),
         );
         assert_golden(
             &format!("subject/{story}.json"),
-            &masked(&subject_out(&config, h, true)),
+            &masked(&subject_out(&config, database_url, h, true)),
         );
     }
 }
