@@ -19,6 +19,9 @@ use crate::store::{BatchInfo, SealRecord, Store};
 /// Rows read from the store per page while sealing.
 const SEAL_PAGE: i64 = 10_000;
 
+/// The `op` of a staged row taken out of its batch at sealing.
+pub const REMOVED: &str = "removed";
+
 /// A configured, opened regfeed: config, store and keys.
 #[derive(Debug)]
 pub struct App {
@@ -51,6 +54,14 @@ pub struct Recheck {
     pub removed: BTreeMap<(String, String), u64>,
     /// People (index pseudonyms) whose location columns are shielded.
     pub turvakielto: std::collections::HashSet<String>,
+    /// Per person: rows that go out although an objection applies, and
+    /// the basis (`exempt: <statute>`).
+    pub exempt: BTreeMap<String, (String, u64)>,
+    /// Removed rows that are held, re-evaluated every run: (record id,
+    /// person, reason).
+    pub held: Vec<(String, String, String)>,
+    /// People who are no longer in the feed's cohort.
+    pub left_cohort: Vec<String>,
 }
 
 /// What an import did.
@@ -278,7 +289,8 @@ impl App {
         tx.upsert_flags(id, &parsed.flags).await?;
         tx.insert_denial_snapshots(&parsed.denials).await?;
         // The trail records the import, and every sealed batch that already
-        // holds data of a person who now objects: not recalled, but known.
+        // holds data of a person who now objects, where the objection binds
+        // that batch's feed: not recalled, but known.
         let audit_key = self
             .keys
             .audit()
@@ -292,18 +304,38 @@ impl App {
                 source_sha256: sha.clone(),
             })
             .collect();
-        let objectors: Vec<String> = parsed
-            .objections
-            .iter()
-            .map(|o| o.person.clone())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        for (feed, seq, person) in tx.sealed_batches_of(&objectors).await? {
+        let mut objections: BTreeMap<&str, Vec<&crate::store::ObjectionRow>> = BTreeMap::new();
+        for o in &parsed.objections {
+            objections.entry(o.person.as_str()).or_default().push(o);
+        }
+        let objectors: Vec<String> = objections.keys().map(|p| (*p).to_owned()).collect();
+        let mut bound: BTreeMap<(String, i64, String), crate::policy::Rule> = BTreeMap::new();
+        let now = Utc::now();
+        for (feed, seq, person, controller, service_event) in tx.sealed_rows_of(&objectors).await? {
+            let Some(fc) = self.cfg.feed(&feed) else {
+                continue;
+            };
+            let Some(rule) = objections.get(person.as_str()).and_then(|os| {
+                binding_objection(
+                    &self.cfg,
+                    fc,
+                    os,
+                    controller.as_deref(),
+                    service_event.as_deref(),
+                    now,
+                )
+            }) else {
+                continue;
+            };
+            let e = bound.entry((feed, seq, person)).or_insert(rule);
+            *e = (*e).min(rule);
+        }
+        for ((feed, seq, person), rule) in bound {
             entries.push(Entry::ObjectionAfterSealing {
                 feed,
                 seq,
                 person: audit::audit_pseudonym(audit_key, &person),
+                rule: Some(rule.as_str().to_owned()),
             });
         }
         audit::append(tx.conn(), &entries).await?;
@@ -344,11 +376,6 @@ impl App {
         // The policy is evaluated again just before sealing: an objection,
         // restriction or flag that arrived since staging changes the rows.
         let recheck = self.recheck(feed, b.seq, sealed_at).await?;
-        if !recheck.dropped.is_empty() {
-            let ids: Vec<String> = recheck.dropped.keys().cloned().collect();
-            self.store.forget_rows(&feed.name, &ids).await?;
-            tracing::info!(feed = %feed.name, seq, removed = ids.len(), "Rows removed at sealing by the policy gate.");
-        }
         let dropped: std::collections::HashSet<String> = recheck.dropped.keys().cloned().collect();
         let safety = feed.mapping.safety_columns();
         let shielded = recheck.turvakielto.clone();
@@ -357,15 +384,20 @@ impl App {
         let store = self.store.clone();
         let (feed_name, dir2, cols) = (feed.name.clone(), dir.clone(), columns.clone());
         let handle = tokio::runtime::Handle::current();
-        let info = tokio::task::spawn_blocking(move || {
+        let (info, people_rows) = tokio::task::spawn_blocking(move || {
             let mut from = 1i64;
             let mut page: std::vec::IntoIter<crate::store::BatchRow> = Vec::new().into_iter();
             let mut failed: Option<anyhow::Error> = None;
+            // Rows per person in the data file: what the batch disclosed.
+            let mut people: BTreeMap<String, u64> = BTreeMap::new();
             let rows = std::iter::from_fn(|| {
                 loop {
                     if let Some(r) = page.next() {
-                        if dropped.contains(&r.record_id) {
+                        if r.op == REMOVED || dropped.contains(&r.record_id) {
                             continue;
+                        }
+                        if let Some(p) = &r.person {
+                            *people.entry(p.clone()).or_default() += 1;
                         }
                         let op = Op::parse(&r.op)?;
                         let shield = r.person.as_ref().is_some_and(|p| shielded.contains(p));
@@ -410,7 +442,7 @@ impl App {
             let info = feed::write_data_file(&dir2, &feed_name, seq, format, &cols, rows);
             match failed {
                 Some(e) => Err(e),
-                None => info.map_err(anyhow::Error::from),
+                None => info.map_err(anyhow::Error::from).map(|i| (i, people)),
             }
         })
         .await
@@ -427,7 +459,9 @@ impl App {
         for rule in recheck.dropped.values() {
             *excluded.entry(format!("{rule}_at_sealing")).or_default() += 1;
         }
-        let exempt = staged_policy["exempt"].as_u64().unwrap_or(0);
+        // Decided at sealing for everyone with a policy input (an exemption
+        // needs an objection): the rows that go out although one applies.
+        let exempt: u64 = recheck.exempt.values().map(|(_, n)| *n).sum();
         let lb = &feed.legal_basis;
         let manifest = Manifest {
             format: Default::default(),
@@ -500,7 +534,40 @@ impl App {
                 records: *records,
             })
             .collect();
+        let mut people: Vec<audit::PersonRows> = people_rows
+            .iter()
+            .map(|(p, rows)| audit::PersonRows {
+                person: audit::audit_pseudonym(audit_key, p),
+                rows: *rows,
+            })
+            .collect();
+        people.sort_by(|a, b| a.person.cmp(&b.person));
+        let mut exempted: Vec<audit::Exempted> = recheck
+            .exempt
+            .iter()
+            .map(|(p, (basis, records))| audit::Exempted {
+                person: audit::audit_pseudonym(audit_key, p),
+                basis: basis.clone(),
+                records: *records,
+            })
+            .collect();
+        exempted.sort_by(|a, b| a.person.cmp(&b.person));
         let mut tx = self.store.begin().await?;
+        // What the re-check decided, in the sealing transaction: removed
+        // rows are marked in the batch and are not live; removed rows that
+        // are held are re-evaluated every run; people out of the cohort.
+        if !recheck.dropped.is_empty() {
+            let ids: Vec<String> = recheck.dropped.keys().cloned().collect();
+            tx.remove_at_sealing(&feed.name, b.seq, &ids).await?;
+            tx.replace_held(&feed.name, &[], &recheck.held).await?;
+            let left: Vec<(String, bool)> = recheck
+                .left_cohort
+                .iter()
+                .map(|p| (p.clone(), false))
+                .collect();
+            tx.set_cohort(&feed.name, &left).await?;
+            tracing::info!(feed = %feed.name, seq, removed = ids.len(), "Rows removed at sealing by the policy gate.");
+        }
         tx.mark_sealed(
             &feed.name,
             b.seq,
@@ -521,6 +588,8 @@ impl App {
                 data_sha256: info.sha256.clone(),
                 manifest_sha256: manifest_sha.clone(),
                 removed_at_sealing: removed_at_sealing.clone(),
+                people: Some(people),
+                exempt: exempted,
             }],
         )
         .await?;
@@ -530,17 +599,25 @@ impl App {
         Ok(())
     }
 
-    /// Re-evaluates the policy for a staged batch's rows at `at`: which
-    /// upserts may no longer go out (record id → rule), and whose columns
-    /// turvakielto now shields.
+    /// Re-evaluates a staged batch at `at` as staging did (policy gate →
+    /// cohort → rows, [`pipeline::recheck_batch`]) for everyone in it with
+    /// a policy input: which upserts may no longer go out (record id →
+    /// rule), whose columns turvakielto now shields, and what goes out
+    /// under an exemption. Rows already removed at an earlier sealing stay
+    /// out. Changes nothing.
     pub async fn recheck(
         &self,
         feed: &FeedConfig,
         seq: i64,
         at: chrono::DateTime<Utc>,
     ) -> anyhow::Result<Recheck> {
-        use std::collections::{HashMap, HashSet};
-        // Pass 1: who and which documents the batch's upserts are about.
+        let Some(batch) = self.store.batch(&feed.name, seq).await? else {
+            bail!("feed {} has no batch {seq}", feed.name);
+        };
+        let staged_at = chrono::DateTime::parse_from_rfc3339(&batch.created_at)
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or(at);
+        // Who and which documents the batch's upserts are about.
         let mut rows: Vec<(String, String, i64)> = Vec::new();
         let mut from = 1i64;
         loop {
@@ -560,58 +637,43 @@ impl App {
                 }
             }
         }
-        let persons: Vec<String> = rows
-            .iter()
-            .map(|(_, p, _)| p.clone())
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let keys: Vec<i64> = rows
-            .iter()
-            .map(|(_, _, k)| *k)
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let policies = self.store.policy_rows(&persons).await?;
-        let meta = self.store.doc_meta(&keys).await?;
-        let fp = feed.legal_basis.policy();
-        let none = crate::store::PolicyRows::default();
-        let mut per_person: HashMap<&str, crate::policy::PersonPolicy> = HashMap::new();
-        for p in &persons {
-            per_person.insert(
-                p.as_str(),
-                pipeline::person_policy(&self.cfg, policies.get(p).unwrap_or(&none), at),
-            );
-        }
-        let mut out = Recheck::default();
-        for (p, pp) in &per_person {
-            if pp.turvakielto {
-                out.turvakielto.insert((*p).to_owned());
-            }
-        }
-        for (id, p, k) in &rows {
-            let Some(pp) = per_person.get(p.as_str()) else {
-                continue;
-            };
-            let (controller, service_event) = meta.get(k).cloned().unwrap_or_default();
-            let controller = controller
-                .as_deref()
-                .and_then(|o| self.cfg.controller_of(o))
-                .map(|c| c.id.as_str());
-            let d = crate::policy::decide(
-                &fp,
-                pp,
-                &crate::policy::RecordContext {
-                    controller,
-                    service_event: service_event.as_deref(),
-                },
-                at,
-            );
-            if !d.delivers() {
-                out.dropped.insert(id.clone(), d.rule.as_str().to_owned());
+        let mut tx = self.store.begin().await?;
+        let checked = pipeline::recheck_batch(
+            &self.cfg,
+            feed,
+            &mut tx,
+            &rows,
+            batch.window_to,
+            staged_at,
+            at,
+        )
+        .await;
+        tx.rollback().await?;
+        let checked = checked?;
+        let mut out = Recheck {
+            turvakielto: checked.turvakielto,
+            ..Recheck::default()
+        };
+        for (person, v) in checked.verdicts {
+            for (id, rule) in &v.removed {
+                out.dropped.insert(id.clone(), rule.clone());
                 *out.removed
-                    .entry((p.clone(), d.rule.as_str().to_owned()))
+                    .entry((person.clone(), rule.clone()))
                     .or_default() += 1;
+            }
+            out.held.extend(
+                v.held
+                    .iter()
+                    .map(|(id, reason)| (id.clone(), person.clone(), reason.clone())),
+            );
+            if v.exempt > 0 {
+                out.exempt.insert(
+                    person.clone(),
+                    (v.exempt_basis.clone().unwrap_or_default(), v.exempt),
+                );
+            }
+            if !v.member && !v.removed.is_empty() {
+                out.left_cohort.push(person);
             }
         }
         Ok(out)
@@ -623,6 +685,52 @@ impl App {
     pub async fn deliver_pending(&self, feed: &FeedConfig) -> anyhow::Result<Vec<PathBuf>> {
         Ok(self.deliver_feed(feed).await?.delivered_paths)
     }
+}
+
+/// Whether one of a person's newly imported `objections` binds `feed` for a
+/// record of `controller` and `service_event` that a sealed batch sent: the
+/// decision table with only that objection, judged when it is in force (now,
+/// or from its effective time if later). The rule it would exclude under, or
+/// none: made to another controller, to Findata for a direct feed, a purpose
+/// it does not cover, a feed that rests on a legal obligation (exempt) or on
+/// a derogation, or withdrawn already.
+fn binding_objection(
+    cfg: &Config,
+    feed: &FeedConfig,
+    objections: &[&crate::store::ObjectionRow],
+    controller: Option<&str>,
+    service_event: Option<&str>,
+    now: chrono::DateTime<Utc>,
+) -> Option<crate::policy::Rule> {
+    let fp = feed.legal_basis.policy();
+    let controller = controller
+        .and_then(|o| cfg.controller_of(o))
+        .map(|c| c.id.as_str());
+    objections
+        .iter()
+        .filter_map(|o| {
+            let rows = crate::store::PolicyRows {
+                objections: vec![(*o).clone()],
+                ..Default::default()
+            };
+            let pp = pipeline::person_policy(cfg, &rows, now);
+            let at = pp
+                .objections
+                .first()
+                .map_or(now, |x| x.effective_from.max(now));
+            let d = crate::policy::decide(
+                &fp,
+                &pp,
+                &crate::policy::RecordContext {
+                    controller,
+                    service_event,
+                },
+                at,
+            );
+            (d.outcome == crate::policy::Outcome::Exclude && d.rule.is_objection())
+                .then_some(d.rule)
+        })
+        .min()
 }
 
 /// A `run_finished` entry: the run's counts (no timings: they are not facts

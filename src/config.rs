@@ -184,6 +184,11 @@ struct RawLegalBasis {
     /// Whether the feed discloses data to a controller other than the
     /// data's own (denials of disclosure then apply). Must be stated.
     discloses_to_other_controller: Option<bool>,
+    /// The configured controller id of the feed's recipient, when the
+    /// recipient is itself a controller (a county receiving statistics on
+    /// data it stores): denials of disclosure do not apply to its own
+    /// records.
+    recipient_controller: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -429,6 +434,9 @@ pub struct LegalBasis {
     pub channel: Channel,
     pub identity: IdentityKind,
     pub discloses_to_other_controller: bool,
+    /// The recipient's own controller id, if the recipient is a controller:
+    /// records it controls are not disclosed to *another* controller.
+    pub recipient_controller: Option<String>,
 }
 
 impl LegalBasis {
@@ -441,6 +449,7 @@ impl LegalBasis {
             derogation: self.derogation.clone(),
             channel: self.channel,
             discloses_to_other_controller: self.discloses_to_other_controller,
+            recipient_controller: self.recipient_controller.clone(),
         }
     }
 }
@@ -800,7 +809,8 @@ impl Config {
 
         let mut feeds = Vec::new();
         for f in &raw.feeds {
-            if let Some(feed) = validate_feed(f, &base, &sources, &recipients, &mut c) {
+            if let Some(feed) = validate_feed(f, &base, &sources, &recipients, &controllers, &mut c)
+            {
                 if feeds.iter().any(|x: &FeedConfig| x.name == feed.name) {
                     c.at(f.name.span(), "feeds.name", "duplicate feed name");
                 }
@@ -990,6 +1000,7 @@ fn validate_feed(
     base: &Path,
     sources: &[SourceConfig],
     recipients: &[Recipient],
+    controllers: &[Controller],
     c: &mut Collector<'_>,
 ) -> Option<FeedConfig> {
     let name = f.name.get_ref().clone();
@@ -1029,7 +1040,7 @@ fn validate_feed(
             );
             None
         }
-        Some(lb) => validate_legal_basis(lb, c),
+        Some(lb) => validate_legal_basis(lb, controllers, c),
     };
 
     let recipient = f.recipient.as_ref().map(|r| r.get_ref().clone());
@@ -1338,7 +1349,11 @@ fn validate_retry(r: Option<&Spanned<RawRetry>>, c: &mut Collector<'_>) -> Retry
     p
 }
 
-fn validate_legal_basis(lb: &Spanned<RawLegalBasis>, c: &mut Collector<'_>) -> Option<LegalBasis> {
+fn validate_legal_basis(
+    lb: &Spanned<RawLegalBasis>,
+    controllers: &[Controller],
+    c: &mut Collector<'_>,
+) -> Option<LegalBasis> {
     let span = lb.span();
     let lb = lb.get_ref();
     fn req<T: for<'de> Deserialize<'de>>(
@@ -1436,7 +1451,21 @@ fn validate_legal_basis(lb: &Spanned<RawLegalBasis>, c: &mut Collector<'_>) -> O
             "must be stated (true or false): denials of disclosure apply to feeds that disclose to another controller",
         );
     }
+    let recipient_controller = lb.recipient_controller.as_ref().and_then(|r| {
+        let id = r.get_ref().trim();
+        if controllers.iter().any(|x| x.id == id) {
+            Some(id.to_owned())
+        } else {
+            c.at(
+                r.span(),
+                "feeds.legal_basis.recipient_controller",
+                "no controller of that id is configured (name one of [[controllers]] ids: the recipient's own controller, whose records denials of disclosure do not block)",
+            );
+            None
+        }
+    });
     Some(LegalBasis {
+        recipient_controller,
         purpose: purpose?,
         art6: art6?,
         art9: art9?,

@@ -5,7 +5,8 @@
 //!
 //! How a run decides rows: every new document is decoded once and its records
 //! mapped (cohort evidence, and the rows it would contribute, indexed by hash
-//! in the store). Then every person with a new document is re-evaluated over
+//! in the store). Then every person with a new document, and everyone with a
+//! held record (through the held rows' index), is re-evaluated over
 //! their whole history from the store's index: current versions only, withdrawn
 //! sets and invalidated dispensings ignored. The rows they should have are
 //! compared with the rows the register holds: new or changed rows are upserted,
@@ -227,6 +228,9 @@ struct Ctx<'a> {
     feed_policy: policy::FeedPolicy,
     /// Columns suppressed for people under turvakielto.
     safety_columns: Vec<usize>,
+    /// People with held records are still to be re-evaluated in this run
+    /// (once, with its first chunk).
+    held_pending: std::sync::atomic::AtomicBool,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -383,6 +387,8 @@ struct PersonPlan {
     /// Records excluded, by rule; records delivered as exempt.
     excluded: BTreeMap<String, u64>,
     exempt: u64,
+    /// What the audit says of exempt records (`exempt: <statute>`).
+    exempt_basis: Option<String>,
     /// Decisions to audit: (outcome, rule, basis) → records.
     decisions: BTreeMap<(policy::Outcome, policy::Rule, String), u64>,
     /// Each document's decision.
@@ -477,6 +483,7 @@ fn plan_person(
         left_by_policy: !member && member_but_for_policy,
         excluded: BTreeMap::new(),
         exempt: 0,
+        exempt_basis: None,
         decisions: BTreeMap::new(),
         by_doc: decided
             .iter()
@@ -486,6 +493,9 @@ fn plan_person(
     if !member_but_for_policy {
         return plan;
     }
+    // Records the gate lets through but that stay out because the person's
+    // only cohort evidence may not be used.
+    let mut left_out = 0u64;
     for (d, dec) in &decided {
         let doc_rows = rows.get(&d.doc_key).map(Vec::as_slice).unwrap_or_default();
         if doc_rows.is_empty() {
@@ -520,10 +530,14 @@ fn plan_person(
                 }
                 continue;
             }
-            policy::Outcome::Exempt if member => plan.exempt += n,
+            policy::Outcome::Exempt if member => {
+                plan.exempt += n;
+                plan.exempt_basis.get_or_insert_with(|| dec.basis.clone());
+            }
             _ => {}
         }
         if !member {
+            left_out += n;
             continue;
         }
         for r in doc_rows {
@@ -543,6 +557,18 @@ fn plan_person(
                 );
             }
         }
+    }
+    if left_out > 0 {
+        let rule = policy::Rule::NoUsableCohortEvidence;
+        *plan.excluded.entry(rule.as_str().to_owned()).or_default() += left_out;
+        *plan
+            .decisions
+            .entry((
+                policy::Outcome::Exclude,
+                rule,
+                "no cohort evidence this feed may use".to_owned(),
+            ))
+            .or_default() += left_out;
     }
     plan
 }
@@ -607,6 +633,179 @@ pub fn person_policy(cfg: &Config, rows: &store::PolicyRows, at: DateTime<Utc>) 
     }
 }
 
+/// What sealing does with one person's upserts in a staged batch, from the
+/// same evaluation as staging ([`plan_person`]) on the policy state at
+/// sealing: rows the person should no longer get are removed (they were
+/// never disclosed, so nothing is retracted), each with its rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SealVerdict {
+    /// Record ids removed at sealing, with the rule (`objection_to_controller`,
+    /// `restriction_active`, ..., or `no_usable_cohort_evidence` when the
+    /// person left the cohort because their evidence may no longer be used).
+    pub removed: Vec<(String, String)>,
+    /// Removed rows that are held (re-evaluated every run): (record id, reason).
+    pub held: Vec<(String, String)>,
+    /// Rows that go out although an objection exists (legal obligation).
+    pub exempt: u64,
+    /// What the audit says of them (`exempt: <statute>`).
+    pub exempt_basis: Option<String>,
+    /// Whether the person is still in the feed's cohort.
+    pub member: bool,
+}
+
+/// The sealing verdict for one person's `upserts` (record id, document key)
+/// given their plan at sealing. A row the plan still wants goes out; one it
+/// keeps back goes out of the batch under the gate's rule, or under
+/// `no_usable_cohort_evidence` when the person is out of the cohort by
+/// policy. A row not wanted for any other reason (nothing the policy
+/// decided) is left as staged.
+fn seal_verdict(plan: &PersonPlan, upserts: &[(&str, i64)]) -> SealVerdict {
+    let mut v = SealVerdict {
+        member: plan.member,
+        ..SealVerdict::default()
+    };
+    for (id, doc_key) in upserts {
+        if plan.desired.contains_key(*id) {
+            if plan
+                .by_doc
+                .get(doc_key)
+                .is_some_and(|(o, _)| *o == policy::Outcome::Exempt)
+            {
+                v.exempt += 1;
+                v.exempt_basis.clone_from(&plan.exempt_basis);
+            }
+            continue;
+        }
+        let rule = match plan.blocked.get(*id) {
+            Some((outcome, rule)) => {
+                if *outcome == policy::Outcome::Hold {
+                    v.held.push(((*id).to_owned(), rule.as_str().to_owned()));
+                }
+                *rule
+            }
+            None if plan.left_by_policy => policy::Rule::NoUsableCohortEvidence,
+            None => continue,
+        };
+        v.removed.push(((*id).to_owned(), rule.as_str().to_owned()));
+    }
+    v
+}
+
+/// The sealing-time re-check of a staged batch (DESIGN §1 step 8).
+#[derive(Debug, Clone, Default)]
+pub struct BatchRecheck {
+    /// Per person (index pseudonym) re-evaluated: what sealing does.
+    pub verdicts: BTreeMap<String, SealVerdict>,
+    /// People whose location columns turvakielto shields at sealing.
+    pub turvakielto: HashSet<String>,
+}
+
+/// Re-runs the staging evaluation (policy gate → cohort → rows, through
+/// [`plan_person`]) at `at` for every person among a staged batch's
+/// `upserts` (record id, person, document key) who has any policy input:
+/// only they can be decided otherwise than at staging, and judging them all
+/// at sealing also catches an objection or restriction imported before
+/// staging whose effective time fell between staging and sealing. Their
+/// documents are read up to the batch's window (`upto`); the look-back is
+/// measured from `staged_at`, as it was when the batch was built. Reads only.
+pub async fn recheck_batch(
+    cfg: &Config,
+    feed: &FeedConfig,
+    tx: &mut store::Tx,
+    upserts: &[(String, String, i64)],
+    upto: i64,
+    staged_at: DateTime<Utc>,
+    at: DateTime<Utc>,
+) -> Result<BatchRecheck, PipelineError> {
+    let mut by_person: BTreeMap<&str, Vec<(&str, i64)>> = BTreeMap::new();
+    for (id, person, doc_key) in upserts {
+        by_person
+            .entry(person.as_str())
+            .or_default()
+            .push((id.as_str(), *doc_key));
+    }
+    let persons: Vec<String> = by_person.keys().map(|p| (*p).to_owned()).collect();
+    let policies = tx.policy_rows(&persons).await?;
+    let mut out = BatchRecheck::default();
+    let mut replan: Vec<String> = Vec::new();
+    for p in &persons {
+        let Some(rows) = policies.get(p) else {
+            continue;
+        };
+        if rows.objections.is_empty()
+            && rows.restrictions.is_empty()
+            && rows.flags.is_empty()
+            && rows.denials.is_none()
+        {
+            continue;
+        }
+        if person_policy(cfg, rows, at).turvakielto {
+            out.turvakielto.insert(p.clone());
+        }
+        replan.push(p.clone());
+    }
+    let feed_policy = feed.legal_basis.policy();
+    let cutoff = lookback_cutoff(feed, staged_at);
+    for group in replan.chunks(PERSON_GROUP) {
+        let docs = tx.person_docs(&feed.name, group, upto).await?;
+        let keys: Vec<i64> = docs.iter().map(|d| d.doc_key).collect();
+        let mut rows_by_doc: HashMap<i64, Vec<DocRow>> = HashMap::new();
+        for r in tx.doc_rows(&feed.name, &keys).await? {
+            rows_by_doc.entry(r.doc_key).or_default().push(r);
+        }
+        let live = tx.live_rows(&feed.name, group).await?;
+        let mut docs_by_person: HashMap<&str, Vec<&store::PersonDoc>> = HashMap::new();
+        for d in &docs {
+            docs_by_person.entry(d.person.as_str()).or_default().push(d);
+        }
+        for person in group {
+            let pp = person_policy(
+                cfg,
+                policies
+                    .get(person)
+                    .expect("re-planned people have policy rows"),
+                at,
+            );
+            let gate = Gate {
+                feed: &feed_policy,
+                person: &pp,
+                at,
+                cfg,
+            };
+            let live_ids: HashSet<&str> = live
+                .iter()
+                .filter(|r| r.person == *person)
+                .map(|r| r.record_id.as_str())
+                .collect();
+            let plan = plan_person(
+                docs_by_person
+                    .get(person.as_str())
+                    .map(Vec::as_slice)
+                    .unwrap_or_default(),
+                &rows_by_doc,
+                &live_ids,
+                cutoff,
+                feed.mapping.cohort_everyone,
+                &gate,
+            );
+            let rows = by_person
+                .get(person.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            out.verdicts
+                .insert(person.clone(), seal_verdict(&plan, rows));
+        }
+    }
+    Ok(out)
+}
+
+/// The oldest effective date a feed run at `at` sends for the first time.
+fn lookback_cutoff(feed: &FeedConfig, at: DateTime<Utc>) -> NaiveDate {
+    at.date_naive()
+        .checked_sub_months(Months::new(feed.mapping.lookback_years.saturating_mul(12)))
+        .unwrap_or(NaiveDate::MIN)
+}
+
 /// Runs one feed once: stages zero or more batches (one per chunk of new
 /// documents that changes anything). Sealing and delivery are separate.
 pub async fn stage(
@@ -617,7 +816,6 @@ pub async fn stage(
     at: DateTime<Utc>,
     mode: Mode,
 ) -> Result<RunReport, PipelineError> {
-    let today = at.date_naive();
     let source_cfg = cfg
         .source(&feed.source)
         .ok_or_else(|| PipelineError::Config(format!("feed {}: unknown source", feed.name)))?;
@@ -625,9 +823,7 @@ pub async fn stage(
         source_name: source_cfg.name.clone(),
         error,
     })?;
-    let cutoff = today
-        .checked_sub_months(Months::new(feed.mapping.lookback_years.saturating_mul(12)))
-        .unwrap_or(NaiveDate::MIN);
+    let cutoff = lookback_cutoff(feed, at);
     let mapper = std::sync::Arc::new(Mapper::new(cfg, feed, &keys));
     let cx = Ctx {
         feed,
@@ -641,6 +837,7 @@ pub async fn stage(
         at,
         feed_policy: feed.legal_basis.policy(),
         safety_columns: feed.mapping.safety_columns(),
+        held_pending: std::sync::atomic::AtomicBool::new(true),
     };
     let mut report = RunReport {
         feed: feed.name.clone(),
@@ -994,7 +1191,17 @@ async fn stage_chunk(
     // Re-evaluate everyone with a document this feed has not processed.
     let cursor = timed!(report.store_ns, tx.cursor(feed))?;
     let upto = timed!(report.store_ns, tx.max_doc_key())?;
-    let persons = timed!(report.store_ns, tx.persons_between(cursor, upto))?;
+    let mut persons = timed!(report.store_ns, tx.persons_between(cursor, upto))?;
+    // Held records are re-evaluated every run, new documents or not: a
+    // restriction that ended releases them into this run's batch.
+    if cx
+        .held_pending
+        .swap(false, std::sync::atomic::Ordering::Relaxed)
+    {
+        persons.extend(timed!(report.store_ns, tx.held_persons(feed))?);
+        persons.sort_unstable();
+        persons.dedup();
+    }
     let excluded_before = report.excluded.clone();
     let decisions_before = report.decisions.len();
     let mut preview_blocked: Vec<PreviewRow> = Vec::new();
@@ -1424,3 +1631,6 @@ mod allocator {
     pub(super) fn pin_mmap_threshold() {}
     pub(super) fn release_freed_memory() {}
 }
+
+#[cfg(test)]
+mod policy_props;

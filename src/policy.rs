@@ -95,6 +95,10 @@ pub struct FeedPolicy {
     /// The feed discloses to a controller other than the data's own, so
     /// denials of disclosure apply.
     pub discloses_to_other_controller: bool,
+    /// The recipient is this controller (its id): a denial of disclosure
+    /// does not apply to records it controls, since use within the same
+    /// controller's register is not a disclosure.
+    pub recipient_controller: Option<String>,
 }
 
 /// What the gate needs of a record: its document's controller (the
@@ -134,6 +138,11 @@ pub enum Rule {
     ObjectionToFindata,
     RestrictionActive,
     DenialOfDisclosure,
+    /// Not a decision of the table: the person's only cohort evidence for
+    /// the feed is excluded or held, so their other records, which the gate
+    /// would let through, are left out with them (DOMAIN §4: excluded
+    /// records are not cohort evidence).
+    NoUsableCohortEvidence,
 }
 
 impl Rule {
@@ -147,6 +156,7 @@ impl Rule {
             Rule::ObjectionToFindata => "objection_to_findata",
             Rule::RestrictionActive => "restriction_active",
             Rule::DenialOfDisclosure => "denial_of_disclosure",
+            Rule::NoUsableCohortEvidence => "no_usable_cohort_evidence",
         }
     }
 
@@ -208,7 +218,10 @@ pub fn decide(
                 .as_deref()
                 .is_none_or(|c| rec.controller == Some(c))
     });
+    let to_own_controller =
+        rec.controller.is_some() && rec.controller == feed.recipient_controller.as_deref();
     let denied = feed.discloses_to_other_controller
+        && !to_own_controller
         && person.denials.as_ref().is_some_and(|d| {
             !d.none_valid
                 && (rec
@@ -218,7 +231,7 @@ pub fn decide(
                         .controller
                         .is_some_and(|c| d.controllers.iter().any(|x| x == c)))
         });
-    let lawful = || format!("{}: {:?}", art6_str(feed.art6), feed.purpose).to_lowercase();
+    let lawful = || format!("{}: {}", art6_str(feed.art6), feed.purpose.as_str());
 
     // Legal obligation with a named statute: objections, restrictions and
     // denials are all ignored; exemptions and overrides are audited.

@@ -156,3 +156,38 @@ fn a_group_readable_key_is_refused() {
         "the key itself is never printed"
     );
 }
+
+#[test]
+fn a_recipient_controller_must_be_a_configured_controller() {
+    let (_t, s) = setup();
+    edit(
+        &s.config,
+        "purpose = \"scientific_research\"\n",
+        "purpose = \"scientific_research\"\nrecipient_controller = \"org-nowhere\"\n",
+    );
+    let line = line_of(&s.config, "recipient_controller");
+    let (code, out) = validate(&s.config);
+    assert_eq!(code, 78, "{out}");
+    assert!(
+        out.contains(&format!(
+            "regfeed.toml:{line}: feeds.legal_basis.recipient_controller: no controller of that id"
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn validate_explains_a_recipient_controller() {
+    let (_t, s) = setup();
+    edit(
+        &s.config,
+        "purpose = \"scientific_research\"\n",
+        "purpose = \"scientific_research\"\nrecipient_controller = \"org-32213086\"\n",
+    );
+    let (code, out) = validate(&s.config);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("research-diabetes: recipient controller org-32213086 (Pirkanmaan hyvinvointialue (synthetic)): its own records reach this feed despite a denial of disclosure"),
+        "{out}"
+    );
+}

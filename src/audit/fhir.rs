@@ -44,10 +44,15 @@ pub fn people(e: &Entry) -> Vec<&str> {
         Entry::Decisions { items, .. } => items.iter().map(|d| d.person.as_str()).collect(),
         Entry::BatchStaged { people, .. } => people.iter().map(String::as_str).collect(),
         Entry::BatchSealed {
-            removed_at_sealing, ..
+            removed_at_sealing,
+            people,
+            exempt,
+            ..
         } => removed_at_sealing
             .iter()
             .map(|r| r.person.as_str())
+            .chain(people.iter().flatten().map(|p| p.person.as_str()))
+            .chain(exempt.iter().map(|x| x.person.as_str()))
             .collect(),
         Entry::ObjectionAfterSealing { person, .. } => vec![person.as_str()],
         _ => Vec::new(),
@@ -150,6 +155,7 @@ mod tests {
             feed: "f".into(),
             seq: 2,
             person: "ab12".into(),
+            rule: None,
         };
         let (kind, feed, data) = e.parts().expect("parts");
         let s = StoredEntry {

@@ -104,6 +104,22 @@ pub struct Removed {
     pub records: u64,
 }
 
+/// A person's rows in a sealed data file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PersonRows {
+    pub person: String,
+    pub rows: u64,
+}
+
+/// Rows of a person that went out although an objection exists, and why
+/// (`exempt: <statute>`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Exempted {
+    pub person: String,
+    pub basis: String,
+    pub records: u64,
+}
+
 /// The legal basis a batch was disclosed under, as the feed declared it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Basis {
@@ -195,11 +211,26 @@ pub enum Entry {
         data_sha256: String,
         manifest_sha256: String,
         removed_at_sealing: Vec<Removed>,
+        /// Everyone with a row in the sealed data file, with their rows,
+        /// sorted: what the batch disclosed, which can be less than it
+        /// staged. Absent in entries written before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        people: Option<Vec<PersonRows>>,
+        /// Rows that went out although an objection applies (the feed rests
+        /// on a legal obligation), per person, as decided at sealing.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        exempt: Vec<Exempted>,
     },
+    /// An objection imported after a batch holding the person's rows was
+    /// sealed, that binds the batch's feed for those rows: not recalled.
     ObjectionAfterSealing {
         feed: String,
         seq: i64,
         person: String,
+        /// The rule the objection would have excluded the rows under
+        /// (absent in entries written before it was recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
     },
     Delivery {
         feed: String,

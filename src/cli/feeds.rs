@@ -57,6 +57,27 @@ pub fn validate(config: Option<&Path>) -> ExitCode {
         cfg.sources.len(),
         cfg.controllers.len()
     );
+    // What a recipient controller changes, in words.
+    for f in &cfg.feeds {
+        let Some(id) = &f.legal_basis.recipient_controller else {
+            continue;
+        };
+        let name = cfg
+            .controllers
+            .iter()
+            .find(|c| &c.id == id)
+            .map(|c| c.name.as_str())
+            .unwrap_or_default();
+        println!(
+            "  {}: recipient controller {id} ({name}): its own records reach this feed despite a denial of disclosure (use within the same controller); {}",
+            f.name,
+            if f.legal_basis.discloses_to_other_controller {
+                "other controllers' records stay subject to denials"
+            } else {
+                "denials do not apply to this feed at all (discloses_to_other_controller = false)"
+            }
+        );
+    }
     ExitCode::SUCCESS
 }
 
@@ -204,17 +225,32 @@ pub fn held_list(config: Option<&Path>) -> ExitCode {
         Ok(x) => x,
         Err(code) => return code,
     };
-    match rt.block_on(app.store.held_counts()) {
+    match rt.block_on(app.store.held_summary()) {
         Ok(rows) => {
             if rows.is_empty() {
                 println!("no held records");
             }
-            for (feed, reason, n) in rows {
-                println!("{feed}\t{reason}\t{n}");
+            let now = chrono::Utc::now();
+            for (feed, reason, n, since) in rows {
+                let age = chrono::DateTime::parse_from_rfc3339(&since)
+                    .map(|s| held_age(now - s.with_timezone(&chrono::Utc)))
+                    .unwrap_or_else(|_| "unknown".into());
+                println!("{feed}\t{reason}\t{n}\toldest held {age} (since {since})");
             }
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e.into()),
+    }
+}
+
+/// A hold's age in the largest whole unit: `3 d`, `5 h`, `12 min`, `40 s`.
+fn held_age(d: chrono::TimeDelta) -> String {
+    let s = d.num_seconds().max(0);
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        3600..86400 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86400),
     }
 }
 

@@ -478,7 +478,7 @@ impl App {
             }
             from += rows.len() as i64;
             for r in rows {
-                if recheck.dropped.contains_key(&r.record_id) {
+                if r.op == crate::app::REMOVED || recheck.dropped.contains_key(&r.record_id) {
                     continue;
                 }
                 if r.person

@@ -112,6 +112,21 @@ pub enum Purpose {
     AuthorityPlanningAndReporting,
 }
 
+impl Purpose {
+    /// The purpose as the config and manifests write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Statistics => "statistics",
+            Purpose::ScientificResearch => "scientific_research",
+            Purpose::DevelopmentAndInnovation => "development_and_innovation",
+            Purpose::Education => "education",
+            Purpose::KnowledgeManagement => "knowledge_management",
+            Purpose::SteeringAndSupervision => "steering_and_supervision",
+            Purpose::AuthorityPlanningAndReporting => "authority_planning_and_reporting",
+        }
+    }
+}
+
 /// GDPR Art. 6(1) basis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Art6 {

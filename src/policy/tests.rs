@@ -65,6 +65,7 @@ fn feed(kind: Kind, discloses: bool) -> FeedPolicy {
         derogation,
         channel,
         discloses_to_other_controller: discloses,
+        recipient_controller: None,
     }
 }
 
@@ -385,5 +386,42 @@ fn an_objection_outranks_a_restriction_and_is_the_rule_named() {
     assert!(
         d.rule.is_objection(),
         "leaving by objection sends no retractions"
+    );
+}
+
+#[test]
+fn a_denial_does_not_apply_to_records_of_the_feeds_recipient_controller() {
+    let denied = PersonPolicy {
+        denials: Some(Denials {
+            controllers: vec![HERE.into(), OTHER.into()],
+            ..Denials::default()
+        }),
+        ..PersonPolicy::default()
+    };
+    let mut f = feed(Kind::Direct, true);
+    f.recipient_controller = Some(HERE.into());
+    // The recipient's own records: use within the same controller.
+    let d = decide(&f, &denied, &rec(), t0());
+    assert_eq!((d.outcome, d.rule), (Outcome::Include, Rule::NoObjection));
+    // Another controller's records are still disclosed to the recipient.
+    let other = RecordContext {
+        controller: Some(OTHER),
+        service_event: None,
+    };
+    let d = decide(&f, &denied, &other, t0());
+    assert_eq!(
+        (d.outcome, d.rule),
+        (Outcome::Exclude, Rule::DenialOfDisclosure)
+    );
+    // An objection to the recipient controller still binds: only denials
+    // of disclosure are about another controller.
+    let objecting = PersonPolicy {
+        objections: vec![objection(MadeTo::Controller(HERE.into()))],
+        ..denied.clone()
+    };
+    let d = decide(&f, &objecting, &rec(), t0());
+    assert_eq!(
+        (d.outcome, d.rule),
+        (Outcome::Exclude, Rule::ObjectionToController)
     );
 }

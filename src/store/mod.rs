@@ -28,7 +28,6 @@ pub use sql::QueryBuilder;
 use sql::{list_chunks, statement_chunks};
 
 /// Rows per multi-row statement (well under SQLite's variable limit).
-const CHUNK: usize = 400;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -1169,6 +1168,21 @@ impl Tx {
         persons: &[String],
         held: &[(String, String, String)],
     ) -> Result<()> {
+        // A record held again for the same reason keeps the time its hold
+        // began: `held list` reports the oldest hold's age.
+        let mut since_of: HashMap<(String, String), String> = HashMap::new();
+        for chunk in list_chunks(persons) {
+            let mut q = QueryBuilder::for_backend(
+                self.backend,
+                "SELECT record_id, reason, since FROM held WHERE feed = ",
+            );
+            q.push_bind(feed);
+            q.push(" AND person IN (");
+            push_list(&mut q, chunk);
+            for r in q.build()?.fetch_all(&mut *self.tx).await? {
+                since_of.insert((r.get(0), r.get(1)), r.get(2));
+            }
+        }
         for chunk in list_chunks(persons) {
             let mut q = QueryBuilder::for_backend(self.backend, "DELETE FROM held WHERE feed = ");
             q.push_bind(feed);
@@ -1195,13 +1209,17 @@ impl Tx {
                 "INSERT INTO held (feed, record_id, person, reason, since)",
             );
             q.push_values(chunk, |mut b, (id, p, r)| {
+                let since = since_of
+                    .get(&(id.clone(), r.clone()))
+                    .unwrap_or(&at)
+                    .clone();
                 b.push_bind(feed)
                     .push_bind(id)
                     .push_bind(p)
                     .push_bind(r)
-                    .push_bind(&at);
+                    .push_bind(since);
             });
-            q.push(" ON CONFLICT (feed, record_id) DO UPDATE SET person = excluded.person, reason = excluded.reason, since = excluded.since");
+            q.push(" ON CONFLICT (feed, record_id) DO UPDATE SET person = excluded.person, reason = excluded.reason, since = CASE WHEN held.reason = excluded.reason THEN held.since ELSE excluded.since END");
             q.build()?.execute(&mut *self.tx).await?;
         }
         Ok(())

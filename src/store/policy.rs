@@ -7,7 +7,7 @@ use sqlx::Row;
 
 use super::QueryBuilder;
 
-use super::{CHUNK, Result, Store, Tx, now, push_list};
+use super::{Result, Store, Tx, list_chunks, now, push_list, statement_chunks};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectionRow {
@@ -93,8 +93,9 @@ impl Tx {
     }
 
     pub async fn insert_objections(&mut self, import_id: i64, rows: &[ObjectionRow]) -> Result<()> {
-        for chunk in rows.chunks(CHUNK / 2) {
-            let mut q = QueryBuilder::new(
+        for chunk in statement_chunks(&rows) {
+            let mut q = QueryBuilder::for_backend(
+                self.backend,
                 "INSERT INTO objections (person, made_to, purposes, received_at, effective_from, withdrawn_at, source, reference, import_id) ",
             );
             q.push_values(chunk, |mut b, o| {
@@ -108,7 +109,7 @@ impl Tx {
                     .push_bind(&o.reference)
                     .push_bind(import_id);
             });
-            q.build()?.persistent(false).execute(&mut *self.tx).await?;
+            q.build()?.execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -118,8 +119,9 @@ impl Tx {
         import_id: i64,
         rows: &[RestrictionRow],
     ) -> Result<()> {
-        for chunk in rows.chunks(CHUNK / 2) {
-            let mut q = QueryBuilder::new(
+        for chunk in statement_chunks(&rows) {
+            let mut q = QueryBuilder::for_backend(
+                self.backend,
                 "INSERT INTO restrictions (person, controller, start_at, end_at, source, reference, import_id) ",
             );
             q.push_values(chunk, |mut b, r| {
@@ -131,14 +133,15 @@ impl Tx {
                     .push_bind(&r.reference)
                     .push_bind(import_id);
             });
-            q.build()?.persistent(false).execute(&mut *self.tx).await?;
+            q.build()?.execute(&mut *self.tx).await?;
         }
         Ok(())
     }
 
     pub async fn upsert_flags(&mut self, import_id: i64, rows: &[FlagRow]) -> Result<()> {
-        for chunk in rows.chunks(CHUNK / 2) {
-            let mut q = QueryBuilder::new(
+        for chunk in statement_chunks(&rows) {
+            let mut q = QueryBuilder::for_backend(
+                self.backend,
                 "INSERT INTO person_flags (person, flag, since, until, source, reference, import_id) ",
             );
             q.push_values(chunk, |mut b, f| {
@@ -151,7 +154,7 @@ impl Tx {
                     .push_bind(import_id);
             });
             q.push(" ON CONFLICT (person, flag) DO UPDATE SET since = excluded.since, until = excluded.until, source = excluded.source, reference = excluded.reference, import_id = excluded.import_id");
-            q.build()?.persistent(false).execute(&mut *self.tx).await?;
+            q.build()?.execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -170,8 +173,9 @@ impl Tx {
             .fetch_one(&mut *self.tx)
             .await?;
             let id: i64 = r.get(0);
-            for chunk in s.denials.chunks(CHUNK / 2) {
-                let mut q = QueryBuilder::new(
+            for chunk in statement_chunks(&s.denials) {
+                let mut q = QueryBuilder::for_backend(
+                    self.backend,
                     "INSERT INTO denials (snapshot_id, service_event, provider, all_registers, from_at, to_at) ",
                 );
                 q.push_values(chunk, |mut b, d| {
@@ -182,32 +186,72 @@ impl Tx {
                         .push_bind(&d.from_at)
                         .push_bind(&d.to_at);
                 });
-                q.build()?.persistent(false).execute(&mut *self.tx).await?;
+                q.build()?.execute(&mut *self.tx).await?;
             }
         }
         Ok(())
     }
 
-    /// (feed, seq, person) of sealed or delivered batches holding rows of
-    /// these people.
-    pub async fn sealed_batches_of(
+    /// Takes rows out of a staged batch at sealing: they stay in the batch's
+    /// rows marked `removed` (so the line numbers that page a batch stay
+    /// whole, and a later re-check or re-seal skips them), and the register
+    /// never got them, so they are not live.
+    pub async fn remove_at_sealing(
+        &mut self,
+        feed: &str,
+        seq: i64,
+        record_ids: &[String],
+    ) -> Result<()> {
+        for chunk in list_chunks(&record_ids) {
+            let mut q = QueryBuilder::for_backend(
+                self.backend,
+                "UPDATE batch_rows SET op = 'removed' WHERE feed = ",
+            );
+            q.push_bind(feed);
+            q.push(" AND seq = ");
+            q.push_bind(seq);
+            q.push(" AND record_id IN (");
+            push_list(&mut q, chunk);
+            q.build()?.execute(&mut *self.tx).await?;
+            let mut q =
+                QueryBuilder::for_backend(self.backend, "DELETE FROM feed_rows WHERE feed = ");
+            q.push_bind(feed);
+            q.push(" AND record_id IN (");
+            push_list(&mut q, chunk);
+            q.build()?.execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Everyone with a held record in the feed, through the held rows'
+    /// `(feed, person)` index: a run re-evaluates them whether or not they
+    /// have a new document (DESIGN §1 step 4).
+    pub async fn held_persons(&mut self, feed: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT DISTINCT person FROM held WHERE feed = $1 ORDER BY person")
+            .bind(feed)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    /// (feed, seq, person, controller OID, service event) of the rows that
+    /// sealed, sending, delivered or dead batches sent of these people: what
+    /// an objection that arrives now could have bound. Rows removed at
+    /// sealing and retractions are not among them.
+    pub async fn sealed_rows_of(
         &mut self,
         persons: &[String],
-    ) -> Result<Vec<(String, i64, String)>> {
+    ) -> Result<Vec<(String, i64, String, Option<String>, Option<String>)>> {
         let mut out = Vec::new();
-        for chunk in persons.chunks(CHUNK) {
-            let mut q = QueryBuilder::new(
-                "SELECT DISTINCT r.feed, r.seq, r.person FROM batch_rows r JOIN batches b ON b.feed = r.feed AND b.seq = r.seq WHERE b.state IN ('sealed', 'sending', 'delivered', 'dead') AND r.person IN (",
+        for chunk in list_chunks(&persons) {
+            let mut q = QueryBuilder::for_backend(
+                self.backend,
+                "SELECT DISTINCT r.feed, r.seq, r.person, d.controller, d.service_event FROM batch_rows r JOIN batches b ON b.feed = r.feed AND b.seq = r.seq JOIN documents d ON d.doc_key = r.doc_key WHERE b.state IN ('sealed', 'sending', 'delivered', 'dead') AND r.op = 'upsert' AND r.person IN (",
             );
             push_list(&mut q, chunk);
             q.push(" ORDER BY r.feed, r.seq");
-            for r in q
-                .build()?
-                .persistent(false)
-                .fetch_all(&mut *self.tx)
-                .await?
-            {
-                out.push((r.get(0), r.get(1), r.get(2)));
+            for r in q.build()?.fetch_all(&mut *self.tx).await? {
+                out.push((r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)));
             }
         }
         Ok(out)
@@ -215,14 +259,29 @@ impl Tx {
 
     /// The stored policy of these people.
     pub async fn policy_rows(&mut self, persons: &[String]) -> Result<HashMap<String, PolicyRows>> {
-        load_policy(&mut self.tx, persons).await
+        load_policy(&mut self.tx, self.backend, persons).await
     }
 }
 
 impl Store {
     pub async fn policy_rows(&self, persons: &[String]) -> Result<HashMap<String, PolicyRows>> {
         let mut conn = self.pool.acquire().await?;
-        load_policy(&mut conn, persons).await
+        load_policy(&mut conn, self.backend, persons).await
+    }
+
+    /// `held list`: per feed and reason, how many records are held and
+    /// since when the oldest hold has lasted (its `since`, kept while the
+    /// record stays held for that reason).
+    pub async fn held_summary(&self) -> Result<Vec<(String, String, i64, String)>> {
+        let rows = sqlx::query(
+            "SELECT feed, reason, COUNT(*), MIN(since) FROM held GROUP BY feed, reason ORDER BY feed, reason",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect())
     }
 
     /// Counts for `objections list`: (kind, made to / flag, active, total).
@@ -260,15 +319,17 @@ impl Store {
 
 async fn load_policy(
     conn: &mut sqlx::AnyConnection,
+    backend: super::Backend,
     persons: &[String],
 ) -> Result<HashMap<String, PolicyRows>> {
     let mut out: HashMap<String, PolicyRows> = HashMap::new();
-    for chunk in persons.chunks(CHUNK) {
-        let mut q = QueryBuilder::new(
+    for chunk in list_chunks(&persons) {
+        let mut q = QueryBuilder::for_backend(
+            backend,
             "SELECT person, made_to, purposes, received_at, effective_from, withdrawn_at, source, reference FROM objections WHERE",
         );
         in_list(&mut q, chunk);
-        for r in q.build()?.persistent(false).fetch_all(&mut *conn).await? {
+        for r in q.build()?.fetch_all(&mut *conn).await? {
             let o = ObjectionRow {
                 person: r.get(0),
                 made_to: r.get(1),
@@ -281,11 +342,12 @@ async fn load_policy(
             };
             out.entry(o.person.clone()).or_default().objections.push(o);
         }
-        let mut q = QueryBuilder::new(
+        let mut q = QueryBuilder::for_backend(
+            backend,
             "SELECT person, controller, start_at, end_at, source, reference FROM restrictions WHERE",
         );
         in_list(&mut q, chunk);
-        for r in q.build()?.persistent(false).fetch_all(&mut *conn).await? {
+        for r in q.build()?.fetch_all(&mut *conn).await? {
             let x = RestrictionRow {
                 person: r.get(0),
                 controller: r.get(1),
@@ -299,11 +361,12 @@ async fn load_policy(
                 .restrictions
                 .push(x);
         }
-        let mut q = QueryBuilder::new(
+        let mut q = QueryBuilder::for_backend(
+            backend,
             "SELECT person, flag, since, until, source, reference FROM person_flags WHERE",
         );
         in_list(&mut q, chunk);
-        for r in q.build()?.persistent(false).fetch_all(&mut *conn).await? {
+        for r in q.build()?.fetch_all(&mut *conn).await? {
             let f = FlagRow {
                 person: r.get(0),
                 flag: r.get(1),
@@ -315,13 +378,14 @@ async fn load_policy(
             out.entry(f.person.clone()).or_default().flags.push(f);
         }
         // The latest snapshot per person: by effective time, then insertion.
-        let mut q = QueryBuilder::new(
+        let mut q = QueryBuilder::for_backend(
+            backend,
             "SELECT id, person, origin, doc_key, effective_at, none_valid, emergency FROM denial_snapshots WHERE",
         );
         in_list(&mut q, chunk);
         q.push(" ORDER BY person, effective_at, id");
         let mut latest: HashMap<String, (i64, DenialSnapshot)> = HashMap::new();
-        for r in q.build()?.persistent(false).fetch_all(&mut *conn).await? {
+        for r in q.build()?.fetch_all(&mut *conn).await? {
             let snap = DenialSnapshot {
                 person: r.get(1),
                 origin: r.get(2),
@@ -335,7 +399,8 @@ async fn load_policy(
         }
         if !latest.is_empty() {
             let ids: Vec<i64> = latest.values().map(|(id, _)| *id).collect();
-            let mut q = QueryBuilder::new(
+            let mut q = QueryBuilder::for_backend(
+                backend,
                 "SELECT snapshot_id, service_event, provider, all_registers, from_at, to_at FROM denials WHERE snapshot_id IN (",
             );
             let mut sep = q.separated(", ");
@@ -344,7 +409,7 @@ async fn load_policy(
             }
             q.push(")");
             let mut by_id: HashMap<i64, Vec<DenialRow>> = HashMap::new();
-            for r in q.build()?.persistent(false).fetch_all(&mut *conn).await? {
+            for r in q.build()?.fetch_all(&mut *conn).await? {
                 by_id.entry(r.get(0)).or_default().push(DenialRow {
                     service_event: r.get(1),
                     provider: r.get(2),
