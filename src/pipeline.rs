@@ -1198,7 +1198,10 @@ async fn stage_chunk(
         .held_pending
         .swap(false, std::sync::atomic::Ordering::Relaxed)
     {
-        persons.extend(timed!(report.store_ns, tx.held_persons(feed))?);
+        persons.extend(timed!(
+            report.store_ns,
+            tx.held_persons(feed, policy::Rule::HOLDING)
+        )?);
         persons.sort_unstable();
         persons.dedup();
     }

@@ -146,6 +146,13 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// The names of the rules under which the gate holds a record (a
+    /// mapping's holds have reasons of their own), as they stand in the
+    /// held rows. Only a restriction holds; its end can come with time
+    /// alone. A person whose only cohort evidence is held is found through
+    /// that evidence's hold.
+    pub const HOLDING: &'static [&'static str] = &["restriction_active"];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Rule::NoObjection => "no_objection",

@@ -425,3 +425,50 @@ fn a_denial_does_not_apply_to_records_of_the_feeds_recipient_controller() {
         (Outcome::Exclude, Rule::ObjectionToController)
     );
 }
+
+/// Every rule under which `decide` holds a record, over every feed kind and
+/// every combination of objection, restriction and denial, is one a run
+/// re-reads each time (`Rule::HOLDING`): a rule that held but was missing
+/// there would keep its records held until the person's next document.
+#[test]
+fn every_rule_that_holds_is_listed_for_the_runs_re_evaluation() {
+    let mut holding = std::collections::BTreeSet::new();
+    for kind in [Kind::Exempt, Kind::Derogation, Kind::Direct, Kind::Findata] {
+        for discloses in [false, true] {
+            for objection_to in [
+                None,
+                Some(MadeTo::Controller(HERE.into())),
+                Some(MadeTo::Findata),
+            ] {
+                for restricted in [false, true] {
+                    for denied in [false, true] {
+                        let person = PersonPolicy {
+                            objections: objection_to.clone().map(objection).into_iter().collect(),
+                            restrictions: if restricted {
+                                vec![Restriction {
+                                    controller: None,
+                                    start: t0() - Duration::days(1),
+                                    end: None,
+                                }]
+                            } else {
+                                Vec::new()
+                            },
+                            denials: denied.then(|| Denials {
+                                none_valid: false,
+                                service_events: Vec::new(),
+                                controllers: vec![HERE.into()],
+                            }),
+                            ..PersonPolicy::default()
+                        };
+                        let d = decide(&feed(kind, discloses), &person, &rec(), t0());
+                        if d.outcome == Outcome::Hold {
+                            holding.insert(d.rule.as_str());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let listed: std::collections::BTreeSet<&str> = Rule::HOLDING.iter().copied().collect();
+    assert_eq!(holding, listed);
+}

@@ -27,8 +27,6 @@ pub use policy::{DenialRow, DenialSnapshot, FlagRow, ObjectionRow, PolicyRows, R
 pub use sql::QueryBuilder;
 use sql::{list_chunks, statement_chunks};
 
-/// Rows per multi-row statement (well under SQLite's variable limit).
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store: {0}")]

@@ -223,14 +223,25 @@ impl Tx {
         Ok(())
     }
 
-    /// Everyone with a held record in the feed, through the held rows'
-    /// `(feed, person)` index: a run re-evaluates them whether or not they
-    /// have a new document (DESIGN §1 step 4).
-    pub async fn held_persons(&mut self, feed: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT DISTINCT person FROM held WHERE feed = $1 ORDER BY person")
-            .bind(feed)
-            .fetch_all(&mut *self.tx)
-            .await?;
+    /// Everyone with a record held in the feed for one of `reasons` (the
+    /// policy rules that hold), through the held rows' `(feed, reason,
+    /// person)` index: a run re-evaluates them whether or not they have a
+    /// new document (DESIGN §1 step 4). A mapping's holds (a value without a
+    /// unit) change only with a new document, which re-evaluates its person
+    /// anyway, so they are not read here.
+    pub async fn held_persons(&mut self, feed: &str, reasons: &[&str]) -> Result<Vec<String>> {
+        if reasons.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = QueryBuilder::for_backend(
+            self.backend,
+            "SELECT DISTINCT person FROM held WHERE feed = ",
+        );
+        q.push_bind(feed);
+        q.push(" AND reason IN (");
+        push_list(&mut q, reasons);
+        q.push(" ORDER BY person");
+        let rows = q.build()?.fetch_all(&mut *self.tx).await?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 

@@ -238,8 +238,15 @@ mod tests {
             let items: Vec<usize> = (0..len).collect();
             let chunks: Vec<&[usize]> = statement_chunks(&items).collect();
             assert!(
-                chunks.iter().all(|c| [128, 16, 1].contains(&c.len())),
+                chunks
+                    .iter()
+                    .all(|c| [128, 64, 32, 16, 8, 4, 2, 1].contains(&c.len())),
                 "{len}"
+            );
+            assert!(
+                chunks.len() <= len / 128 + 7,
+                "{len}: {} statements",
+                chunks.len()
             );
             let joined: Vec<usize> = chunks.concat();
             assert_eq!(joined, items, "{len}: every item once, in order");
