@@ -12,7 +12,8 @@
 //! task: the whole run is one thread, in sequence.
 //!
 //! It must not write to the store, log anything about a person, or hold
-//! more than about two chunks of decoded documents (the channel's bound).
+//! more than [`AHEAD_DOCUMENTS`] decoded documents and [`IN_FLIGHT`] units
+//! ahead of the run (the channel's bound).
 
 use std::collections::VecDeque;
 use std::io;
@@ -30,6 +31,11 @@ use crate::store::{self, NewDocument, Seen, Store};
 pub(super) const UNIT: usize = 256;
 /// Units dispatched and not yet handed on, at most.
 const IN_FLIGHT: usize = 4;
+/// Decoded documents waiting for the run, at most (besides the chunk it is
+/// staging): enough to keep the workers busy while the run writes, and the
+/// same for any corpus, so peak memory does not grow with the number of
+/// chunks a run stages.
+const AHEAD_DOCUMENTS: usize = 8 * 1024;
 
 /// A listed file that is new or changed since the store last saw it.
 #[derive(Debug)]
@@ -207,11 +213,11 @@ struct Cut {
 }
 
 impl Producer {
-    /// The channel's bound, in messages: a whole chunk's units (so the
-    /// producer can decode the next chunk while the run stages this one),
-    /// and a few more for listing counts.
+    /// The channel's bound, in messages: [`AHEAD_DOCUMENTS`] in units (or
+    /// a whole chunk, when chunks are smaller), and a few more for listing
+    /// counts and chunk ends.
     pub fn channel_bound(chunk_size: usize) -> usize {
-        chunk_size.div_ceil(UNIT) + IN_FLIGHT + 4
+        chunk_size.min(AHEAD_DOCUMENTS).div_ceil(UNIT) + 4
     }
 
     /// Produces until the listing is done, the run stops listening, or an

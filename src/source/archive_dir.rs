@@ -79,8 +79,12 @@ impl ArchiveDir {
         let mut file = std::fs::File::open(self.path_of(rel)?)?;
         let max = u64::try_from(max).unwrap_or(u64::MAX);
         let mut hasher = Sha256::new();
-        if file.metadata()?.len() <= max {
-            let mut bytes = Vec::new();
+        let len = file.metadata()?.len();
+        if len <= max {
+            // Room for the whole file and one byte more, so that reading it
+            // takes two reads (the bytes, then end of file), not one per
+            // doubling of the buffer.
+            let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0).saturating_add(1));
             (&mut file)
                 .take(max.saturating_add(1))
                 .read_to_end(&mut bytes)?;
