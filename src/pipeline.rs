@@ -945,12 +945,13 @@ async fn consume(
                     chunk.seen_rows.push(seen);
                     match decoded {
                         ahead::Decoded::Unchanged => {}
-                        ahead::Decoded::Document {
-                            bytes,
-                            doc,
-                            mapped,
-                            snapshot,
-                        } => {
+                        ahead::Decoded::Document(d) => {
+                            let ahead::NewDocumentAhead {
+                                bytes,
+                                doc,
+                                mapped,
+                                snapshot,
+                            } = *d;
                             report.bytes_decoded += bytes;
                             report.documents_decoded += 1;
                             chunk.new_docs.push(doc);

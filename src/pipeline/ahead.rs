@@ -58,16 +58,22 @@ pub(super) enum Outcome {
 pub(super) enum Decoded {
     /// The same bytes as when last seen (touched, or copied over).
     Unchanged,
-    Document {
-        bytes: u64,
-        doc: NewDocument,
-        mapped: Option<Mapped>,
-        snapshot: Option<store::DenialSnapshot>,
-    },
+    /// Boxed: most outcomes are documents, and the box keeps the unit's
+    /// vector of outcomes small to move between threads.
+    Document(Box<NewDocumentAhead>),
     Refused {
         sha256: String,
         error: DecodeError,
     },
+}
+
+/// A decoded document's header facts, mapping and denial snapshot.
+#[derive(Debug)]
+pub(super) struct NewDocumentAhead {
+    pub bytes: u64,
+    pub doc: NewDocument,
+    pub mapped: Option<Mapped>,
+    pub snapshot: Option<store::DenialSnapshot>,
 }
 
 /// What the producer hands the run, in order.
@@ -138,12 +144,12 @@ fn decode_one(
     let decoded = match result {
         Ok(dd) => {
             let (doc, mapped, snapshot) = mapper.ingest(source_name, &c.listed.path, sha, &dd);
-            Decoded::Document {
+            Decoded::Document(Box::new(NewDocumentAhead {
                 bytes: bytes.len() as u64,
                 doc,
                 mapped,
                 snapshot,
-            }
+            }))
         }
         Err(error) => Decoded::Refused { sha256: sha, error },
     };

@@ -93,7 +93,7 @@ impl Tx {
     }
 
     pub async fn insert_objections(&mut self, import_id: i64, rows: &[ObjectionRow]) -> Result<()> {
-        for chunk in statement_chunks(&rows) {
+        for chunk in statement_chunks(rows) {
             let mut q = QueryBuilder::for_backend(
                 self.backend,
                 "INSERT INTO objections (person, made_to, purposes, received_at, effective_from, withdrawn_at, source, reference, import_id) ",
@@ -119,7 +119,7 @@ impl Tx {
         import_id: i64,
         rows: &[RestrictionRow],
     ) -> Result<()> {
-        for chunk in statement_chunks(&rows) {
+        for chunk in statement_chunks(rows) {
             let mut q = QueryBuilder::for_backend(
                 self.backend,
                 "INSERT INTO restrictions (person, controller, start_at, end_at, source, reference, import_id) ",
@@ -139,7 +139,7 @@ impl Tx {
     }
 
     pub async fn upsert_flags(&mut self, import_id: i64, rows: &[FlagRow]) -> Result<()> {
-        for chunk in statement_chunks(&rows) {
+        for chunk in statement_chunks(rows) {
             let mut q = QueryBuilder::for_backend(
                 self.backend,
                 "INSERT INTO person_flags (person, flag, since, until, source, reference, import_id) ",
@@ -202,7 +202,7 @@ impl Tx {
         seq: i64,
         record_ids: &[String],
     ) -> Result<()> {
-        for chunk in list_chunks(&record_ids) {
+        for chunk in list_chunks(record_ids) {
             let mut q = QueryBuilder::for_backend(
                 self.backend,
                 "UPDATE batch_rows SET op = 'removed' WHERE feed = ",
@@ -254,7 +254,7 @@ impl Tx {
         persons: &[String],
     ) -> Result<Vec<(String, i64, String, Option<String>, Option<String>)>> {
         let mut out = Vec::new();
-        for chunk in list_chunks(&persons) {
+        for chunk in list_chunks(persons) {
             let mut q = QueryBuilder::for_backend(
                 self.backend,
                 "SELECT DISTINCT r.feed, r.seq, r.person, d.controller, d.service_event FROM batch_rows r JOIN batches b ON b.feed = r.feed AND b.seq = r.seq JOIN documents d ON d.doc_key = r.doc_key WHERE b.state IN ('sealed', 'sending', 'delivered', 'dead') AND r.op = 'upsert' AND r.person IN (",
@@ -334,7 +334,7 @@ async fn load_policy(
     persons: &[String],
 ) -> Result<HashMap<String, PolicyRows>> {
     let mut out: HashMap<String, PolicyRows> = HashMap::new();
-    for chunk in list_chunks(&persons) {
+    for chunk in list_chunks(persons) {
         let mut q = QueryBuilder::for_backend(
             backend,
             "SELECT person, made_to, purposes, received_at, effective_from, withdrawn_at, source, reference FROM objections WHERE",
