@@ -978,6 +978,9 @@ async fn consume(
             }
             ahead::Ahead::EndChunk => {
                 stage_chunk(cx, store, std::mem::take(&mut chunk), report).await?;
+                if cx.mode != Mode::DryRun {
+                    timed!(report.store_ns, store.checkpoint());
+                }
                 allocator::release_freed_memory();
                 if cx.mode == Mode::DryRun {
                     return Ok(());
