@@ -38,24 +38,21 @@ pub(super) fn extract(
         Packaging::Cda => "",
     };
     // Path below the root: Some(name) for CDA-namespace elements.
-    let mut path: Vec<Option<String>> = Vec::new();
+    let mut path: Vec<Option<&str>> = Vec::new();
     let mut body: Option<String> = None;
     let mut in_text = false;
     let mut interaction: Option<String> = None;
     loop {
         match r.next()? {
             XmlEvent::Start(el) => {
-                let name = (el.ns == Ns::V3).then(|| el.local.clone());
+                let name = (el.ns == Ns::V3).then_some(el.local);
                 if path.is_empty() && el.is_v3("interactionId") {
                     interaction = el.attr("extension").map(str::to_owned);
                 }
                 path.push(name);
                 in_text = body.is_none()
                     && path.len() == TEXT_PATH.len()
-                    && path
-                        .iter()
-                        .zip(TEXT_PATH)
-                        .all(|(a, b)| a.as_deref() == Some(*b));
+                    && path.iter().zip(TEXT_PATH).all(|(a, b)| *a == Some(*b));
                 if in_text {
                     body = Some(String::new());
                 }

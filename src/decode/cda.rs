@@ -47,7 +47,7 @@ pub(super) fn decode(
     if root.is_v3("ClinicalDocument") {
         return decode_document(&mut r, limits, codes, Packaging::Cda);
     }
-    let packaging = match (root.ns, root.local.as_str()) {
+    let packaging = match (root.ns, root.local) {
         (Ns::V3, "RCMR_IN100002FI01") => Some(Packaging::ArchiveNew),
         (Ns::V3, "RCMR_IN100016FI01") => Some(Packaging::ArchiveReplacement),
         _ => None,
@@ -57,7 +57,7 @@ pub(super) fn decode(
         return decode_embedded(&inner, limits, codes, p);
     }
     r.finish()?;
-    if matches!(root.ns, Ns::V3 | Ns::None) && FRAGMENT_ROOTS.contains(&root.local.as_str()) {
+    if matches!(root.ns, Ns::V3 | Ns::None) && FRAGMENT_ROOTS.contains(&root.local) {
         return Err(DecodeError::new(
             ErrorClass::Fragment,
             format!("a CDA <{}> fragment, not a ClinicalDocument", root.local),
@@ -90,7 +90,7 @@ fn decode_embedded(
     ))
 }
 
-fn first_start(r: &mut XmlReader<'_>) -> Result<Element, DecodeError> {
+fn first_start<'a>(r: &mut XmlReader<'a>) -> Result<Element<'a>, DecodeError> {
     loop {
         match r.next()? {
             XmlEvent::Start(el) => return Ok(el),
@@ -157,7 +157,7 @@ fn ts_of(n: Option<&Node>) -> Option<Ts> {
 
 impl Header {
     fn take(&mut self, n: &Node, codes: &CodeSystems) {
-        match (n.el.ns, n.el.local.as_str()) {
+        match (n.el.ns, n.el.local) {
             (Ns::V3, "id") => self.id = id_string(n),
             (Ns::V3, "setId") => self.set_id = id_string(n),
             (Ns::V3, "versionNumber") => {
@@ -275,7 +275,7 @@ impl Header {
 fn header_wanted(el: &Element) -> bool {
     match el.ns {
         Ns::V3 => matches!(
-            el.local.as_str(),
+            el.local,
             "id" | "setId"
                 | "versionNumber"
                 | "code"

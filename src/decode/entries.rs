@@ -108,7 +108,7 @@ fn statement(
     inherited: Option<&Effective>,
     out: &mut Vec<Record>,
 ) {
-    match n.el.local.as_str() {
+    match n.el.local {
         _ if n.el.ns != super::xml::Ns::V3 => {}
         "observation" => observation(n, ctx, in_vitals, inherited, out),
         "substanceAdministration" => substance(n, ctx, out),
@@ -377,7 +377,7 @@ fn result_value(v: &Node, codes: &CodeSystems) -> Option<Result3> {
                 .or(high.and_then(|b| b.attr("unit")))
                 .map(str::to_owned);
             let inclusive = |b: Option<&Node>| b.and_then(|b| b.attr("inclusive")) != Some("false");
-            fn written(b: Option<&Node>) -> &str {
+            fn written<'n>(b: Option<&'n Node<'_>>) -> &'n str {
                 b.and_then(|b| b.attr("value")).unwrap_or_default()
             }
             let (comparator, raw) = match (lv, hv) {

@@ -59,28 +59,31 @@ impl Ns {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Attr {
+pub(crate) struct Attr<'a> {
     pub ns: Ns,
-    pub local: String,
-    /// The value with references resolved and whitespace normalised.
-    pub value: String,
+    pub local: &'a str,
+    /// The value with references resolved and whitespace normalised:
+    /// borrowed from the input unless that changed it.
+    pub value: Cow<'a, str>,
 }
 
+/// A start tag, its names borrowed from the input.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Element {
+pub(crate) struct Element<'a> {
     pub ns: Ns,
-    pub local: String,
-    /// Attributes other than namespace declarations.
-    pub attrs: Vec<Attr>,
+    pub local: &'a str,
+    /// Attributes other than namespace declarations (empty when the reader
+    /// was told the element is read past).
+    pub attrs: Vec<Attr<'a>>,
 }
 
-impl Element {
+impl<'a> Element<'a> {
     /// The value of the attribute with no namespace named `local`.
     pub fn attr(&self, local: &str) -> Option<&str> {
         self.attrs
             .iter()
             .find(|a| a.ns == Ns::None && a.local == local)
-            .map(|a| a.value.as_str())
+            .map(|a| a.value.as_ref())
     }
 
     /// `xsi:type` without any prefix on its value (`v3:PQ` → `PQ`).
@@ -88,7 +91,10 @@ impl Element {
         self.attrs
             .iter()
             .find(|a| a.ns == Ns::Xsi && a.local == "type")
-            .map(|a| a.value.rsplit(':').next().unwrap_or(&a.value).trim())
+            .map(|a| {
+                let v = a.value.as_ref();
+                v.rsplit(':').next().unwrap_or(v).trim()
+            })
     }
 
     pub fn is(&self, ns: Ns, local: &str) -> bool {
@@ -102,7 +108,7 @@ impl Element {
 
 #[derive(Debug)]
 pub(crate) enum XmlEvent<'a> {
-    Start(Element),
+    Start(Element<'a>),
     End,
     /// A piece of character data (text, a resolved reference or CDATA).
     Text(Cow<'a, str>),
@@ -137,6 +143,15 @@ fn is_name_char(c: char) -> bool {
 }
 
 fn is_ncname(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.is_ascii() {
+        return b
+            .first()
+            .is_some_and(|&c| c.is_ascii_alphabetic() || c == b'_')
+            && b[1..]
+                .iter()
+                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'));
+    }
     let mut cs = s.chars();
     cs.next().is_some_and(is_name_start) && cs.all(is_name_char)
 }
@@ -149,11 +164,44 @@ fn is_qname(s: &str) -> bool {
     }
 }
 
-/// The first character that is not an XML `Char`, by byte position.
+/// The local part of a QName (after its colon, if any).
+fn local_of(qname: &str) -> &str {
+    match qname.as_bytes().iter().position(|&c| c == b':') {
+        Some(i) => &qname[i + 1..],
+        None => qname,
+    }
+}
+
+/// The first character that is not an XML `Char`, by byte position. In a
+/// `str` those are the ASCII controls other than tab, LF and CR (always one
+/// byte) and U+FFFE/U+FFFF (`EF BF BE`/`EF BF BF`; `EF` is only ever a lead
+/// byte); surrogates cannot occur.
 fn bad_char(s: &str) -> Option<usize> {
-    s.char_indices()
-        .find(|&(_, c)| !is_xml_char(c))
-        .map(|(i, _)| i)
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c < 0x20 {
+            if !matches!(c, b'\t' | b'\n' | b'\r') {
+                return Some(i);
+            }
+        } else if c == 0xEF
+            && b.get(i + 1) == Some(&0xBF)
+            && matches!(b.get(i + 2), Some(0xBE | 0xBF))
+        {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// `s` as a slice of `text` when it is one (every name and value of a
+/// reader over a slice is).
+fn rebase<'a>(text: &'a str, s: &str) -> Option<&'a str> {
+    let start = (s.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+    let piece = text.get(start..start.checked_add(s.len())?)?;
+    (piece.as_ptr() == s.as_ptr()).then_some(piece)
 }
 
 /// Resolves one reference body (between `&` and `;`).
@@ -187,8 +235,15 @@ fn resolve_ref(name: &str) -> Result<char, String> {
     }
 }
 
-/// An attribute value as written → its normalised value.
-fn attr_value(raw: &str) -> Result<String, String> {
+/// An attribute value as written → its normalised value, borrowed when
+/// normalising changes nothing.
+fn attr_value(raw: &str) -> Result<Cow<'_, str>, String> {
+    if !raw
+        .bytes()
+        .any(|c| matches!(c, b'&' | b'<' | b'\t' | b'\n' | b'\r'))
+    {
+        return Ok(Cow::Borrowed(raw));
+    }
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
     while let Some(i) = rest.find(['&', '<', '\t', '\n', '\r']) {
@@ -216,14 +271,20 @@ fn attr_value(raw: &str) -> Result<String, String> {
         rest = &rest[i + 1..];
     }
     out.push_str(rest);
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 /// The checked reader. Yields `Start`/`End` pairs (an empty element gives
 /// both), text inside the root, and `Eof` once the document is complete.
 pub(crate) struct XmlReader<'a> {
     inner: NsReader<&'a [u8]>,
+    /// The input: every name and value is borrowed from it.
+    text: &'a str,
     limits: Limits,
+    /// Scratch for one start tag: the attribute names seen (duplicates) and
+    /// the attributes other than namespace declarations, with their values.
+    keys: Vec<&'a str>,
+    pending: Vec<(&'a str, Cow<'a, str>)>,
     depth: usize,
     root_seen: bool,
     pending_end: bool,
@@ -256,7 +317,10 @@ impl<'a> XmlReader<'a> {
             .set_max_namespace_bindings(limits.max_namespace_declarations_total);
         XmlReader {
             inner,
+            text,
             limits: limits.clone(),
+            keys: Vec::new(),
+            pending: Vec::new(),
             depth: 0,
             root_seen: false,
             pending_end: false,
@@ -321,7 +385,19 @@ impl<'a> XmlReader<'a> {
         Ok(())
     }
 
-    fn element(&mut self, e: &BytesStart<'_>) -> Result<Element, DecodeError> {
+    /// `s`, a name or value of the current event, as a slice of the input.
+    fn borrow(&self, s: &str) -> Result<&'a str, DecodeError> {
+        rebase(self.text, s).ok_or_else(|| {
+            nwf(format!(
+                "internal: a name outside the input at byte {}",
+                self.pos()
+            ))
+        })
+    }
+
+    /// Checks a start tag and resolves its names; keeps its attributes
+    /// only when `build`.
+    fn element(&mut self, e: &BytesStart<'_>, build: bool) -> Result<Element<'a>, DecodeError> {
         let pos = self.pos();
         let name = e.name();
         if !is_qname(name.0) {
@@ -332,11 +408,11 @@ impl<'a> XmlReader<'a> {
                 "element with the reserved prefix xmlns at byte {pos}"
             )));
         }
-        let mut keys: Vec<&str> = Vec::new();
-        let mut raw: Vec<(QName<'_>, String)> = Vec::new();
+        self.keys.clear();
+        self.pending.clear();
         let mut ns_decls = 0usize;
         for a in e.attributes().with_checks(false) {
-            if keys.len() >= self.limits.max_attributes {
+            if self.keys.len() >= self.limits.max_attributes {
                 return Err(err(
                     ErrorClass::LimitExceeded,
                     format!(
@@ -350,19 +426,29 @@ impl<'a> XmlReader<'a> {
             if !is_qname(key) {
                 return Err(nwf(format!("malformed attribute name at byte {pos}")));
             }
-            if keys.contains(&key) {
+            let key = self.borrow(key)?;
+            if self.keys.contains(&key) {
                 return Err(nwf(format!(
                     "duplicate attribute on one element at byte {pos}"
                 )));
             }
-            keys.push(key);
-            if let Some(b) = bad_char(&a.value) {
-                let _ = b;
+            self.keys.push(key);
+            if bad_char(&a.value).is_some() {
                 return Err(nwf(format!(
                     "character not allowed in XML in an attribute value at byte {pos}"
                 )));
             }
-            let value = attr_value(&a.value).map_err(|m| nwf(format!("{m} at byte {pos}")))?;
+            let value = match a.value {
+                Cow::Borrowed(v) => {
+                    let v = self.borrow(v)?;
+                    attr_value(v).map_err(|m| nwf(format!("{m} at byte {pos}")))?
+                }
+                Cow::Owned(v) => Cow::Owned(
+                    attr_value(&v)
+                        .map_err(|m| nwf(format!("{m} at byte {pos}")))?
+                        .into_owned(),
+                ),
+            };
             if key == "xmlns" || key.starts_with("xmlns:") {
                 ns_decls += 1;
                 self.ns_total += 1;
@@ -391,7 +477,7 @@ impl<'a> XmlReader<'a> {
                 }
                 continue;
             }
-            raw.push((a.key, value));
+            self.pending.push((key, value));
         }
         let resolver = self.inner.resolver();
         let ns = match resolver.resolve_element(name).0 {
@@ -403,24 +489,38 @@ impl<'a> XmlReader<'a> {
                 )));
             }
         };
-        let local = name.0.rsplit(':').next().unwrap_or(name.0).to_owned();
-        let mut attrs: Vec<Attr> = Vec::with_capacity(raw.len());
-        let mut expanded: Vec<(String, &str)> = Vec::new();
-        for (key, value) in raw {
-            let alocal = key.0.rsplit(':').next().unwrap_or(key.0);
+        let local = local_of(
+            rebase(self.text, name.0)
+                .ok_or_else(|| nwf(format!("internal: a name outside the input at byte {pos}")))?,
+        );
+        let mut attrs: Vec<Attr<'a>> = if build {
+            Vec::with_capacity(self.pending.len())
+        } else {
+            Vec::new()
+        };
+        for j in 0..self.pending.len() {
+            let key = QName(self.pending[j].0);
+            let alocal = local_of(self.pending[j].0);
             let ans = if key.prefix().is_none() {
                 Ns::None
             } else {
                 match resolver.resolve_attribute(key).0 {
                     ResolveResult::Bound(n) => {
                         // Two prefixes bound to one namespace name the same
-                        // attribute: compare expanded names.
-                        if expanded.iter().any(|(u, l)| u == n.0 && *l == alocal) {
-                            return Err(nwf(format!(
-                                "duplicate attribute on one element at byte {pos}"
-                            )));
+                        // attribute: compare expanded names with the
+                        // prefixed attributes before this one.
+                        for (earlier, _) in &self.pending[..j] {
+                            let q = QName(earlier);
+                            if q.prefix().is_some()
+                                && local_of(earlier) == alocal
+                                && let ResolveResult::Bound(m) = resolver.resolve_attribute(q).0
+                                && m.0 == n.0
+                            {
+                                return Err(nwf(format!(
+                                    "duplicate attribute on one element at byte {pos}"
+                                )));
+                            }
                         }
-                        expanded.push((n.0.to_owned(), alocal));
                         Ns::of(n.0)
                     }
                     ResolveResult::Unbound => Ns::None,
@@ -431,17 +531,25 @@ impl<'a> XmlReader<'a> {
                     }
                 }
             };
-            attrs.push(Attr {
-                ns: ans,
-                local: alocal.to_owned(),
-                value,
-            });
+            if build {
+                attrs.push(Attr {
+                    ns: ans,
+                    local: alocal,
+                    value: std::mem::take(&mut self.pending[j].1),
+                });
+            }
         }
         Ok(Element { ns, local, attrs })
     }
 
     /// The next event. After an error the reader must not be used again.
     pub fn next(&mut self) -> Result<XmlEvent<'a>, DecodeError> {
+        self.next_event(true)
+    }
+
+    /// The next event; with every check, but a `Start` carries its
+    /// attributes and a reference its character only when `build`.
+    fn next_event(&mut self, build: bool) -> Result<XmlEvent<'a>, DecodeError> {
         if self.pending_end {
             self.pending_end = false;
             self.depth -= 1;
@@ -506,11 +614,11 @@ impl<'a> XmlReader<'a> {
                     return Err(nwf(format!("second root element at byte {pos}")));
                 }
                 Event::Start(e) => {
-                    let el = self.open(&e)?;
+                    let el = self.open(&e, build)?;
                     return Ok(XmlEvent::Start(el));
                 }
                 Event::Empty(e) => {
-                    let el = self.open(&e)?;
+                    let el = self.open(&e, build)?;
                     self.pending_end = true;
                     return Ok(XmlEvent::Start(el));
                 }
@@ -562,6 +670,9 @@ impl<'a> XmlReader<'a> {
                     let name = r.into_inner();
                     let c = resolve_ref(&name).map_err(|m| nwf(format!("{m} at byte {pos}")))?;
                     self.check_text_len(c.len_utf8())?;
+                    if !build {
+                        return Ok(XmlEvent::Text(Cow::Borrowed("")));
+                    }
                     return Ok(XmlEvent::Text(Cow::Owned(c.to_string())));
                 }
                 Event::Eof => {
@@ -581,7 +692,7 @@ impl<'a> XmlReader<'a> {
         }
     }
 
-    fn open(&mut self, e: &BytesStart<'_>) -> Result<Element, DecodeError> {
+    fn open(&mut self, e: &BytesStart<'_>, build: bool) -> Result<Element<'a>, DecodeError> {
         self.text_run = 0;
         if self.depth >= self.limits.max_depth {
             return Err(err(
@@ -593,7 +704,7 @@ impl<'a> XmlReader<'a> {
                 ),
             ));
         }
-        let el = self.element(e)?;
+        let el = self.element(e, build)?;
         self.depth += 1;
         self.root_seen = true;
         Ok(el)
@@ -604,7 +715,7 @@ impl<'a> XmlReader<'a> {
     pub fn skip(&mut self) -> Result<(), DecodeError> {
         let mut open = 1usize;
         while open > 0 {
-            match self.next()? {
+            match self.next_event(false)? {
                 XmlEvent::Start(_) => open += 1,
                 XmlEvent::End => open -= 1,
                 XmlEvent::Text(_) => {}
@@ -617,7 +728,7 @@ impl<'a> XmlReader<'a> {
     /// Reads the rest of the document, checking it.
     pub fn finish(&mut self) -> Result<(), DecodeError> {
         loop {
-            if let XmlEvent::Eof = self.next()? {
+            if let XmlEvent::Eof = self.next_event(false)? {
                 return Ok(());
             }
         }
