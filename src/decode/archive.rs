@@ -151,12 +151,13 @@ fn unpack_mime(text: &str, max_decoded: usize) -> Result<Vec<u8>, DecodeError> {
         .filter(|b| !b.is_empty())
         .ok_or_else(|| packaging("multipart MIME body without a boundary"))?;
     let delimiter = format!("--{boundary}");
+    let closing = format!("{delimiter}--");
     let mut parts: Vec<&str> = Vec::new();
     let mut current: Option<usize> = None;
     let mut offset = 0;
     for line in body.split_inclusive('\n') {
         let bare = line.trim_end();
-        if bare == delimiter || bare == format!("{delimiter}--") {
+        if bare == delimiter || bare == closing {
             if let Some(start) = current {
                 parts.push(&body[start..offset]);
             }
@@ -191,10 +192,10 @@ fn unpack_mime(text: &str, max_decoded: usize) -> Result<Vec<u8>, DecodeError> {
         .to_ascii_lowercase();
     let bytes = match cte.as_str() {
         "base64" => {
-            let clean: Vec<u8> = content
-                .bytes()
-                .filter(|b| !b.is_ascii_whitespace())
-                .collect();
+            let mut clean: Vec<u8> = Vec::with_capacity(content.len());
+            for piece in content.as_bytes().split(u8::is_ascii_whitespace) {
+                clean.extend_from_slice(piece);
+            }
             if clean.len() / 4 * 3 > max_decoded.saturating_add(3) {
                 return Err(DecodeError::new(
                     ErrorClass::LimitExceeded,

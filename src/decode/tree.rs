@@ -129,14 +129,12 @@ impl<'a> Node<'a> {
         self.attr("nullFlavor").is_some()
     }
 
-    /// Depth-first over this node and its descendants.
-    pub fn descendants(&self) -> Vec<&Node<'a>> {
-        let mut out = Vec::new();
-        let mut stack = vec![self];
-        while let Some(n) = stack.pop() {
-            out.push(n);
-            stack.extend(n.children.iter().rev());
+    /// Depth-first, in document order, over this node's descendants (not
+    /// the node itself). Depth is bounded by the reader's depth limit.
+    pub fn for_each_descendant<'s>(&'s self, f: &mut impl FnMut(&'s Node<'a>)) {
+        for c in &self.children {
+            f(c);
+            c.for_each_descendant(f);
         }
-        out
     }
 }

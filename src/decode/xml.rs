@@ -4,8 +4,9 @@
 //! (callers match namespaces, never prefixes).
 //!
 //! Checks run in the order of the error classes, so one input gets one class:
-//! [`precheck`] refuses the input as a whole (byte limit, then encoding, then
-//! DOCTYPE) before anything is parsed; [`XmlReader`] then refuses what is not
+//! [`Prechecked`] refuses the input as a whole (byte limit, then encoding)
+//! before anything is parsed, and answers DOCTYPE (deferred, see `precheck`)
+//! before any class the reader gives; [`XmlReader`] then refuses what is not
 //! well-formed and what exceeds a limit while it streams. The byte limit is
 //! checked first of all: an oversized input is not read further, whatever
 //! else is wrong with it. Elsewhere a limit can trip before a later
@@ -26,7 +27,9 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::{NamespaceError, QName, ResolveResult};
 use quick_xml::reader::NsReader;
 
-pub(crate) use super::precheck::{precheck, precheck_sized};
+pub(crate) use super::precheck::Prechecked;
+#[cfg(test)]
+use super::precheck::precheck;
 use super::{DecodeError, ErrorClass, Limits};
 
 pub(crate) const NS_V3: &str = "urn:hl7-org:v3";
@@ -158,8 +161,8 @@ fn is_ncname(s: &str) -> bool {
 
 /// A namespace-well-formed QName: `NCName` or `NCName:NCName`.
 fn is_qname(s: &str) -> bool {
-    match s.split_once(':') {
-        Some((p, l)) => is_ncname(p) && is_ncname(l),
+    match s.as_bytes().iter().position(|&c| c == b':') {
+        Some(i) => is_ncname(&s[..i]) && is_ncname(&s[i + 1..]),
         None => is_ncname(s),
     }
 }
@@ -178,6 +181,13 @@ fn local_of(qname: &str) -> &str {
 /// byte); surrogates cannot occur.
 fn bad_char(s: &str) -> Option<usize> {
     let b = s.as_bytes();
+    // Most text is printable ASCII, line ends and letters below U+F000:
+    // one branch-free pass says so.
+    if b.iter()
+        .all(|&c| (0x20..0xEF).contains(&c) | (c == b'\n') | (c == b'\t') | (c == b'\r'))
+    {
+        return None;
+    }
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
@@ -292,6 +302,9 @@ pub(crate) struct XmlReader<'a> {
     text_run: usize,
     events: usize,
     done: bool,
+    /// A `<` inside a processing instruction or the XML declaration: the
+    /// deferred DOCTYPE scan must run (see `precheck`).
+    lt_in_pi: bool,
 }
 
 impl std::fmt::Debug for XmlReader<'_> {
@@ -328,7 +341,13 @@ impl<'a> XmlReader<'a> {
             text_run: 0,
             events: 0,
             done: false,
+            lt_in_pi: false,
         }
+    }
+
+    /// Whether the deferred DOCTYPE scan must run even on success.
+    pub fn doctype_scan_needed(&self) -> bool {
+        self.lt_in_pi
     }
 
     fn pos(&self) -> u64 {
@@ -568,6 +587,7 @@ impl<'a> XmlReader<'a> {
             let pos = self.pos();
             match ev {
                 Event::Decl(d) => {
+                    self.lt_in_pi |= d.contains('<');
                     if !first {
                         return Err(nwf(format!(
                             "XML declaration not at the start at byte {pos}"
@@ -585,6 +605,7 @@ impl<'a> XmlReader<'a> {
                     ));
                 }
                 Event::PI(pi) => {
+                    self.lt_in_pi |= pi.contains('<');
                     let target = pi.target();
                     if !is_ncname(target) || target.eq_ignore_ascii_case("xml") {
                         return Err(nwf(format!(
@@ -738,9 +759,18 @@ impl<'a> XmlReader<'a> {
 /// Checks a whole input: pre-checks plus a full streaming pass.
 #[cfg(test)]
 pub(crate) fn check(bytes: &[u8], limits: &Limits) -> Result<(), DecodeError> {
-    let text = precheck(bytes, limits)?;
-    let mut r = XmlReader::new(text, limits);
-    r.finish()
+    let input = Prechecked::new(bytes, limits.max_document_bytes)?;
+    let mut r = XmlReader::new(input.text, limits);
+    let result = r.finish();
+    let scan = r.doctype_scan_needed();
+    let deferred = input.finish(result, scan);
+    // The deferred scan answers as the whole-input pre-check did.
+    let eager = precheck(bytes, limits).and_then(|text| XmlReader::new(text, limits).finish());
+    assert_eq!(
+        deferred.as_ref().err().map(|e| e.class),
+        eager.as_ref().err().map(|e| e.class)
+    );
+    deferred
 }
 
 #[cfg(test)]
@@ -817,6 +847,37 @@ mod tests {
         );
         assert_eq!(class("<!DOCTYPE a><a></b>"), Some(ErrorClass::Doctype));
         assert_eq!(class("<a><!-- <!DOCTYPE x> --></a>"), None);
+        assert_eq!(class("<a><![CDATA[<!DOCTYPE x>]]></a>"), None);
+        // A DOCTYPE anywhere outside comments and CDATA, even where the
+        // parser would accept the text, or after a later error.
+        assert_eq!(
+            class("<a><?pi <!DOCTYPE x> ?></a>"),
+            Some(ErrorClass::Doctype)
+        );
+        assert_eq!(
+            class("<?xml version='1.0' <!doctype?><a/>"),
+            Some(ErrorClass::Doctype)
+        );
+        assert_eq!(class("<a x='<!DOCTYPE'/>"), Some(ErrorClass::Doctype));
+        assert_eq!(class("<a></b><!DOCTYPE a>"), Some(ErrorClass::Doctype));
+        assert_eq!(
+            class("<a><?pi <!-- ?><!DOCTYPE a><!-- --></a>"),
+            Some(ErrorClass::Doctype)
+        );
+        assert_eq!(class("<a><?pi <!-- ?></a><!-- <!DOCTYPE a> -->"), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// `check` asserts that the deferred DOCTYPE scan gives the class
+        /// the eager whole-input scan gave, on markup built to desynchronise
+        /// the scan (a `<` in processing instructions, comments, CDATA).
+        #[test]
+        fn the_deferred_doctype_scan_answers_as_the_eager_one(
+            s in "(<a>|</a>|<a/>|<\\?p[ <!x-]{0,6}\\?>|<!--[ <!x]{0,4}-->|<!\\[CDATA\\[[<!x]{0,3}\\]\\]>|<!DOCTYPE a>|<!doctype|<!DOCTYPE|<\\?xml version='1.0'[ <!]{0,3}\\?>|[ x<!>-]){0,14}"
+        ) {
+            let _ = check(s.as_bytes(), &Limits::default());
+        }
     }
 
     #[test]
