@@ -159,17 +159,81 @@ fn is_ncname(s: &str) -> bool {
     cs.next().is_some_and(is_name_start) && cs.all(is_name_char)
 }
 
-/// A namespace-well-formed QName: `NCName` or `NCName:NCName`.
+/// A namespace-well-formed QName: `NCName` or `NCName:NCName` (the
+/// reference [`qname`] is checked against).
+#[cfg(test)]
 fn is_qname(s: &str) -> bool {
-    match s.as_bytes().iter().position(|&c| c == b':') {
-        Some(i) => is_ncname(&s[..i]) && is_ncname(&s[i + 1..]),
+    match s.split_once(':') {
+        Some((p, l)) => is_ncname(p) && is_ncname(l),
         None => is_ncname(s),
     }
 }
 
-/// The local part of a QName (after its colon, if any).
-fn local_of(qname: &str) -> &str {
-    match qname.as_bytes().iter().position(|&c| c == b':') {
+/// What an ASCII byte may be in a name: 1 a name start character, 2 a name
+/// character only, 0 neither (`:` is handled apart).
+const NAME_ASCII: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut c = 0;
+    while c < 128 {
+        let b = c as u8;
+        t[c] = if b.is_ascii_alphabetic() || b == b'_' {
+            1
+        } else if b.is_ascii_digit() || b == b'-' || b == b'.' {
+            2
+        } else {
+            0
+        };
+        c += 1;
+    }
+    t
+};
+
+/// A namespace-well-formed QName (`NCName` or `NCName:NCName`): the byte
+/// position of its colon (`Some(None)` without one), or `None` when `s` is
+/// not one. One pass over ASCII names.
+fn qname(s: &str) -> Option<Option<usize>> {
+    let mut colon = None;
+    let mut at_start = true;
+    for (i, &c) in s.as_bytes().iter().enumerate() {
+        if c >= 0x80 {
+            return qname_unicode(s);
+        }
+        if c == b':' {
+            if colon.is_some() || at_start {
+                return None;
+            }
+            colon = Some(i);
+            at_start = true;
+            continue;
+        }
+        let kind = NAME_ASCII[usize::from(c)];
+        if at_start {
+            if kind != 1 {
+                return None;
+            }
+            at_start = false;
+        } else if kind == 0 {
+            return None;
+        }
+    }
+    if at_start {
+        return None;
+    }
+    Some(colon)
+}
+
+fn qname_unicode(s: &str) -> Option<Option<usize>> {
+    let colon = s.find(':');
+    let ok = match colon {
+        Some(i) => is_ncname(&s[..i]) && is_ncname(&s[i + 1..]),
+        None => is_ncname(s),
+    };
+    ok.then_some(colon)
+}
+
+/// The local part of a QName whose colon is at `colon`.
+fn local_part(qname: &str, colon: Option<usize>) -> &str {
+    match colon {
         Some(i) => &qname[i + 1..],
         None => qname,
     }
@@ -294,7 +358,7 @@ pub(crate) struct XmlReader<'a> {
     /// Scratch for one start tag: the attribute names seen (duplicates) and
     /// the attributes other than namespace declarations, with their values.
     keys: Vec<&'a str>,
-    pending: Vec<(&'a str, Cow<'a, str>)>,
+    pending: Vec<(&'a str, Option<usize>, Cow<'a, str>)>,
     depth: usize,
     root_seen: bool,
     pending_end: bool,
@@ -419,9 +483,9 @@ impl<'a> XmlReader<'a> {
     fn element(&mut self, e: &BytesStart<'_>, build: bool) -> Result<Element<'a>, DecodeError> {
         let pos = self.pos();
         let name = e.name();
-        if !is_qname(name.0) {
+        let Some(name_colon) = qname(name.0) else {
             return Err(nwf(format!("malformed element name at byte {pos}")));
-        }
+        };
         if name.0.starts_with("xmlns:") {
             return Err(nwf(format!(
                 "element with the reserved prefix xmlns at byte {pos}"
@@ -442,9 +506,9 @@ impl<'a> XmlReader<'a> {
             }
             let a = a.map_err(|_| nwf(format!("malformed attribute at byte {pos}")))?;
             let key = a.key.0;
-            if !is_qname(key) {
+            let Some(colon) = qname(key) else {
                 return Err(nwf(format!("malformed attribute name at byte {pos}")));
-            }
+            };
             let key = self.borrow(key)?;
             if self.keys.contains(&key) {
                 return Err(nwf(format!(
@@ -452,12 +516,21 @@ impl<'a> XmlReader<'a> {
                 )));
             }
             self.keys.push(key);
-            if bad_char(&a.value).is_some() {
+            // One pass over the value says whether either check below
+            // has anything to look at.
+            let (odd, special) = a.value.bytes().fold((false, false), |(odd, special), c| {
+                (
+                    odd | !(0x20..0xEF).contains(&c),
+                    special | matches!(c, b'&' | b'<' | b'\t' | b'\n' | b'\r'),
+                )
+            });
+            if odd && bad_char(&a.value).is_some() {
                 return Err(nwf(format!(
                     "character not allowed in XML in an attribute value at byte {pos}"
                 )));
             }
             let value = match a.value {
+                Cow::Borrowed(v) if !special => Cow::Borrowed(self.borrow(v)?),
                 Cow::Borrowed(v) => {
                     let v = self.borrow(v)?;
                     attr_value(v).map_err(|m| nwf(format!("{m} at byte {pos}")))?
@@ -496,7 +569,7 @@ impl<'a> XmlReader<'a> {
                 }
                 continue;
             }
-            self.pending.push((key, value));
+            self.pending.push((key, colon, value));
         }
         let resolver = self.inner.resolver();
         let ns = match resolver.resolve_element(name).0 {
@@ -508,9 +581,10 @@ impl<'a> XmlReader<'a> {
                 )));
             }
         };
-        let local = local_of(
+        let local = local_part(
             rebase(self.text, name.0)
                 .ok_or_else(|| nwf(format!("internal: a name outside the input at byte {pos}")))?,
+            name_colon,
         );
         let mut attrs: Vec<Attr<'a>> = if build {
             Vec::with_capacity(self.pending.len())
@@ -518,21 +592,21 @@ impl<'a> XmlReader<'a> {
             Vec::new()
         };
         for j in 0..self.pending.len() {
-            let key = QName(self.pending[j].0);
-            let alocal = local_of(self.pending[j].0);
-            let ans = if key.prefix().is_none() {
+            let (key, colon, _) = self.pending[j];
+            let alocal = local_part(key, colon);
+            let ans = if colon.is_none() {
                 Ns::None
             } else {
-                match resolver.resolve_attribute(key).0 {
+                match resolver.resolve_attribute(QName(key)).0 {
                     ResolveResult::Bound(n) => {
                         // Two prefixes bound to one namespace name the same
                         // attribute: compare expanded names with the
                         // prefixed attributes before this one.
-                        for (earlier, _) in &self.pending[..j] {
-                            let q = QName(earlier);
-                            if q.prefix().is_some()
-                                && local_of(earlier) == alocal
-                                && let ResolveResult::Bound(m) = resolver.resolve_attribute(q).0
+                        for &(earlier, ecolon, _) in &self.pending[..j] {
+                            if ecolon.is_some()
+                                && local_part(earlier, ecolon) == alocal
+                                && let ResolveResult::Bound(m) =
+                                    resolver.resolve_attribute(QName(earlier)).0
                                 && m.0 == n.0
                             {
                                 return Err(nwf(format!(
@@ -554,7 +628,7 @@ impl<'a> XmlReader<'a> {
                 attrs.push(Attr {
                     ns: ans,
                     local: alocal,
-                    value: std::mem::take(&mut self.pending[j].1),
+                    value: std::mem::take(&mut self.pending[j].2),
                 });
             }
         }
@@ -877,6 +951,17 @@ mod tests {
             s in "(<a>|</a>|<a/>|<\\?p[ <!x-]{0,6}\\?>|<!--[ <!x]{0,4}-->|<!\\[CDATA\\[[<!x]{0,3}\\]\\]>|<!DOCTYPE a>|<!doctype|<!DOCTYPE|<\\?xml version='1.0'[ <!]{0,3}\\?>|[ x<!>-]){0,14}"
         ) {
             let _ = check(s.as_bytes(), &Limits::default());
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn qname_agrees_with_the_reference(s in "[a-zA-Z_:0-9.\\-\u{B7}\u{C0}\u{300}\u{2070}é ]{0,8}") {
+            let got = qname(&s);
+            proptest::prop_assert_eq!(got.is_some(), is_qname(&s));
+            if let Some(colon) = got {
+                proptest::prop_assert_eq!(colon, s.find(':'));
+            }
         }
     }
 
