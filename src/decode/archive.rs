@@ -192,9 +192,19 @@ fn unpack_mime(text: &str, max_decoded: usize) -> Result<Vec<u8>, DecodeError> {
         .to_ascii_lowercase();
     let bytes = match cte.as_str() {
         "base64" => {
+            // Whitespace is ignored; line by line, a line without any other
+            // whitespace (all of them, in practice) is copied whole.
             let mut clean: Vec<u8> = Vec::with_capacity(content.len());
-            for piece in content.as_bytes().split(u8::is_ascii_whitespace) {
-                clean.extend_from_slice(piece);
+            for line in content.split('\n') {
+                let line = line.as_bytes();
+                if line
+                    .iter()
+                    .fold(false, |ws, c| ws | c.is_ascii_whitespace())
+                {
+                    clean.extend(line.iter().copied().filter(|c| !c.is_ascii_whitespace()));
+                } else {
+                    clean.extend_from_slice(line);
+                }
             }
             if clean.len() / 4 * 3 > max_decoded.saturating_add(3) {
                 return Err(DecodeError::new(
