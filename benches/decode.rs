@@ -1,6 +1,7 @@
 //! Decode throughput: documents/s, MB/s and peak RSS of `regfeed::decode`
-//! over a corpus of at least 200 MiB, beside a bare quick-xml event loop (no
-//! checks, no records) over the same files, and their ratio.
+//! over a corpus of at least 200 MiB, beside a bare quick-xml event loop and
+//! a namespace-resolving (`NsReader`) one (no checks, no records) over the
+//! same files, and the ratios.
 //!
 //! Run: `cargo bench --bench decode`. The corpus is `REGFEED_BENCH_CORPUS`
 //! (a directory, searched recursively for `*.xml`) when set; otherwise it is
@@ -8,6 +9,9 @@
 //! shipped documents in `../shared/data`, copied with varied ids until it
 //! holds 200 MiB. Files are read one at a time, so RSS reflects the work on
 //! one document, not the corpus.
+//!
+//! `REGFEED_BENCH_PROFILE=<rounds>` runs only the decoder, over the corpus
+//! held in memory, for `perf record`.
 //!
 //! Peak RSS is a process-wide high-water mark: the bare pass runs first, so
 //! the decoder's figure is the larger of both (reported as such).
@@ -19,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use quick_xml::Reader;
 use quick_xml::events::Event;
+use quick_xml::reader::NsReader;
 use regfeed::decode::{Limits, decode};
 use regfeed::telemetry::peak_rss_bytes;
 
@@ -64,11 +69,21 @@ fn main() {
         }
     );
 
+    if let Some(rounds) = std::env::var("REGFEED_BENCH_PROFILE")
+        .ok()
+        .and_then(|r| r.parse::<u32>().ok())
+    {
+        profile_decode(&files, rounds);
+        return;
+    }
+
     // Warm the page cache so neither pass pays for the disk.
     let warm = pass(&files, |_| true);
     let rss_start = peak_rss_bytes();
     let bare = pass(&files, bare_scan);
     let rss_bare = peak_rss_bytes();
+    let ns = pass(&files, ns_scan);
+    let rss_ns = peak_rss_bytes();
     let limits = Limits::default();
     let decoder = pass(&files, |b| decode(b, &limits).is_ok());
     let rss_decoder = peak_rss_bytes();
@@ -81,6 +96,7 @@ fn main() {
     for (name, p, rss) in [
         ("read only", &warm, rss_start),
         ("bare quick-xml", &bare, rss_bare),
+        ("NsReader scan", &ns, rss_ns),
         ("regfeed decode", &decoder, rss_decoder),
     ] {
         let secs = p.elapsed.as_secs_f64();
@@ -100,6 +116,10 @@ fn main() {
     println!(
         "ratio decoder/bare (time): {:.2}x",
         decoder.elapsed.as_secs_f64() / bare.elapsed.as_secs_f64()
+    );
+    println!(
+        "ratio decoder/NsReader scan (time): {:.2}x",
+        decoder.elapsed.as_secs_f64() / ns.elapsed.as_secs_f64()
     );
     if decoder.ok < decoder.docs {
         println!(
@@ -160,6 +180,54 @@ fn bare_scan(bytes: &[u8]) -> bool {
         }
     }
     std::hint::black_box(events) > 0
+}
+
+/// Every event with namespaces resolved (`NsReader`), element names and
+/// attribute names included: the floor of a namespace-aware decoder.
+fn ns_scan(bytes: &[u8]) -> bool {
+    let mut reader = NsReader::from_reader(bytes);
+    let mut events = 0u64;
+    loop {
+        match reader.read_resolved_event() {
+            Ok((_, Event::Eof)) => break,
+            Ok((ns, Event::Start(e) | Event::Empty(e))) => {
+                std::hint::black_box(&ns);
+                for a in e.attributes().flatten() {
+                    std::hint::black_box(reader.resolver().resolve_attribute(a.key));
+                }
+                events += 1;
+            }
+            Ok(e) => {
+                std::hint::black_box(&e);
+                events += 1;
+            }
+            Err(_) => return false,
+        }
+    }
+    std::hint::black_box(events) > 0
+}
+
+/// `REGFEED_BENCH_PROFILE=<rounds>`: only the decoder, over the corpus held
+/// in memory, `rounds` times: a loop for `perf record` with no file reading
+/// in the samples.
+fn profile_decode(files: &[PathBuf], rounds: u32) {
+    let docs: Vec<Vec<u8>> = files.iter().filter_map(|f| fs::read(f).ok()).collect();
+    let bytes: usize = docs.iter().map(Vec::len).sum();
+    let limits = Limits::default();
+    let start = Instant::now();
+    let mut ok = 0u64;
+    for _ in 0..rounds {
+        for d in &docs {
+            if decode(std::hint::black_box(d), &limits).is_ok() {
+                ok += 1;
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "decode in memory: {rounds} rounds, {ok} ok, {:.1} MB/s",
+        (bytes as f64 * f64::from(rounds)) / 1e6 / secs
+    );
 }
 
 fn collect_xml(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {

@@ -38,24 +38,21 @@ pub(super) fn extract(
         Packaging::Cda => "",
     };
     // Path below the root: Some(name) for CDA-namespace elements.
-    let mut path: Vec<Option<String>> = Vec::new();
+    let mut path: Vec<Option<&str>> = Vec::new();
     let mut body: Option<String> = None;
     let mut in_text = false;
     let mut interaction: Option<String> = None;
     loop {
         match r.next()? {
             XmlEvent::Start(el) => {
-                let name = (el.ns == Ns::V3).then(|| el.local.clone());
+                let name = (el.ns == Ns::V3).then_some(el.local);
                 if path.is_empty() && el.is_v3("interactionId") {
                     interaction = el.attr("extension").map(str::to_owned);
                 }
                 path.push(name);
                 in_text = body.is_none()
                     && path.len() == TEXT_PATH.len()
-                    && path
-                        .iter()
-                        .zip(TEXT_PATH)
-                        .all(|(a, b)| a.as_deref() == Some(*b));
+                    && path.iter().zip(TEXT_PATH).all(|(a, b)| *a == Some(*b));
                 if in_text {
                     body = Some(String::new());
                 }
@@ -154,12 +151,13 @@ fn unpack_mime(text: &str, max_decoded: usize) -> Result<Vec<u8>, DecodeError> {
         .filter(|b| !b.is_empty())
         .ok_or_else(|| packaging("multipart MIME body without a boundary"))?;
     let delimiter = format!("--{boundary}");
+    let closing = format!("{delimiter}--");
     let mut parts: Vec<&str> = Vec::new();
     let mut current: Option<usize> = None;
     let mut offset = 0;
     for line in body.split_inclusive('\n') {
         let bare = line.trim_end();
-        if bare == delimiter || bare == format!("{delimiter}--") {
+        if bare == delimiter || bare == closing {
             if let Some(start) = current {
                 parts.push(&body[start..offset]);
             }
@@ -194,10 +192,20 @@ fn unpack_mime(text: &str, max_decoded: usize) -> Result<Vec<u8>, DecodeError> {
         .to_ascii_lowercase();
     let bytes = match cte.as_str() {
         "base64" => {
-            let clean: Vec<u8> = content
-                .bytes()
-                .filter(|b| !b.is_ascii_whitespace())
-                .collect();
+            // Whitespace is ignored; line by line, a line without any other
+            // whitespace (all of them, in practice) is copied whole.
+            let mut clean: Vec<u8> = Vec::with_capacity(content.len());
+            for line in content.split('\n') {
+                let line = line.as_bytes();
+                if line
+                    .iter()
+                    .fold(false, |ws, c| ws | c.is_ascii_whitespace())
+                {
+                    clean.extend(line.iter().copied().filter(|c| !c.is_ascii_whitespace()));
+                } else {
+                    clean.extend_from_slice(line);
+                }
+            }
             if clean.len() / 4 * 3 > max_decoded.saturating_add(3) {
                 return Err(DecodeError::new(
                     ErrorClass::LimitExceeded,

@@ -10,7 +10,7 @@
 use super::entries::{self, Ctx};
 use super::prohibition::ProhibitionAcc;
 use super::tree::{Node, capture};
-use super::xml::{self, Element, Ns, XmlEvent, XmlReader};
+use super::xml::{Element, Ns, Prechecked, XmlEvent, XmlReader};
 use super::{DecodeError, ErrorClass, Limits, archive, hetu};
 use crate::codes::{self, CodeSystems};
 use crate::record::{
@@ -41,23 +41,32 @@ pub(super) fn decode(
     limits: &Limits,
     codes: &CodeSystems,
 ) -> Result<DecodedDocument, DecodeError> {
-    let text = xml::precheck(bytes, limits)?;
-    let mut r = XmlReader::new(text, limits);
-    let root = first_start(&mut r)?;
+    let input = Prechecked::new(bytes, limits.max_document_bytes)?;
+    let mut r = XmlReader::new(input.text, limits);
+    let result = decode_root(&mut r, limits, codes);
+    input.finish(result, r.doctype_scan_needed())
+}
+
+fn decode_root(
+    r: &mut XmlReader<'_>,
+    limits: &Limits,
+    codes: &CodeSystems,
+) -> Result<DecodedDocument, DecodeError> {
+    let root = first_start(r)?;
     if root.is_v3("ClinicalDocument") {
-        return decode_document(&mut r, limits, codes, Packaging::Cda);
+        return decode_document(r, limits, codes, Packaging::Cda);
     }
-    let packaging = match (root.ns, root.local.as_str()) {
+    let packaging = match (root.ns, root.local) {
         (Ns::V3, "RCMR_IN100002FI01") => Some(Packaging::ArchiveNew),
         (Ns::V3, "RCMR_IN100016FI01") => Some(Packaging::ArchiveReplacement),
         _ => None,
     };
     if let Some(p) = packaging {
-        let inner = archive::extract(&mut r, p, limits)?;
+        let inner = archive::extract(r, p, limits)?;
         return decode_embedded(&inner, limits, codes, p);
     }
     r.finish()?;
-    if matches!(root.ns, Ns::V3 | Ns::None) && FRAGMENT_ROOTS.contains(&root.local.as_str()) {
+    if matches!(root.ns, Ns::V3 | Ns::None) && FRAGMENT_ROOTS.contains(&root.local) {
         return Err(DecodeError::new(
             ErrorClass::Fragment,
             format!("a CDA <{}> fragment, not a ClinicalDocument", root.local),
@@ -77,11 +86,21 @@ fn decode_embedded(
     codes: &CodeSystems,
     packaging: Packaging,
 ) -> Result<DecodedDocument, DecodeError> {
-    let text = xml::precheck_sized(bytes, limits.max_archive_decoded_bytes)?;
-    let mut r = XmlReader::new(text, limits);
-    let root = first_start(&mut r)?;
+    let input = Prechecked::new(bytes, limits.max_archive_decoded_bytes)?;
+    let mut r = XmlReader::new(input.text, limits);
+    let result = decode_embedded_root(&mut r, limits, codes, packaging);
+    input.finish(result, r.doctype_scan_needed())
+}
+
+fn decode_embedded_root(
+    r: &mut XmlReader<'_>,
+    limits: &Limits,
+    codes: &CodeSystems,
+    packaging: Packaging,
+) -> Result<DecodedDocument, DecodeError> {
+    let root = first_start(r)?;
     if root.is_v3("ClinicalDocument") {
-        return decode_document(&mut r, limits, codes, packaging);
+        return decode_document(r, limits, codes, packaging);
     }
     r.finish()?;
     Err(DecodeError::new(
@@ -90,7 +109,7 @@ fn decode_embedded(
     ))
 }
 
-fn first_start(r: &mut XmlReader<'_>) -> Result<Element, DecodeError> {
+fn first_start<'a>(r: &mut XmlReader<'a>) -> Result<Element<'a>, DecodeError> {
     loop {
         match r.next()? {
             XmlEvent::Start(el) => return Ok(el),
@@ -137,18 +156,26 @@ pub(crate) fn id_string(n: &Node) -> Option<String> {
 }
 
 pub(crate) fn code_of(n: &Node, codes: &CodeSystems) -> Option<Code> {
+    let (system, code, raw) = code_ref(n, codes)?;
+    Some(Code {
+        system: system.to_owned(),
+        code: code.to_owned(),
+        system_raw: (system != raw).then(|| raw.to_owned()),
+    })
+}
+
+/// [`code_of`] without copying: (normalised system, code, system as
+/// written).
+pub(crate) fn code_ref<'n>(
+    n: &'n Node<'_>,
+    codes: &'n CodeSystems,
+) -> Option<(&'n str, &'n str, &'n str)> {
     if n.null_flavored() && n.attr("code").is_none() {
         return None;
     }
     let code = n.attr("code")?;
     let raw = n.attr("codeSystem")?;
-    let system = codes.normalise(raw).to_owned();
-    let system_raw = (system != raw).then(|| raw.to_owned());
-    Some(Code {
-        system,
-        code: code.to_owned(),
-        system_raw,
-    })
+    Some((codes.normalise(raw), code, raw))
 }
 
 fn ts_of(n: Option<&Node>) -> Option<Ts> {
@@ -157,7 +184,7 @@ fn ts_of(n: Option<&Node>) -> Option<Ts> {
 
 impl Header {
     fn take(&mut self, n: &Node, codes: &CodeSystems) {
-        match (n.el.ns, n.el.local.as_str()) {
+        match (n.el.ns, n.el.local) {
             (Ns::V3, "id") => self.id = id_string(n),
             (Ns::V3, "setId") => self.set_id = id_string(n),
             (Ns::V3, "versionNumber") => {
@@ -275,7 +302,7 @@ impl Header {
 fn header_wanted(el: &Element) -> bool {
     match el.ns {
         Ns::V3 => matches!(
-            el.local.as_str(),
+            el.local,
             "id" | "setId"
                 | "versionNumber"
                 | "code"

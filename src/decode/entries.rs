@@ -28,7 +28,7 @@
 //!   template or sits in an immunisation section; any other product is an
 //!   administration (moodCode EVN) or a statement (any other mood).
 
-use super::cda::code_of;
+use super::cda::{code_of, code_ref};
 use super::tree::Node;
 use crate::codes::{self, CodeSystems};
 use crate::record::{
@@ -108,7 +108,7 @@ fn statement(
     inherited: Option<&Effective>,
     out: &mut Vec<Record>,
 ) {
-    match n.el.local.as_str() {
+    match n.el.local {
         _ if n.el.ns != super::xml::Ns::V3 => {}
         "observation" => observation(n, ctx, in_vitals, inherited, out),
         "substanceAdministration" => substance(n, ctx, out),
@@ -272,14 +272,16 @@ fn diagnosis(n: &Node, v: Code, translations: Vec<Code>, codes: &CodeSystems) ->
     } else {
         d.code = v.code;
     }
-    for q in n.descendants().into_iter().skip(1) {
-        let Some(c) = code_of(q, codes) else { continue };
-        match c.system.as_str() {
-            codes::DIAGNOSIS_PRIMACY => d.primacy = Some(c.code),
-            codes::DIAGNOSIS_PERMANENCE => d.permanence = Some(c.code),
+    n.for_each_descendant(&mut |q| {
+        let Some((system, code, _)) = code_ref(q, codes) else {
+            return;
+        };
+        match system {
+            codes::DIAGNOSIS_PRIMACY => d.primacy = Some(code.to_owned()),
+            codes::DIAGNOSIS_PERMANENCE => d.permanence = Some(code.to_owned()),
             _ => {}
         }
-    }
+    });
     d.status = n
         .all("entryRelationship")
         .flat_map(|er| er.all("observation"))
@@ -377,7 +379,7 @@ fn result_value(v: &Node, codes: &CodeSystems) -> Option<Result3> {
                 .or(high.and_then(|b| b.attr("unit")))
                 .map(str::to_owned);
             let inclusive = |b: Option<&Node>| b.and_then(|b| b.attr("inclusive")) != Some("false");
-            fn written(b: Option<&Node>) -> &str {
+            fn written<'n>(b: Option<&'n Node<'_>>) -> &'n str {
                 b.and_then(|b| b.attr("value")).unwrap_or_default()
             }
             let (comparator, raw) = match (lv, hv) {

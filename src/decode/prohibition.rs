@@ -26,7 +26,7 @@ pub(crate) struct ProhibitionAcc {
     provider: Option<(Option<String>, bool)>,
 }
 
-fn value_of(entry: &Node) -> Option<&Node> {
+fn value_of<'n, 'a>(entry: &'n Node<'a>) -> Option<&'n Node<'a>> {
     entry.child("observation").and_then(|o| o.child("value"))
 }
 

@@ -11,9 +11,9 @@ use super::DecodeError;
 use super::xml::{Element, Ns, XmlEvent, XmlReader};
 
 #[derive(Debug, Clone)]
-pub(crate) struct Node {
-    pub el: Element,
-    pub children: Vec<Node>,
+pub(crate) struct Node<'a> {
+    pub el: Element<'a>,
+    pub children: Vec<Node<'a>>,
     pub text: String,
 }
 
@@ -34,7 +34,7 @@ const PRUNED: &[&str] = &[
 
 fn pruned(el: &Element) -> bool {
     match el.ns {
-        Ns::V3 => PRUNED.contains(&el.local.as_str()),
+        Ns::V3 => PRUNED.contains(&el.local),
         Ns::Fi => el.local == "signatureCollection",
         Ns::Other => true,
         _ => false,
@@ -50,8 +50,8 @@ fn keeps_text(el: &Element) -> bool {
 
 /// Captures the element whose `Start` the reader just returned, up to and
 /// including its `End`.
-pub(crate) fn capture(r: &mut XmlReader<'_>, el: Element) -> Result<Node, DecodeError> {
-    let mut stack: Vec<Node> = vec![Node {
+pub(crate) fn capture<'a>(r: &mut XmlReader<'a>, el: Element<'a>) -> Result<Node<'a>, DecodeError> {
+    let mut stack: Vec<Node<'a>> = vec![Node {
         el,
         children: Vec::new(),
         text: String::new(),
@@ -98,7 +98,7 @@ pub(crate) fn capture(r: &mut XmlReader<'_>, el: Element) -> Result<Node, Decode
     }
 }
 
-impl Node {
+impl<'a> Node<'a> {
     pub fn attr(&self, local: &str) -> Option<&str> {
         self.el.attr(local).map(str::trim).filter(|v| !v.is_empty())
     }
@@ -108,16 +108,16 @@ impl Node {
     }
 
     /// Child elements in the CDA namespace named `local`.
-    pub fn all<'s>(&'s self, local: &'s str) -> impl Iterator<Item = &'s Node> + 's {
+    pub fn all<'s>(&'s self, local: &'s str) -> impl Iterator<Item = &'s Node<'a>> + 's {
         self.children.iter().filter(move |c| c.is(local))
     }
 
-    pub fn child(&self, local: &str) -> Option<&Node> {
+    pub fn child(&self, local: &str) -> Option<&Node<'a>> {
         self.children.iter().find(|c| c.is(local))
     }
 
     /// Follows a path of CDA child names, first match at every step.
-    pub fn path(&self, names: &[&str]) -> Option<&Node> {
+    pub fn path(&self, names: &[&str]) -> Option<&Node<'a>> {
         names.iter().try_fold(self, |n, name| n.child(name))
     }
 
@@ -129,14 +129,12 @@ impl Node {
         self.attr("nullFlavor").is_some()
     }
 
-    /// Depth-first over this node and its descendants.
-    pub fn descendants(&self) -> Vec<&Node> {
-        let mut out = Vec::new();
-        let mut stack = vec![self];
-        while let Some(n) = stack.pop() {
-            out.push(n);
-            stack.extend(n.children.iter().rev());
+    /// Depth-first, in document order, over this node's descendants (not
+    /// the node itself). Depth is bounded by the reader's depth limit.
+    pub fn for_each_descendant<'s>(&'s self, f: &mut impl FnMut(&'s Node<'a>)) {
+        for c in &self.children {
+            f(c);
+            c.for_each_descendant(f);
         }
-        out
     }
 }

@@ -4,8 +4,9 @@
 //! (callers match namespaces, never prefixes).
 //!
 //! Checks run in the order of the error classes, so one input gets one class:
-//! [`precheck`] refuses the input as a whole (byte limit, then encoding, then
-//! DOCTYPE) before anything is parsed; [`XmlReader`] then refuses what is not
+//! [`Prechecked`] refuses the input as a whole (byte limit, then encoding)
+//! before anything is parsed, and answers DOCTYPE (deferred, see `precheck`)
+//! before any class the reader gives; [`XmlReader`] then refuses what is not
 //! well-formed and what exceeds a limit while it streams. The byte limit is
 //! checked first of all: an oversized input is not read further, whatever
 //! else is wrong with it. Elsewhere a limit can trip before a later
@@ -26,7 +27,9 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::{NamespaceError, QName, ResolveResult};
 use quick_xml::reader::NsReader;
 
-pub(crate) use super::precheck::{precheck, precheck_sized};
+pub(crate) use super::precheck::Prechecked;
+#[cfg(test)]
+use super::precheck::precheck;
 use super::{DecodeError, ErrorClass, Limits};
 
 pub(crate) const NS_V3: &str = "urn:hl7-org:v3";
@@ -59,28 +62,31 @@ impl Ns {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Attr {
+pub(crate) struct Attr<'a> {
     pub ns: Ns,
-    pub local: String,
-    /// The value with references resolved and whitespace normalised.
-    pub value: String,
+    pub local: &'a str,
+    /// The value with references resolved and whitespace normalised:
+    /// borrowed from the input unless that changed it.
+    pub value: Cow<'a, str>,
 }
 
+/// A start tag, its names borrowed from the input.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Element {
+pub(crate) struct Element<'a> {
     pub ns: Ns,
-    pub local: String,
-    /// Attributes other than namespace declarations.
-    pub attrs: Vec<Attr>,
+    pub local: &'a str,
+    /// Attributes other than namespace declarations (empty when the reader
+    /// was told the element is read past).
+    pub attrs: Vec<Attr<'a>>,
 }
 
-impl Element {
+impl<'a> Element<'a> {
     /// The value of the attribute with no namespace named `local`.
     pub fn attr(&self, local: &str) -> Option<&str> {
         self.attrs
             .iter()
             .find(|a| a.ns == Ns::None && a.local == local)
-            .map(|a| a.value.as_str())
+            .map(|a| a.value.as_ref())
     }
 
     /// `xsi:type` without any prefix on its value (`v3:PQ` → `PQ`).
@@ -88,7 +94,10 @@ impl Element {
         self.attrs
             .iter()
             .find(|a| a.ns == Ns::Xsi && a.local == "type")
-            .map(|a| a.value.rsplit(':').next().unwrap_or(&a.value).trim())
+            .map(|a| {
+                let v = a.value.as_ref();
+                v.rsplit(':').next().unwrap_or(v).trim()
+            })
     }
 
     pub fn is(&self, ns: Ns, local: &str) -> bool {
@@ -102,7 +111,7 @@ impl Element {
 
 #[derive(Debug)]
 pub(crate) enum XmlEvent<'a> {
-    Start(Element),
+    Start(Element<'a>),
     End,
     /// A piece of character data (text, a resolved reference or CDATA).
     Text(Cow<'a, str>),
@@ -137,11 +146,22 @@ fn is_name_char(c: char) -> bool {
 }
 
 fn is_ncname(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.is_ascii() {
+        return b
+            .first()
+            .is_some_and(|&c| c.is_ascii_alphabetic() || c == b'_')
+            && b[1..]
+                .iter()
+                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'));
+    }
     let mut cs = s.chars();
     cs.next().is_some_and(is_name_start) && cs.all(is_name_char)
 }
 
-/// A namespace-well-formed QName: `NCName` or `NCName:NCName`.
+/// A namespace-well-formed QName: `NCName` or `NCName:NCName` (the
+/// reference [`qname`] is checked against).
+#[cfg(test)]
 fn is_qname(s: &str) -> bool {
     match s.split_once(':') {
         Some((p, l)) => is_ncname(p) && is_ncname(l),
@@ -149,11 +169,113 @@ fn is_qname(s: &str) -> bool {
     }
 }
 
-/// The first character that is not an XML `Char`, by byte position.
+/// What an ASCII byte may be in a name: 1 a name start character, 2 a name
+/// character only, 0 neither (`:` is handled apart).
+const NAME_ASCII: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut c = 0;
+    while c < 128 {
+        let b = c as u8;
+        t[c] = if b.is_ascii_alphabetic() || b == b'_' {
+            1
+        } else if b.is_ascii_digit() || b == b'-' || b == b'.' {
+            2
+        } else {
+            0
+        };
+        c += 1;
+    }
+    t
+};
+
+/// A namespace-well-formed QName (`NCName` or `NCName:NCName`): the byte
+/// position of its colon (`Some(None)` without one), or `None` when `s` is
+/// not one. One pass over ASCII names.
+fn qname(s: &str) -> Option<Option<usize>> {
+    let mut colon = None;
+    let mut at_start = true;
+    for (i, &c) in s.as_bytes().iter().enumerate() {
+        if c >= 0x80 {
+            return qname_unicode(s);
+        }
+        if c == b':' {
+            if colon.is_some() || at_start {
+                return None;
+            }
+            colon = Some(i);
+            at_start = true;
+            continue;
+        }
+        let kind = NAME_ASCII[usize::from(c)];
+        if at_start {
+            if kind != 1 {
+                return None;
+            }
+            at_start = false;
+        } else if kind == 0 {
+            return None;
+        }
+    }
+    if at_start {
+        return None;
+    }
+    Some(colon)
+}
+
+fn qname_unicode(s: &str) -> Option<Option<usize>> {
+    let colon = s.find(':');
+    let ok = match colon {
+        Some(i) => is_ncname(&s[..i]) && is_ncname(&s[i + 1..]),
+        None => is_ncname(s),
+    };
+    ok.then_some(colon)
+}
+
+/// The local part of a QName whose colon is at `colon`.
+fn local_part(qname: &str, colon: Option<usize>) -> &str {
+    match colon {
+        Some(i) => &qname[i + 1..],
+        None => qname,
+    }
+}
+
+/// The first character that is not an XML `Char`, by byte position. In a
+/// `str` those are the ASCII controls other than tab, LF and CR (always one
+/// byte) and U+FFFE/U+FFFF (`EF BF BE`/`EF BF BF`; `EF` is only ever a lead
+/// byte); surrogates cannot occur.
 fn bad_char(s: &str) -> Option<usize> {
-    s.char_indices()
-        .find(|&(_, c)| !is_xml_char(c))
-        .map(|(i, _)| i)
+    let b = s.as_bytes();
+    // Most text is printable ASCII, line ends and letters below U+F000:
+    // one branch-free pass says so.
+    if b.iter()
+        .all(|&c| (0x20..0xEF).contains(&c) | (c == b'\n') | (c == b'\t') | (c == b'\r'))
+    {
+        return None;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c < 0x20 {
+            if !matches!(c, b'\t' | b'\n' | b'\r') {
+                return Some(i);
+            }
+        } else if c == 0xEF
+            && b.get(i + 1) == Some(&0xBF)
+            && matches!(b.get(i + 2), Some(0xBE | 0xBF))
+        {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// `s` as a slice of `text` when it is one (every name and value of a
+/// reader over a slice is).
+fn rebase<'a>(text: &'a str, s: &str) -> Option<&'a str> {
+    let start = (s.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+    let piece = text.get(start..start.checked_add(s.len())?)?;
+    (piece.as_ptr() == s.as_ptr()).then_some(piece)
 }
 
 /// Resolves one reference body (between `&` and `;`).
@@ -187,8 +309,15 @@ fn resolve_ref(name: &str) -> Result<char, String> {
     }
 }
 
-/// An attribute value as written → its normalised value.
-fn attr_value(raw: &str) -> Result<String, String> {
+/// An attribute value as written → its normalised value, borrowed when
+/// normalising changes nothing.
+fn attr_value(raw: &str) -> Result<Cow<'_, str>, String> {
+    if !raw
+        .bytes()
+        .any(|c| matches!(c, b'&' | b'<' | b'\t' | b'\n' | b'\r'))
+    {
+        return Ok(Cow::Borrowed(raw));
+    }
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
     while let Some(i) = rest.find(['&', '<', '\t', '\n', '\r']) {
@@ -216,14 +345,20 @@ fn attr_value(raw: &str) -> Result<String, String> {
         rest = &rest[i + 1..];
     }
     out.push_str(rest);
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 /// The checked reader. Yields `Start`/`End` pairs (an empty element gives
 /// both), text inside the root, and `Eof` once the document is complete.
 pub(crate) struct XmlReader<'a> {
     inner: NsReader<&'a [u8]>,
+    /// The input: every name and value is borrowed from it.
+    text: &'a str,
     limits: Limits,
+    /// Scratch for one start tag: the attribute names seen (duplicates) and
+    /// the attributes other than namespace declarations, with their values.
+    keys: Vec<&'a str>,
+    pending: Vec<(&'a str, Option<usize>, Cow<'a, str>)>,
     depth: usize,
     root_seen: bool,
     pending_end: bool,
@@ -231,6 +366,9 @@ pub(crate) struct XmlReader<'a> {
     text_run: usize,
     events: usize,
     done: bool,
+    /// A `<` inside a processing instruction or the XML declaration: the
+    /// deferred DOCTYPE scan must run (see `precheck`).
+    lt_in_pi: bool,
 }
 
 impl std::fmt::Debug for XmlReader<'_> {
@@ -256,7 +394,10 @@ impl<'a> XmlReader<'a> {
             .set_max_namespace_bindings(limits.max_namespace_declarations_total);
         XmlReader {
             inner,
+            text,
             limits: limits.clone(),
+            keys: Vec::new(),
+            pending: Vec::new(),
             depth: 0,
             root_seen: false,
             pending_end: false,
@@ -264,7 +405,13 @@ impl<'a> XmlReader<'a> {
             text_run: 0,
             events: 0,
             done: false,
+            lt_in_pi: false,
         }
+    }
+
+    /// Whether the deferred DOCTYPE scan must run even on success.
+    pub fn doctype_scan_needed(&self) -> bool {
+        self.lt_in_pi
     }
 
     fn pos(&self) -> u64 {
@@ -321,22 +468,34 @@ impl<'a> XmlReader<'a> {
         Ok(())
     }
 
-    fn element(&mut self, e: &BytesStart<'_>) -> Result<Element, DecodeError> {
+    /// `s`, a name or value of the current event, as a slice of the input.
+    fn borrow(&self, s: &str) -> Result<&'a str, DecodeError> {
+        rebase(self.text, s).ok_or_else(|| {
+            nwf(format!(
+                "internal: a name outside the input at byte {}",
+                self.pos()
+            ))
+        })
+    }
+
+    /// Checks a start tag and resolves its names; keeps its attributes
+    /// only when `build`.
+    fn element(&mut self, e: &BytesStart<'_>, build: bool) -> Result<Element<'a>, DecodeError> {
         let pos = self.pos();
         let name = e.name();
-        if !is_qname(name.0) {
+        let Some(name_colon) = qname(name.0) else {
             return Err(nwf(format!("malformed element name at byte {pos}")));
-        }
+        };
         if name.0.starts_with("xmlns:") {
             return Err(nwf(format!(
                 "element with the reserved prefix xmlns at byte {pos}"
             )));
         }
-        let mut keys: Vec<&str> = Vec::new();
-        let mut raw: Vec<(QName<'_>, String)> = Vec::new();
+        self.keys.clear();
+        self.pending.clear();
         let mut ns_decls = 0usize;
         for a in e.attributes().with_checks(false) {
-            if keys.len() >= self.limits.max_attributes {
+            if self.keys.len() >= self.limits.max_attributes {
                 return Err(err(
                     ErrorClass::LimitExceeded,
                     format!(
@@ -347,22 +506,41 @@ impl<'a> XmlReader<'a> {
             }
             let a = a.map_err(|_| nwf(format!("malformed attribute at byte {pos}")))?;
             let key = a.key.0;
-            if !is_qname(key) {
+            let Some(colon) = qname(key) else {
                 return Err(nwf(format!("malformed attribute name at byte {pos}")));
-            }
-            if keys.contains(&key) {
+            };
+            let key = self.borrow(key)?;
+            if self.keys.contains(&key) {
                 return Err(nwf(format!(
                     "duplicate attribute on one element at byte {pos}"
                 )));
             }
-            keys.push(key);
-            if let Some(b) = bad_char(&a.value) {
-                let _ = b;
+            self.keys.push(key);
+            // One pass over the value says whether either check below
+            // has anything to look at.
+            let (odd, special) = a.value.bytes().fold((false, false), |(odd, special), c| {
+                (
+                    odd | !(0x20..0xEF).contains(&c),
+                    special | matches!(c, b'&' | b'<' | b'\t' | b'\n' | b'\r'),
+                )
+            });
+            if odd && bad_char(&a.value).is_some() {
                 return Err(nwf(format!(
                     "character not allowed in XML in an attribute value at byte {pos}"
                 )));
             }
-            let value = attr_value(&a.value).map_err(|m| nwf(format!("{m} at byte {pos}")))?;
+            let value = match a.value {
+                Cow::Borrowed(v) if !special => Cow::Borrowed(self.borrow(v)?),
+                Cow::Borrowed(v) => {
+                    let v = self.borrow(v)?;
+                    attr_value(v).map_err(|m| nwf(format!("{m} at byte {pos}")))?
+                }
+                Cow::Owned(v) => Cow::Owned(
+                    attr_value(&v)
+                        .map_err(|m| nwf(format!("{m} at byte {pos}")))?
+                        .into_owned(),
+                ),
+            };
             if key == "xmlns" || key.starts_with("xmlns:") {
                 ns_decls += 1;
                 self.ns_total += 1;
@@ -391,7 +569,7 @@ impl<'a> XmlReader<'a> {
                 }
                 continue;
             }
-            raw.push((a.key, value));
+            self.pending.push((key, colon, value));
         }
         let resolver = self.inner.resolver();
         let ns = match resolver.resolve_element(name).0 {
@@ -403,24 +581,39 @@ impl<'a> XmlReader<'a> {
                 )));
             }
         };
-        let local = name.0.rsplit(':').next().unwrap_or(name.0).to_owned();
-        let mut attrs: Vec<Attr> = Vec::with_capacity(raw.len());
-        let mut expanded: Vec<(String, &str)> = Vec::new();
-        for (key, value) in raw {
-            let alocal = key.0.rsplit(':').next().unwrap_or(key.0);
-            let ans = if key.prefix().is_none() {
+        let local = local_part(
+            rebase(self.text, name.0)
+                .ok_or_else(|| nwf(format!("internal: a name outside the input at byte {pos}")))?,
+            name_colon,
+        );
+        let mut attrs: Vec<Attr<'a>> = if build {
+            Vec::with_capacity(self.pending.len())
+        } else {
+            Vec::new()
+        };
+        for j in 0..self.pending.len() {
+            let (key, colon, _) = self.pending[j];
+            let alocal = local_part(key, colon);
+            let ans = if colon.is_none() {
                 Ns::None
             } else {
-                match resolver.resolve_attribute(key).0 {
+                match resolver.resolve_attribute(QName(key)).0 {
                     ResolveResult::Bound(n) => {
                         // Two prefixes bound to one namespace name the same
-                        // attribute: compare expanded names.
-                        if expanded.iter().any(|(u, l)| u == n.0 && *l == alocal) {
-                            return Err(nwf(format!(
-                                "duplicate attribute on one element at byte {pos}"
-                            )));
+                        // attribute: compare expanded names with the
+                        // prefixed attributes before this one.
+                        for &(earlier, ecolon, _) in &self.pending[..j] {
+                            if ecolon.is_some()
+                                && local_part(earlier, ecolon) == alocal
+                                && let ResolveResult::Bound(m) =
+                                    resolver.resolve_attribute(QName(earlier)).0
+                                && m.0 == n.0
+                            {
+                                return Err(nwf(format!(
+                                    "duplicate attribute on one element at byte {pos}"
+                                )));
+                            }
                         }
-                        expanded.push((n.0.to_owned(), alocal));
                         Ns::of(n.0)
                     }
                     ResolveResult::Unbound => Ns::None,
@@ -431,17 +624,25 @@ impl<'a> XmlReader<'a> {
                     }
                 }
             };
-            attrs.push(Attr {
-                ns: ans,
-                local: alocal.to_owned(),
-                value,
-            });
+            if build {
+                attrs.push(Attr {
+                    ns: ans,
+                    local: alocal,
+                    value: std::mem::take(&mut self.pending[j].2),
+                });
+            }
         }
         Ok(Element { ns, local, attrs })
     }
 
     /// The next event. After an error the reader must not be used again.
     pub fn next(&mut self) -> Result<XmlEvent<'a>, DecodeError> {
+        self.next_event(true)
+    }
+
+    /// The next event; with every check, but a `Start` carries its
+    /// attributes and a reference its character only when `build`.
+    fn next_event(&mut self, build: bool) -> Result<XmlEvent<'a>, DecodeError> {
         if self.pending_end {
             self.pending_end = false;
             self.depth -= 1;
@@ -460,6 +661,7 @@ impl<'a> XmlReader<'a> {
             let pos = self.pos();
             match ev {
                 Event::Decl(d) => {
+                    self.lt_in_pi |= d.contains('<');
                     if !first {
                         return Err(nwf(format!(
                             "XML declaration not at the start at byte {pos}"
@@ -477,6 +679,7 @@ impl<'a> XmlReader<'a> {
                     ));
                 }
                 Event::PI(pi) => {
+                    self.lt_in_pi |= pi.contains('<');
                     let target = pi.target();
                     if !is_ncname(target) || target.eq_ignore_ascii_case("xml") {
                         return Err(nwf(format!(
@@ -506,11 +709,11 @@ impl<'a> XmlReader<'a> {
                     return Err(nwf(format!("second root element at byte {pos}")));
                 }
                 Event::Start(e) => {
-                    let el = self.open(&e)?;
+                    let el = self.open(&e, build)?;
                     return Ok(XmlEvent::Start(el));
                 }
                 Event::Empty(e) => {
-                    let el = self.open(&e)?;
+                    let el = self.open(&e, build)?;
                     self.pending_end = true;
                     return Ok(XmlEvent::Start(el));
                 }
@@ -521,12 +724,21 @@ impl<'a> XmlReader<'a> {
                 }
                 Event::Text(t) => {
                     let body = t.into_inner();
-                    if bad_char(&body).is_some() {
+                    // Text with no control character, no `]` and nothing
+                    // from U+F000 up (most text, the base64 of an archive
+                    // message included) needs neither check below.
+                    let plain = body.bytes().all(|c| {
+                        ((0x20..0xEF).contains(&c) & (c != b']'))
+                            | (c == b'\n')
+                            | (c == b'\t')
+                            | (c == b'\r')
+                    });
+                    if !plain && bad_char(&body).is_some() {
                         return Err(nwf(format!(
                             "character not allowed in XML in text at byte {pos}"
                         )));
                     }
-                    if body.contains("]]>") {
+                    if !plain && body.contains("]]>") {
                         return Err(nwf(format!("']]>' in text at byte {pos}")));
                     }
                     if self.depth == 0 {
@@ -562,6 +774,9 @@ impl<'a> XmlReader<'a> {
                     let name = r.into_inner();
                     let c = resolve_ref(&name).map_err(|m| nwf(format!("{m} at byte {pos}")))?;
                     self.check_text_len(c.len_utf8())?;
+                    if !build {
+                        return Ok(XmlEvent::Text(Cow::Borrowed("")));
+                    }
                     return Ok(XmlEvent::Text(Cow::Owned(c.to_string())));
                 }
                 Event::Eof => {
@@ -581,7 +796,7 @@ impl<'a> XmlReader<'a> {
         }
     }
 
-    fn open(&mut self, e: &BytesStart<'_>) -> Result<Element, DecodeError> {
+    fn open(&mut self, e: &BytesStart<'_>, build: bool) -> Result<Element<'a>, DecodeError> {
         self.text_run = 0;
         if self.depth >= self.limits.max_depth {
             return Err(err(
@@ -593,7 +808,7 @@ impl<'a> XmlReader<'a> {
                 ),
             ));
         }
-        let el = self.element(e)?;
+        let el = self.element(e, build)?;
         self.depth += 1;
         self.root_seen = true;
         Ok(el)
@@ -604,7 +819,7 @@ impl<'a> XmlReader<'a> {
     pub fn skip(&mut self) -> Result<(), DecodeError> {
         let mut open = 1usize;
         while open > 0 {
-            match self.next()? {
+            match self.next_event(false)? {
                 XmlEvent::Start(_) => open += 1,
                 XmlEvent::End => open -= 1,
                 XmlEvent::Text(_) => {}
@@ -617,7 +832,7 @@ impl<'a> XmlReader<'a> {
     /// Reads the rest of the document, checking it.
     pub fn finish(&mut self) -> Result<(), DecodeError> {
         loop {
-            if let XmlEvent::Eof = self.next()? {
+            if let XmlEvent::Eof = self.next_event(false)? {
                 return Ok(());
             }
         }
@@ -627,9 +842,18 @@ impl<'a> XmlReader<'a> {
 /// Checks a whole input: pre-checks plus a full streaming pass.
 #[cfg(test)]
 pub(crate) fn check(bytes: &[u8], limits: &Limits) -> Result<(), DecodeError> {
-    let text = precheck(bytes, limits)?;
-    let mut r = XmlReader::new(text, limits);
-    r.finish()
+    let input = Prechecked::new(bytes, limits.max_document_bytes)?;
+    let mut r = XmlReader::new(input.text, limits);
+    let result = r.finish();
+    let scan = r.doctype_scan_needed();
+    let deferred = input.finish(result, scan);
+    // The deferred scan answers as the whole-input pre-check did.
+    let eager = precheck(bytes, limits).and_then(|text| XmlReader::new(text, limits).finish());
+    assert_eq!(
+        deferred.as_ref().err().map(|e| e.class),
+        eager.as_ref().err().map(|e| e.class)
+    );
+    deferred
 }
 
 #[cfg(test)]
@@ -706,6 +930,48 @@ mod tests {
         );
         assert_eq!(class("<!DOCTYPE a><a></b>"), Some(ErrorClass::Doctype));
         assert_eq!(class("<a><!-- <!DOCTYPE x> --></a>"), None);
+        assert_eq!(class("<a><![CDATA[<!DOCTYPE x>]]></a>"), None);
+        // A DOCTYPE anywhere outside comments and CDATA, even where the
+        // parser would accept the text, or after a later error.
+        assert_eq!(
+            class("<a><?pi <!DOCTYPE x> ?></a>"),
+            Some(ErrorClass::Doctype)
+        );
+        assert_eq!(
+            class("<?xml version='1.0' <!doctype?><a/>"),
+            Some(ErrorClass::Doctype)
+        );
+        assert_eq!(class("<a x='<!DOCTYPE'/>"), Some(ErrorClass::Doctype));
+        assert_eq!(class("<a></b><!DOCTYPE a>"), Some(ErrorClass::Doctype));
+        assert_eq!(
+            class("<a><?pi <!-- ?><!DOCTYPE a><!-- --></a>"),
+            Some(ErrorClass::Doctype)
+        );
+        assert_eq!(class("<a><?pi <!-- ?></a><!-- <!DOCTYPE a> -->"), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// `check` asserts that the deferred DOCTYPE scan gives the class
+        /// the eager whole-input scan gave, on markup built to desynchronise
+        /// the scan (a `<` in processing instructions, comments, CDATA).
+        #[test]
+        fn the_deferred_doctype_scan_answers_as_the_eager_one(
+            s in "(<a>|</a>|<a/>|<\\?p[ <!x-]{0,6}\\?>|<!--[ <!x]{0,4}-->|<!\\[CDATA\\[[<!x]{0,3}\\]\\]>|<!DOCTYPE a>|<!doctype|<!DOCTYPE|<\\?xml version='1.0'[ <!]{0,3}\\?>|[ x<!>-]){0,14}"
+        ) {
+            let _ = check(s.as_bytes(), &Limits::default());
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn qname_agrees_with_the_reference(s in "[a-zA-Z_:0-9.\\-\u{B7}\u{C0}\u{300}\u{2070}é ]{0,8}") {
+            let got = qname(&s);
+            proptest::prop_assert_eq!(got.is_some(), is_qname(&s));
+            if let Some(colon) = got {
+                proptest::prop_assert_eq!(colon, s.find(':'));
+            }
+        }
     }
 
     #[test]
