@@ -979,7 +979,7 @@ async fn consume(
             ahead::Ahead::EndChunk => {
                 stage_chunk(cx, store, std::mem::take(&mut chunk), report).await?;
                 if cx.mode != Mode::DryRun {
-                    timed!(report.store_ns, store.checkpoint());
+                    timed!(report.store_ns, store.after_chunk());
                 }
                 allocator::release_freed_memory();
                 if cx.mode == Mode::DryRun {

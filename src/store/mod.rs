@@ -440,23 +440,30 @@ impl Store {
         self.backend
     }
 
+    /// Upkeep after a run stages a chunk, outside its transaction.
+    ///
     /// SQLite: copies the write-ahead log back into the database and
     /// truncates it, waiting (up to the busy timeout) for readers of older
-    /// snapshots to finish. A run calls it after each staged chunk: while
-    /// its producer keeps reading, SQLite's automatic checkpoints never
-    /// reach the end of the log, which then grew by every page the run
-    /// wrote (1 GB over a 50,000-patient backfill), and every read searched
-    /// it. Best effort: a checkpoint that cannot finish now is left to the
-    /// next one. PostgreSQL: nothing.
-    pub async fn checkpoint(&self) {
-        if self.backend != Backend::Sqlite {
-            return;
-        }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .fetch_all(&self.pool)
-            .await
-        {
-            tracing::debug!(error = %e, "A store checkpoint did not finish; the next one will.");
+    /// snapshots to finish. While a run's producer keeps reading, SQLite's
+    /// automatic checkpoints never reach the end of the log, which then grew
+    /// by every page the run wrote (1 GB over a 50,000-patient backfill),
+    /// and every read searched it.
+    ///
+    /// PostgreSQL: refreshes the planner's statistics of the tables a run
+    /// fills. A backfill grows them faster than autovacuum analyses them,
+    /// and on statistics from when they were small the planner read every
+    /// person's documents with a (parallel) scan of the whole table.
+    ///
+    /// Best effort: what cannot finish now is left to the next chunk.
+    pub async fn after_chunk(&self) {
+        let sql = match self.backend {
+            Backend::Sqlite => "PRAGMA wal_checkpoint(TRUNCATE)",
+            Backend::Postgres => {
+                "ANALYZE documents, feed_docs, feed_doc_rows, feed_rows, seen, held, cohort"
+            }
+        };
+        if let Err(e) = sqlx::raw_sql(sql).execute(&self.pool).await {
+            tracing::debug!(error = %e, "Store upkeep after a chunk did not finish; the next chunk's will.");
         }
     }
 
