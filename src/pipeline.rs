@@ -87,7 +87,9 @@ pub struct RunReport {
     pub quarantined: BTreeMap<String, u64>,
     /// Sequences of the batches this run staged.
     pub staged: Vec<i64>,
-    /// Wall time reading and decoding source files.
+    /// Time spent reading, decoding and mapping source files, summed over
+    /// the worker threads: with more than one worker it can exceed the
+    /// run's wall time, and it overlaps the store's.
     pub decode_ns: u64,
     /// Wall time waiting for the store.
     pub store_ns: u64,
