@@ -21,11 +21,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use quick_xml::Reader;
-use quick_xml::events::Event;
-use quick_xml::reader::NsReader;
+#[path = "common/scan.rs"]
+mod scan;
+
 use regfeed::decode::{Limits, decode};
 use regfeed::telemetry::peak_rss_bytes;
+use scan::{bare_scan, ns_scan};
 
 const CORPUS_MIN_BYTES: u64 = 200 * 1024 * 1024;
 /// Bump when the corpus recipe changes, so an old corpus is rebuilt.
@@ -82,7 +83,7 @@ fn main() {
     let rss_start = peak_rss_bytes();
     let bare = pass(&files, bare_scan);
     let rss_bare = peak_rss_bytes();
-    let ns = pass(&files, ns_scan);
+    let ns = pass(&files, |b| ns_scan(b, true));
     let rss_ns = peak_rss_bytes();
     let limits = Limits::default();
     let decoder = pass(&files, |b| decode(b, &limits).is_ok());
@@ -159,52 +160,6 @@ fn pass(files: &[PathBuf], mut work: impl FnMut(&[u8]) -> bool) -> Pass {
     }
     p.elapsed = start.elapsed();
     p
-}
-
-/// Every event of the document, with quick-xml's own checks off: the floor
-/// any streaming decoder stands on.
-fn bare_scan(bytes: &[u8]) -> bool {
-    let mut reader = Reader::from_reader(bytes);
-    let config = reader.config_mut();
-    config.check_end_names = false;
-    config.check_comments = false;
-    let mut events = 0u64;
-    loop {
-        match reader.read_event() {
-            Ok(Event::Eof) => break,
-            Ok(e) => {
-                std::hint::black_box(&e);
-                events += 1;
-            }
-            Err(_) => return false,
-        }
-    }
-    std::hint::black_box(events) > 0
-}
-
-/// Every event with namespaces resolved (`NsReader`), element names and
-/// attribute names included: the floor of a namespace-aware decoder.
-fn ns_scan(bytes: &[u8]) -> bool {
-    let mut reader = NsReader::from_reader(bytes);
-    let mut events = 0u64;
-    loop {
-        match reader.read_resolved_event() {
-            Ok((_, Event::Eof)) => break,
-            Ok((ns, Event::Start(e) | Event::Empty(e))) => {
-                std::hint::black_box(&ns);
-                for a in e.attributes().flatten() {
-                    std::hint::black_box(reader.resolver().resolve_attribute(a.key));
-                }
-                events += 1;
-            }
-            Ok(e) => {
-                std::hint::black_box(&e);
-                events += 1;
-            }
-            Err(_) => return false,
-        }
-    }
-    std::hint::black_box(events) > 0
 }
 
 /// `REGFEED_BENCH_PROFILE=<rounds>`: only the decoder, over the corpus held

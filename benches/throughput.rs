@@ -49,13 +49,16 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use quick_xml::events::Event;
-use quick_xml::{NsReader, Reader};
+#[path = "../tests/common/hostile.rs"]
+mod hostile;
+#[path = "common/scan.rs"]
+mod scan;
+
+use scan::{bare_scan, ns_scan};
 
 /// Bump when the corpus or its hold-back changes, so an old one is rebuilt.
 const RECIPE: &str = "regfeed-throughput-corpus v1";
@@ -523,57 +526,6 @@ fn scan_chunk(chunk: &[Vec<u8>], n: u64, t: &mut ScanTimes) {
         t.failed[k] += failed;
     }
 }
-/// Every event of the document, with quick-xml's own checks off: the loop of
-/// `benches/decode.rs`.
-fn bare_scan(bytes: &[u8]) -> bool {
-    let mut reader = Reader::from_reader(bytes);
-    let config = reader.config_mut();
-    config.check_end_names = false;
-    config.check_comments = false;
-    let mut events = 0u64;
-    loop {
-        match reader.read_event() {
-            Ok(Event::Eof) => break,
-            Ok(e) => {
-                std::hint::black_box(&e);
-                events += 1;
-            }
-            Err(_) => return false,
-        }
-    }
-    std::hint::black_box(events) > 0
-}
-
-/// Every event with its namespace resolved (default checks); with
-/// `attributes`, every attribute of every element parsed and resolved too.
-fn ns_scan(bytes: &[u8], attributes: bool) -> bool {
-    let mut reader = NsReader::from_reader(bytes);
-    let mut events = 0u64;
-    loop {
-        let event = match reader.read_resolved_event() {
-            Ok((ns, event)) => {
-                std::hint::black_box(ns);
-                event
-            }
-            Err(_) => return false,
-        };
-        match event {
-            Event::Eof => break,
-            Event::Start(e) | Event::Empty(e) if attributes => {
-                for a in e.attributes() {
-                    let Ok(a) = a else { return false };
-                    std::hint::black_box(reader.resolver().resolve_attribute(a.key));
-                }
-                std::hint::black_box(&e);
-            }
-            e => {
-                std::hint::black_box(&e);
-            }
-        }
-        events += 1;
-    }
-    std::hint::black_box(events) > 0
-}
 
 /// This thread's CPU time (user + system), from the scheduler's clock
 /// (`getrusage(RUSAGE_THREAD)` is only tick-precise).
@@ -593,79 +545,12 @@ fn thread_cpu() -> Duration {
     )
 }
 
-fn tv(t: libc::timeval) -> Duration {
-    Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
-        + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
-}
-
 // ---------------------------------------------------------------- children
 
-/// What a measured child printed, how it ended and what it cost.
-struct Child {
-    stdout: String,
-    stderr: String,
-    exit: i32,
-    wall: Duration,
-    cpu: Duration,
-    max_rss_kib: i64,
-}
-
-/// Runs `cmd` to its end, reaped by `wait4` so its rusage is its own.
-// The child is reaped by `wait4`, not by `Child::wait`, which clippy cannot
-// see.
-#[allow(clippy::zombie_processes)]
-fn measure(cmd: &mut Command) -> Res<Child> {
-    let start = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("starting {cmd:?}: {e}"))?;
-    let mut err_pipe = child.stderr.take().ok_or("no stderr pipe")?;
-    let err_reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = err_pipe.read_to_end(&mut s);
-        String::from_utf8_lossy(&s).into_owned()
-    });
-    let mut out = Vec::new();
-    if let Some(mut o) = child.stdout.take() {
-        let _ = o.read_to_end(&mut out);
-    }
-    let pid = libc::pid_t::try_from(child.id()).map_err(|e| e.to_string())?;
-    let mut status: libc::c_int = 0;
-    // SAFETY: wait4 writes only into the status and the zeroed rusage we
-    // pass; the child is ours and nothing else waits for it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-        if rc == pid {
-            break;
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(format!("wait4: {err}"));
-        }
-    }
-    let wall = start.elapsed();
-    let exit = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
-    Ok(Child {
-        stdout: String::from_utf8_lossy(&out).into_owned(),
-        stderr: err_reader.join().unwrap_or_default(),
-        exit,
-        wall,
-        cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
-        max_rss_kib: ru.ru_maxrss,
-    })
-}
-
-/// `measure`, and an error with the tail of its output unless it exited 0.
-fn run_child(cmd: &mut Command, what: &str) -> Res<Child> {
-    let c = measure(cmd)?;
+/// A measured child (`wait4`), and an error with the tail of its output
+/// unless it exited 0.
+fn run_child(cmd: &mut Command, what: &str) -> Res<hostile::Child> {
+    let c = hostile::try_run_measured(cmd)?;
     if c.exit != 0 {
         return Err(format!(
             "{what} exited with {} after {:.1} s\n--- stdout (tail)\n{}\n--- stderr (tail)\n{}",

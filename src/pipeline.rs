@@ -979,8 +979,11 @@ async fn consume(
                 }
             }
             ahead::Ahead::EndChunk => {
+                // A chunk that read no document (a run with nothing new)
+                // grew nothing that needs upkeep.
+                let read_any = !chunk.seen_rows.is_empty();
                 stage_chunk(cx, store, std::mem::take(&mut chunk), report).await?;
-                if cx.mode != Mode::DryRun {
+                if cx.mode != Mode::DryRun && read_any {
                     timed!(report.store_ns, store.after_chunk());
                 }
                 allocator::release_freed_memory();

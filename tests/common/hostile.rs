@@ -177,22 +177,30 @@ pub struct Child {
     pub exit: i32,
     /// `ru_maxrss` from `wait4`: this child alone, in KiB.
     pub max_rss_kib: i64,
+    /// User and system CPU time, from `wait4`.
+    pub cpu: Duration,
     pub wall: Duration,
 }
 
 /// Runs `cmd` to its end and measures that process alone.
+pub fn run_measured(cmd: &mut Command) -> Child {
+    try_run_measured(cmd).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`run_measured`], with an error instead of a panic when the child cannot
+/// be started or reaped.
 // The child is reaped by `wait4` (which returns its rusage), not by
 // `Child::wait`, which clippy cannot see.
 #[allow(clippy::zombie_processes)]
-pub fn run_measured(cmd: &mut Command) -> Child {
+pub fn try_run_measured(cmd: &mut Command) -> Result<Child, String> {
     let start = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("the child starts");
-    let mut err_pipe = child.stderr.take().expect("piped stderr");
+        .map_err(|e| format!("starting {cmd:?}: {e}"))?;
+    let mut err_pipe = child.stderr.take().ok_or("no piped stderr")?;
     let err_reader = std::thread::spawn(move || {
         let mut s = Vec::new();
         let _ = err_pipe.read_to_end(&mut s);
@@ -202,10 +210,10 @@ pub fn run_measured(cmd: &mut Command) -> Child {
     child
         .stdout
         .take()
-        .expect("piped stdout")
+        .ok_or("no piped stdout")?
         .read_to_end(&mut out)
-        .expect("read stdout");
-    let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
+        .map_err(|e| format!("reading stdout: {e}"))?;
+    let pid = libc::pid_t::try_from(child.id()).map_err(|e| e.to_string())?;
     let mut status: libc::c_int = 0;
     // SAFETY: wait4 writes only into the status and the zeroed rusage we
     // pass; the child is ours and not waited for by anything else (std's
@@ -217,7 +225,9 @@ pub fn run_measured(cmd: &mut Command) -> Child {
             break;
         }
         let err = std::io::Error::last_os_error();
-        assert_eq!(err.kind(), std::io::ErrorKind::Interrupted, "wait4: {err}");
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(format!("wait4: {err}"));
+        }
     }
     let wall = start.elapsed();
     let exit = if libc::WIFEXITED(status) {
@@ -225,13 +235,18 @@ pub fn run_measured(cmd: &mut Command) -> Child {
     } else {
         -1
     };
-    Child {
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    Ok(Child {
         stdout: String::from_utf8_lossy(&out).into_owned(),
-        stderr: err_reader.join().expect("stderr reader"),
+        stderr: err_reader.join().unwrap_or_default(),
         exit,
         max_rss_kib: ru.ru_maxrss,
+        cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
         wall,
-    }
+    })
 }
 
 /// Runs `bin decode file` and measures that process alone.
