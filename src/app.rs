@@ -174,9 +174,75 @@ impl App {
         }
     }
 
-    /// One run of one feed now: stage, seal, deliver.
+    /// One run of one feed now: stage, seal, deliver (`regfeed once`). The
+    /// run is recorded with its outcome once delivery has been tried: "ok",
+    /// "waiting" (a dead batch holds the feed back) or "failed".
     pub async fn once(&self, feed_name: &str) -> anyhow::Result<OnceReport> {
         let feed = self.feed(feed_name)?;
+        let (run_id, run) = self.stage_step(feed).await?;
+        // Sealing happens in delivery, just before each batch's first attempt.
+        let counts = serde_json::to_string(&run).unwrap_or_else(|_| "{}".into());
+        let d = match self.deliver_feed(feed).await {
+            Ok(d) => d,
+            Err(e) => {
+                self.store.finish_run(run_id, "failed", &counts).await?;
+                self.audit(audit_run_finished(&feed.name, "failed", Some(&run)))
+                    .await?;
+                return Err(e);
+            }
+        };
+        let outcome = if d.waiting_on.is_some() {
+            "waiting"
+        } else {
+            "ok"
+        };
+        self.store.finish_run(run_id, outcome, &counts).await?;
+        self.audit(audit_run_finished(&feed.name, outcome, Some(&run)))
+            .await?;
+        Ok(OnceReport {
+            run,
+            sealed: d.sealed,
+            delivered: d.delivered_paths,
+            delivered_seqs: d.delivered,
+            dead: d.dead,
+            waiting_on: d.waiting_on,
+        })
+    }
+
+    /// One run of one feed as the daemon runs it: stage, and return. The
+    /// feed's outbox loop seals and delivers what it staged. The run is
+    /// "ok", or "waiting" when a dead batch of the feed holds its later
+    /// batches back.
+    pub async fn stage_run(&self, feed_name: &str) -> anyhow::Result<OnceReport> {
+        let feed = self.feed(feed_name)?;
+        let (run_id, run) = self.stage_step(feed).await?;
+        let counts = serde_json::to_string(&run).unwrap_or_else(|_| "{}".into());
+        let waiting_on = match self.store.batches(Some(&feed.name)).await {
+            Ok(b) => b.iter().find(|b| b.state == "dead").map(|b| b.seq),
+            Err(e) => {
+                self.store.finish_run(run_id, "failed", &counts).await?;
+                self.audit(audit_run_finished(&feed.name, "failed", Some(&run)))
+                    .await?;
+                return Err(e.into());
+            }
+        };
+        let outcome = if waiting_on.is_some() { "waiting" } else { "ok" };
+        self.store.finish_run(run_id, outcome, &counts).await?;
+        self.audit(audit_run_finished(&feed.name, outcome, Some(&run)))
+            .await?;
+        Ok(OnceReport {
+            run,
+            sealed: Vec::new(),
+            delivered: Vec::new(),
+            delivered_seqs: Vec::new(),
+            dead: Vec::new(),
+            waiting_on,
+        })
+    }
+
+    /// Starts a run of the feed and stages: the run's id and report. A
+    /// failed staging is recorded as a failed run.
+    async fn stage_step(&self, feed: &FeedConfig) -> anyhow::Result<(i64, RunReport)> {
         let keys = FeedKeys::for_feed(&self.keys, feed)?;
         let now = Utc::now();
         let run_id = self.store.start_run(&feed.name).await?;
@@ -206,35 +272,7 @@ impl App {
             staged = run.staged.len(),
             "Run staged."
         );
-        // Sealing happens in delivery, just before each batch's first attempt.
-        // The run is recorded with its outcome once delivery has been tried:
-        // "ok", "waiting" (a dead batch holds the feed back) or "failed".
-        let counts = serde_json::to_string(&run).unwrap_or_else(|_| "{}".into());
-        let d = match self.deliver_feed(feed).await {
-            Ok(d) => d,
-            Err(e) => {
-                self.store.finish_run(run_id, "failed", &counts).await?;
-                self.audit(audit_run_finished(&feed.name, "failed", Some(&run)))
-                    .await?;
-                return Err(e);
-            }
-        };
-        let outcome = if d.waiting_on.is_some() {
-            "waiting"
-        } else {
-            "ok"
-        };
-        self.store.finish_run(run_id, outcome, &counts).await?;
-        self.audit(audit_run_finished(&feed.name, outcome, Some(&run)))
-            .await?;
-        Ok(OnceReport {
-            run,
-            sealed: d.sealed,
-            delivered: d.delivered_paths,
-            delivered_seqs: d.delivered,
-            dead: d.dead,
-            waiting_on: d.waiting_on,
-        })
+        Ok((run_id, run))
     }
 
     /// Appends one audit entry in a transaction of its own.

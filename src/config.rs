@@ -34,6 +34,7 @@ pub const ENV_OVERRIDES: &[&str] = &[
     "REGFEED_LOG__LEVEL",
     "REGFEED_LOG__FORMAT",
     "REGFEED_TELEMETRY__LISTEN",
+    "REGFEED_TELEMETRY__UNREADY_AFTER_DELIVERY_FAILING",
 ];
 
 // ---------------------------------------------------------------- raw shape
@@ -86,6 +87,9 @@ struct RawDaemon {
 struct RawTelemetry {
     /// Address of `/metrics`, `/healthz` and `/readyz` (`127.0.0.1:9464`).
     listen: Option<Spanned<String>>,
+    /// `/readyz` fails once a feed's delivery has failed continuously this
+    /// long (`30m`; `0s`: never for this reason).
+    unready_after_delivery_failing: Option<Spanned<String>>,
 }
 
 fn default_max_documents_per_batch() -> usize {
@@ -323,6 +327,10 @@ pub struct DaemonSettings {
     pub lease_ttl: std::time::Duration,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub telemetry_listen: std::net::SocketAddr,
+    /// `/readyz` fails once a feed's delivery has failed continuously for
+    /// this long (every attempt failed, or it waits on a dead batch). Zero:
+    /// never for this reason.
+    pub unready_after_delivery_failing: std::time::Duration,
     /// Threads that read, decode and map documents in a feed run (1: the
     /// whole run on one thread, in sequence).
     pub workers: usize,
@@ -341,6 +349,10 @@ pub fn default_workers() -> usize {
 
 /// Default `telemetry.listen`.
 pub const DEFAULT_TELEMETRY_LISTEN: &str = "127.0.0.1:9464";
+
+/// Default `telemetry.unready_after_delivery_failing`: 30 minutes.
+pub const DEFAULT_UNREADY_AFTER_DELIVERY_FAILING: std::time::Duration =
+    std::time::Duration::from_secs(30 * 60);
 
 /// What the daemon does at start about a scheduled run it missed while down.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -1174,6 +1186,20 @@ fn validate_daemon(
         );
         std::net::SocketAddr::from(([127, 0, 0, 1], 9464))
     });
+    let unready_after_delivery_failing =
+        match env("REGFEED_TELEMETRY__UNREADY_AFTER_DELIVERY_FAILING") {
+            Some(v) => crate::schedule::parse_duration(&v).unwrap_or_else(|e| {
+                c.at(0..0, "REGFEED_TELEMETRY__UNREADY_AFTER_DELIVERY_FAILING", e);
+                DEFAULT_UNREADY_AFTER_DELIVERY_FAILING
+            }),
+            None => match &raw.telemetry.unready_after_delivery_failing {
+                None => DEFAULT_UNREADY_AFTER_DELIVERY_FAILING,
+                Some(s) => crate::schedule::parse_duration(s.get_ref()).unwrap_or_else(|e| {
+                    c.at(s.span(), "telemetry.unready_after_delivery_failing", e);
+                    DEFAULT_UNREADY_AFTER_DELIVERY_FAILING
+                }),
+            },
+        };
     let workers = match env("REGFEED_DAEMON__WORKERS") {
         Some(v) => v.trim().parse::<i64>().unwrap_or_else(|_| {
             c.at(
@@ -1205,6 +1231,7 @@ fn validate_daemon(
         delivery_interval,
         lease_ttl,
         telemetry_listen,
+        unready_after_delivery_failing,
         workers,
     }
 }

@@ -10,12 +10,20 @@
 //! (SIGSTOP, as a paused VM or a long GC pause would) and goes on where it
 //! was once sent SIGCONT: the replica tests use it to show fencing.
 //!
+//! With `REGFEED_FAILPOINT_ACTION=fail` the point is a fault instead: from
+//! its `n`-th hit on, [`failing`] says yes (and the code there fails as the
+//! point describes) until the file named by `REGFEED_FAILPOINT_UNTIL` exists
+//! (unset: for good). The process goes on: this is how a test shows that it
+//! recovers once the fault is gone.
+//!
 //! Points: `decode` (pipeline, while decoding a chunk), `commit` (just
 //! before the staging transaction commits), `staged` (after the
 //! staging transaction commits), `sealed` (after sealing, before the first
 //! attempt), `upload` (HTTP sink, after the first part of the body went
 //! out), `receipt` (after the register's receipt arrived, before it is
-//! recorded).
+//! recorded). Fault points: `store_full` (every store transaction's commit
+//! fails as SQLite's does on a full disk: the transaction is rolled back
+//! and the error is `SQLITE_FULL`'s).
 //!
 //! Unset, a hit is one relaxed load of an initialised `OnceLock`.
 
@@ -30,9 +38,14 @@ pub const ENV: &str = "REGFEED_FAILPOINT";
 pub const ACTION_ENV: &str = "REGFEED_FAILPOINT_ACTION";
 /// The environment variable naming the marker file.
 pub const MARK_ENV: &str = "REGFEED_FAILPOINT_MARK";
+/// With the `fail` action: the file whose existence ends the fault.
+pub const UNTIL_ENV: &str = "REGFEED_FAILPOINT_UNTIL";
 
 /// Every failpoint name, for tests and docs.
 pub const POINTS: &[&str] = &["decode", "commit", "staged", "sealed", "upload", "receipt"];
+
+/// Every fault point name ([`failing`]).
+pub const FAULTS: &[&str] = &["store_full"];
 
 struct Armed {
     name: String,
@@ -58,6 +71,41 @@ fn armed() -> Option<&'static Armed> {
         .as_ref()
 }
 
+fn mark(name: &str) {
+    if let Some(path) = std::env::var_os(MARK_ENV)
+        && let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    {
+        let _ = writeln!(f, "{name}");
+        let _ = f.sync_all();
+    }
+}
+
+/// Whether the fault point `name` is failing now: armed with the `fail`
+/// action, hit at least `n` times, and its `REGFEED_FAILPOINT_UNTIL` file
+/// not (yet) there. The first failing hit leaves its mark.
+#[inline]
+pub fn failing(name: &str) -> bool {
+    let Some(a) = armed() else { return false };
+    if a.name != name || !std::env::var(ACTION_ENV).is_ok_and(|v| v == "fail") {
+        return false;
+    }
+    let seen = a.seen.fetch_add(1, Ordering::Relaxed) + 1;
+    if seen < a.nth {
+        return false;
+    }
+    if std::env::var_os(UNTIL_ENV).is_some_and(|p| std::path::Path::new(&p).exists()) {
+        return false;
+    }
+    if seen == a.nth {
+        mark(name);
+        eprintln!("regfeed: failpoint {name} failing");
+    }
+    true
+}
+
 /// Aborts the process here if `name` is the armed point and this is its
 /// `n`-th hit; otherwise does nothing.
 #[inline]
@@ -70,15 +118,7 @@ pub fn hit(name: &str) {
     if a.seen.fetch_add(1, Ordering::Relaxed) + 1 != a.nth {
         return;
     }
-    if let Some(path) = std::env::var_os(MARK_ENV)
-        && let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-    {
-        let _ = writeln!(f, "{name}");
-        let _ = f.sync_all();
-    }
+    mark(name);
     eprintln!("regfeed: failpoint {name} hit");
     if std::env::var(ACTION_ENV).is_ok_and(|a| a == "stop") {
         // No unsafe code here: kill(1) stops this process, which resumes

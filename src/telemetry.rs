@@ -114,18 +114,72 @@ fn linux_vm_hwm_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// What `/metrics` says about the process itself ([`metrics::record_process`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProcessStats {
+    pub resident_bytes: Option<u64>,
+    pub virtual_bytes: Option<u64>,
+    /// User and system CPU time.
+    pub cpu_seconds: Option<f64>,
+    pub open_fds: Option<u64>,
+    pub max_fds: Option<u64>,
+}
+
+/// This process's memory, CPU time and open files: from `/proc/self` on
+/// Linux (`status`, `fd`, `limits`), CPU time from `getrusage`.
+pub fn process_stats() -> ProcessStats {
+    let kib = |status: &str, key: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        let n: u64 = line[key.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(n * 1024)
+    };
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let open_fds = std::fs::read_dir("/proc/self/fd")
+        .ok()
+        .map(|d| d.count() as u64);
+    let max_fds = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            let line = l.lines().find(|l| l.starts_with("Max open files"))?;
+            line["Max open files".len()..]
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        });
+    ProcessStats {
+        resident_bytes: kib(&status, "VmRSS:"),
+        virtual_bytes: kib(&status, "VmSize:"),
+        cpu_seconds: getrusage_self().map(|u| {
+            let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+            t(u.ru_utime) + t(u.ru_stime)
+        }),
+        open_fds,
+        max_fds,
+    }
+}
+
 #[allow(unsafe_code)] // getrusage has no safe wrapper in std or libc; see SAFETY below.
-fn getrusage_max_rss_bytes() -> Option<u64> {
+fn getrusage_self() -> Option<libc::rusage> {
     // SAFETY: `rusage` is a plain C struct for which all-zero bytes is a valid
     // value, and getrusage only writes into the pointer we pass, which points
     // to a live, properly aligned `rusage` on our stack.
-    let usage = unsafe {
+    unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
         if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
             return None;
         }
-        usage
-    };
+        Some(usage)
+    }
+}
+
+fn getrusage_max_rss_bytes() -> Option<u64> {
+    let usage = getrusage_self()?;
     let maxrss = u64::try_from(usage.ru_maxrss).ok()?;
     // Linux and the BSDs report kilobytes, macOS bytes.
     if cfg!(target_os = "macos") {
@@ -153,6 +207,17 @@ mod tests {
             after >= size as u64,
             "{before} -> {after} after touching {size}"
         );
+    }
+
+    #[test]
+    fn process_stats_report_memory_cpu_and_files() {
+        let p = process_stats();
+        assert!(p.cpu_seconds.is_some_and(|c| c >= 0.0));
+        if cfg!(target_os = "linux") {
+            assert!(p.resident_bytes.is_some_and(|r| r > 0), "{p:?}");
+            assert!(p.open_fds.is_some_and(|n| n >= 3), "{p:?}");
+            assert!(p.max_fds.is_some_and(|n| n >= p.open_fds.unwrap_or(0)), "{p:?}");
+        }
     }
 
     #[test]

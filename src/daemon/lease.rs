@@ -156,23 +156,26 @@ async fn renew_until(store: Store, lease: Lease, done: CancellationToken, lost: 
     }
 }
 
-/// `regfeed once` under the feed's lease: waits up to `wait` for a run of
-/// the daemon to finish, else refuses ([`LeaseRefused`]).
+/// `regfeed once` under the feed's lease and its outbox's: waits up to
+/// `wait` for each (a daemon's run of the feed, its outbox loop's pass),
+/// else refuses ([`LeaseRefused`]).
 pub async fn once_leased(app: &App, feed: &str, wait: Duration) -> anyhow::Result<OnceReport> {
     let stop = CancellationToken::new();
     let holder = holder_id("once");
-    let lease = acquire(
-        &app.store,
-        feed,
-        &holder,
-        app.cfg.daemon.lease_ttl,
-        wait,
-        &stop,
-    )
-    .await?;
-    match under_lease(&app.store, lease, &stop, app.once(feed)).await {
-        Leased::Done(r) => r,
-        Leased::Aborted(why) => {
+    let ttl = app.cfg.daemon.lease_ttl;
+    let lease = acquire(&app.store, feed, &holder, ttl, wait, &stop).await?;
+    let outbox = super::outbox::outbox_lease(feed);
+    let delivery = match acquire(&app.store, &outbox, &holder, ttl, wait, &stop).await {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = app.store.release_lease(&lease).await;
+            return Err(e);
+        }
+    };
+    let work = under_lease(&app.store, delivery, &stop, app.once(feed));
+    match under_lease(&app.store, lease, &stop, work).await {
+        Leased::Done(Leased::Done(r)) => r,
+        Leased::Done(Leased::Aborted(why)) | Leased::Aborted(why) => {
             let _ = app
                 .store
                 .close_open_runs(feed, Some(&holder), "aborted")

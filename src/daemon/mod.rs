@@ -1,8 +1,8 @@
 //! `regfeed run`, the daemon (DESIGN.md §7): runs each scheduled feed at the
-//! fire times [`crate::schedule::next_fire`] gives, delivers sealed batches
-//! continuously, reloads its configuration on request, serves `/metrics`,
-//! `/healthz` and `/readyz`, talks to systemd, and stops within a grace
-//! period.
+//! fire times [`crate::schedule::next_fire`] gives, delivers every feed's
+//! batches from an outbox loop of its own ([`outbox`]), reloads its
+//! configuration on request, serves `/metrics`, `/healthz` and `/readyz`
+//! ([`health`]), talks to systemd, and stops within a grace period.
 //!
 //! [`run`] takes its shutdown token and reload requests as parameters, so a
 //! test can start and stop the whole daemon; the binary wires them to
@@ -11,7 +11,9 @@
 //! module decides when, makes sure one feed never runs twice at once (a lease
 //! in the store, shared with `regfeed once`), and turns reports into metrics.
 
+pub mod health;
 mod lease;
+pub mod outbox;
 mod scheduler;
 pub mod signals;
 mod systemd;
@@ -27,7 +29,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::app::{self, App};
 use crate::config::Config;
-use crate::telemetry::http::{self, Health};
+use crate::telemetry::http;
+use health::Health;
 use crate::telemetry::metrics;
 
 pub use lease::{LEASE_TTL, LeaseRefused, holder_id, once_leased};
@@ -47,8 +50,8 @@ pub async fn run(
     for f in &app.cfg.feeds {
         metrics::register_feed(&f.name);
     }
-    let health = Arc::new(Health::default());
-    health.set_store(app.store.clone());
+    let health = Arc::new(Health::new(&holder_id("daemon")));
+    health.set_app(app.clone());
     health.config_loaded.store(true, Ordering::Relaxed);
 
     let listener = tokio::net::TcpListener::bind(listen)
@@ -78,7 +81,7 @@ pub async fn run(
         tracker.clone(),
     ));
     tracker.spawn(scheduler::schedule_loop(ctx.clone()));
-    tracker.spawn(scheduler::delivery_loop(ctx.clone()));
+    tracker.spawn(outbox::supervise(ctx.clone()));
     if let Some(every) = systemd::watchdog_interval() {
         tracker.spawn(systemd::watchdog(every, health.clone(), shutdown.clone()));
     }
@@ -136,9 +139,10 @@ async fn reload_config(app_tx: &watch::Sender<Arc<App>>, health: &Health) {
             for f in &new.cfg.feeds {
                 metrics::register_feed(&f.name);
             }
-            health.set_store(new.store.clone());
+            let new = Arc::new(new);
+            health.set_app(new.clone());
             let feeds = new.cfg.feeds.len();
-            app_tx.send_replace(Arc::new(new));
+            app_tx.send_replace(new);
             metrics::record_reload(true);
             tracing::info!(feeds, "Configuration reloaded.");
             systemd::ready(&format!("running {feeds} feeds"));

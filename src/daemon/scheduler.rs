@@ -1,5 +1,4 @@
-//! The scheduler and the delivery loop. Fire times come from
-//! [`next_fire`] only; a fire whose feed is still running is skipped and
+//! The scheduler. Fire times come from [`next_fire`] only; a fire whose feed is still running is skipped and
 //! counted; a fire missed while the daemon was down is caught up once or
 //! skipped, per feed. Runs are tasks on the daemon's tracker, each with the
 //! configuration that was current when it started.
@@ -20,31 +19,34 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::health::Health;
 use super::lease::{Leased, acquire, holder_id, under_lease};
+use super::outbox::Loops;
 use crate::app::App;
 use crate::config::CatchUp;
 use crate::schedule::{HELSINKI, Schedule, next_fire};
-use crate::telemetry::http::Health;
 use crate::telemetry::metrics::{self, RunOutcome};
 
 /// The longest the scheduler sleeps at once, so that a wall-clock step
 /// (NTP, suspend) is noticed within this.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 
-/// How long a scheduled run waits for a lease held briefly elsewhere (the
-/// delivery loop, a `regfeed once`) before its start counts as skipped.
+/// How long a scheduled run waits for a lease held briefly elsewhere (a
+/// `regfeed once`) before its start counts as skipped.
 const RUN_LEASE_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub(super) struct Ctx {
-    app: watch::Receiver<Arc<App>>,
-    shutdown: CancellationToken,
-    hard_stop: CancellationToken,
-    tracker: TaskTracker,
-    health: Arc<Health>,
-    /// Feeds with a run (or a delivery) going on in this process.
+    pub(super) app: watch::Receiver<Arc<App>>,
+    pub(super) shutdown: CancellationToken,
+    pub(super) hard_stop: CancellationToken,
+    pub(super) tracker: TaskTracker,
+    pub(super) health: Arc<Health>,
+    /// Feeds with a run going on in this process.
     busy: Arc<Mutex<HashSet<String>>>,
-    holder: String,
+    pub(super) holder: String,
+    /// The feeds' outbox loops ([`super::outbox`]).
+    pub(super) outboxes: Loops,
 }
 
 impl Ctx {
@@ -63,6 +65,7 @@ impl Ctx {
             health,
             busy: Arc::default(),
             holder: holder_id("daemon"),
+            outboxes: Loops::default(),
         }
     }
 
@@ -383,7 +386,7 @@ async fn run_feed(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str) -> Ru
     };
     tracing::info!(feed = %feed, trigger, "Run started.");
     let started = Instant::now();
-    let outcome = under_lease(&app.store, lease, &ctx.hard_stop, app.once(feed)).await;
+    let outcome = under_lease(&app.store, lease, &ctx.hard_stop, app.stage_run(feed)).await;
     let took = started.elapsed();
     let end = match outcome {
         Leased::Done(Ok(report)) => {
@@ -395,11 +398,12 @@ async fn run_feed(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str) -> Ru
                 quarantined = report.run.documents_quarantined,
                 upserts = report.run.upserts,
                 retracts = report.run.retracts,
-                sealed = report.sealed.len(),
-                delivered = report.delivered.len(),
+                staged = report.run.staged.len(),
                 "Run finished."
             );
             metrics::record_run(feed, RunOutcome::Ok, took, Some(&report));
+            // Its batches are the outbox loop's now.
+            ctx.outboxes.wake(feed);
             RunEnd::Ended
         }
         Leased::Done(Err(e)) if is_fenced(&e) => {
@@ -410,7 +414,7 @@ async fn run_feed(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str) -> Ru
             RunEnd::LeaseLost
         }
         Leased::Done(Err(e)) => {
-            tracing::error!(feed = %feed, trigger, error = %format!("{e:#}"), "Run failed.");
+            tracing::error!(feed = %feed, trigger, error = %describe(app, &e), "Run failed.");
             metrics::record_run(feed, RunOutcome::Failed, took, None);
             RunEnd::Ended
         }
@@ -431,8 +435,32 @@ async fn run_feed(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str) -> Ru
             }
         }
     };
-    refresh_outbox(app, feed).await;
     end
+}
+
+/// An error for the log: one from the store is prefixed with the store's
+/// name (`SQLite store /var/lib/regfeed/regfeed.db: ...`).
+fn describe(app: &App, e: &anyhow::Error) -> String {
+    if store_error(e) {
+        format!("{}: {e:#}", app.store.label())
+    } else {
+        format!("{e:#}")
+    }
+}
+
+/// Whether the store failed somewhere in the error's chain.
+fn store_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<crate::store::StoreError>().is_some()
+            || matches!(
+                c.downcast_ref::<crate::pipeline::PipelineError>(),
+                Some(crate::pipeline::PipelineError::Store(_))
+            )
+            || matches!(
+                c.downcast_ref::<crate::audit::AuditError>(),
+                Some(crate::audit::AuditError::Store(_))
+            )
+    })
 }
 
 /// Whether a run ended because its lease was lost (a fenced commit).
@@ -446,92 +474,6 @@ fn is_fenced(e: &anyhow::Error) -> bool {
             || matches!(c.downcast_ref::<crate::audit::AuditError>(),
                 Some(crate::audit::AuditError::Store(s)) if fenced(s))
     })
-}
-
-/// Delivers sealed batches of every feed every `daemon.delivery_interval`
-/// (a run delivers its own batches at once; this retries what is left), and
-/// keeps the outbox gauges current.
-pub(super) async fn delivery_loop(ctx: Ctx) {
-    let mut rx = ctx.app.clone();
-    loop {
-        let app = rx.borrow_and_update().clone();
-        for f in &app.cfg.feeds {
-            if ctx.shutdown.is_cancelled() {
-                return;
-            }
-            deliver_feed(&ctx, &app, &f.name).await;
-            refresh_outbox(&app, &f.name).await;
-        }
-        tokio::select! {
-            _ = ctx.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(app.cfg.daemon.delivery_interval) => {}
-        }
-    }
-}
-
-async fn deliver_feed(ctx: &Ctx, app: &App, feed: &str) {
-    let Some(fc) = app.cfg.feed(feed) else {
-        return;
-    };
-    let pending = match app.store.batches(Some(feed)).await {
-        Ok(b) => b.iter().any(|b| b.state == "sealed"),
-        Err(e) => {
-            tracing::warn!(feed = %feed, error = %e, "Could not read the outbox.");
-            return;
-        }
-    };
-    if !pending {
-        return;
-    }
-    // A run of the feed delivers its own batches; do not queue behind it.
-    let Some(_busy) = ctx.claim(feed) else {
-        return;
-    };
-    let Ok(lease) = acquire(
-        &app.store,
-        feed,
-        &ctx.holder,
-        app.cfg.daemon.lease_ttl,
-        Duration::ZERO,
-        &ctx.hard_stop,
-    )
-    .await
-    else {
-        return;
-    };
-    let started = Instant::now();
-    match under_lease(&app.store, lease, &ctx.hard_stop, app.deliver_pending(fc)).await {
-        Leased::Done(Ok(delivered)) => {
-            metrics::record_delivery(feed, true, started.elapsed(), delivered.len());
-            tracing::info!(feed = %feed, delivered = delivered.len(), "Outbox delivered.");
-        }
-        Leased::Done(Err(e)) => {
-            metrics::record_delivery(feed, false, started.elapsed(), 0);
-            tracing::warn!(feed = %feed, error = %format!("{e:#}"), "Delivery failed; will retry.");
-        }
-        Leased::Aborted(why) => {
-            tracing::warn!(feed = %feed, why, "Delivery aborted.");
-        }
-    }
-}
-
-/// Backlog, dead letters and the last delivery of a feed, from the store.
-async fn refresh_outbox(app: &App, feed: &str) {
-    let Ok(batches) = app.store.batches(Some(feed)).await else {
-        return;
-    };
-    let backlog = batches
-        .iter()
-        .filter(|b| b.state != "delivered" && b.state != "dead")
-        .count();
-    let dead = batches.iter().filter(|b| b.state == "dead").count();
-    let last = batches
-        .iter()
-        .filter_map(|b| b.delivered_at.as_deref())
-        .filter_map(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.timestamp() as f64)
-        .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))));
-    metrics::record_outbox(feed, backlog as u64, dead as u64, last);
 }
 
 #[cfg(test)]

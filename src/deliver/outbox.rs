@@ -18,8 +18,7 @@
 //!   `sending`, which the next run resumes.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
@@ -32,12 +31,7 @@ use crate::config::{FeedConfig, SinkConfig};
 use crate::failpoint;
 use crate::feed;
 use crate::store::{AttemptEnd, BatchInfo};
-
-/// Batches that became dead in this process (the store keeps the durable
-/// count: [`crate::store::Store::outbox_counts`]).
-pub static DEAD_TOTAL: AtomicU64 = AtomicU64::new(0);
-/// Conflicts (same sequence, other content at the receiver) in this process.
-pub static CONFLICTS_TOTAL: AtomicU64 = AtomicU64::new(0);
+use crate::telemetry::metrics;
 
 /// Rows read per page when digesting a batch's staged rows.
 const ROWS_PAGE: i64 = 10_000;
@@ -54,6 +48,46 @@ pub struct FeedDelivery {
     pub dead: Vec<i64>,
     /// The dead batch the feed now waits on, if any.
     pub waiting_on: Option<i64>,
+    /// [`App::deliver_step`] only: the batch whose attempt failed, when to
+    /// try it again, and when its first attempt started (RFC 3339): the
+    /// feed's delivery has been failing since then.
+    #[serde(skip)]
+    pub retry: Option<RetryAt>,
+}
+
+/// A failed attempt to be tried again ([`App::deliver_step`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryAt {
+    pub seq: i64,
+    pub after: Duration,
+    pub class: &'static str,
+    pub first_attempt_at: String,
+}
+
+/// The backoff of a feed's failing batch, carried from one delivery pass to
+/// the next ([`App::deliver_step`]): it grows while the same batch keeps
+/// failing and starts again from `retry.base` with the next batch.
+#[derive(Default)]
+pub struct Backoff {
+    seq: Option<i64>,
+    delays: Option<Box<dyn Iterator<Item = Duration> + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Backoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backoff").field("seq", &self.seq).finish()
+    }
+}
+
+impl Backoff {
+    /// The next backoff step for batch `seq`.
+    fn next(&mut self, seq: i64, policy: &super::retry::RetryPolicy) -> Option<Duration> {
+        if self.seq != Some(seq) || self.delays.is_none() {
+            self.seq = Some(seq);
+            self.delays = Some(Box::new(policy.backoff()));
+        }
+        self.delays.as_mut().and_then(Iterator::next)
+    }
 }
 
 /// Delivery events for the audit trail. [`App::audit_delivery`] is where the
@@ -104,6 +138,12 @@ struct Sent {
 enum Outcome {
     Delivered(Option<PathBuf>),
     Dead,
+    /// Failed; try again after `after` (the attempt is recorded as `retry`).
+    Retry {
+        after: Duration,
+        class: &'static str,
+        first_attempt_at: String,
+    },
 }
 
 impl Sink {
@@ -234,9 +274,40 @@ impl App {
     }
 
     /// Seals and sends the feed's pending batches in sequence order (see the
-    /// module docs). Returns when every batch is delivered, or one is dead.
-    /// An error (store, setup) leaves batches where they were.
+    /// module docs). Returns when every batch is delivered, or one is dead;
+    /// a failed attempt is retried here, after its backoff (`regfeed once`,
+    /// `outbox retry`). An error (store, setup) leaves batches where they
+    /// were.
     pub async fn deliver_feed(&self, f: &FeedConfig) -> anyhow::Result<FeedDelivery> {
+        let mut backoff = Backoff::default();
+        let mut out = self.deliver_pass(f, &mut backoff, true).await?;
+        if let Some(seq) = out.waiting_on {
+            tracing::warn!(feed = %f.name, seq, "A dead batch holds back this feed's later batches until an operator retries it.");
+        }
+        out.retry = None;
+        Ok(out)
+    }
+
+    /// One pass of the daemon's outbox loop over the feed: seals and sends
+    /// its pending batches in sequence order, as [`App::deliver_feed`] does,
+    /// but returns at the first failed attempt that is to be retried, with
+    /// when ([`FeedDelivery::retry`]): the loop waits out the backoff
+    /// itself, holding nothing. `backoff` carries the failing batch's
+    /// backoff from pass to pass.
+    pub async fn deliver_step(
+        &self,
+        f: &FeedConfig,
+        backoff: &mut Backoff,
+    ) -> anyhow::Result<FeedDelivery> {
+        self.deliver_pass(f, backoff, false).await
+    }
+
+    async fn deliver_pass(
+        &self,
+        f: &FeedConfig,
+        backoff: &mut Backoff,
+        wait: bool,
+    ) -> anyhow::Result<FeedDelivery> {
         let mut out = FeedDelivery {
             feed: f.name.clone(),
             ..FeedDelivery::default()
@@ -255,7 +326,7 @@ impl App {
         for b in pending {
             let b = match b.state.as_str() {
                 "dead" => {
-                    tracing::warn!(feed = %f.name, seq = b.seq, "A dead batch holds back this feed's later batches until an operator retries it.");
+                    tracing::debug!(feed = %f.name, seq = b.seq, "A dead batch holds back this feed's later batches until an operator retries it.");
                     out.waiting_on = Some(b.seq);
                     break;
                 }
@@ -268,6 +339,7 @@ impl App {
                     let digest = self.rows_digest(&f.name, b.seq).await?;
                     self.store.set_rows_digest(&f.name, b.seq, &digest).await?;
                     out.sealed.push(b.seq);
+                    metrics::record_sealed(&f.name);
                     self.audit_delivery(DeliveryEvent::Sealed {
                         feed: &f.name,
                         seq: b.seq,
@@ -281,129 +353,155 @@ impl App {
                 }
                 _ => b,
             };
-            match self.send_with_retry(&sink, f, &b).await? {
-                Outcome::Delivered(path) => {
-                    out.delivered.push(b.seq);
-                    out.delivered_paths.extend(path);
-                }
-                Outcome::Dead => {
-                    out.dead.push(b.seq);
-                    out.waiting_on = Some(b.seq);
-                    break;
+            loop {
+                match self.send_once(&sink, f, &b, backoff).await? {
+                    Outcome::Delivered(path) => {
+                        out.delivered.push(b.seq);
+                        out.delivered_paths.extend(path);
+                        break;
+                    }
+                    Outcome::Dead => {
+                        out.dead.push(b.seq);
+                        out.waiting_on = Some(b.seq);
+                        return Ok(out);
+                    }
+                    Outcome::Retry {
+                        after,
+                        class,
+                        first_attempt_at,
+                    } => {
+                        if wait {
+                            tokio::time::sleep(after).await;
+                            continue;
+                        }
+                        out.retry = Some(RetryAt {
+                            seq: b.seq,
+                            after,
+                            class,
+                            first_attempt_at,
+                        });
+                        return Ok(out);
+                    }
                 }
             }
         }
         Ok(out)
     }
 
-    async fn send_with_retry(
+    /// One attempt at sending a sealed batch: recorded before and after,
+    /// counted in the metrics (feed, outcome, error class, latency). A
+    /// failure is retried (`Retry`, after the backoff or the register's
+    /// `Retry-After`) until the retry budget is spent; then, or at once for
+    /// a permanent error, the batch is dead.
+    async fn send_once(
         &self,
         sink: &Sink,
         f: &FeedConfig,
         b: &BatchInfo,
+        backoff: &mut Backoff,
     ) -> anyhow::Result<Outcome> {
         let policy = f.sink.retry();
-        let mut backoff = policy.backoff();
         let data_sha = b.data_sha256.clone().unwrap_or_default();
-        loop {
-            let (attempt, first_at) = self
-                .store
-                .begin_attempt(&f.name, b.seq, "send", &data_sha)
-                .await?;
-            let started = Instant::now();
-            let result = sink.send(self, f, b).await;
-            let latency_ms = started.elapsed().as_millis() as i64;
-            match result {
-                Ok(sent) => {
-                    failpoint::hit("receipt");
-                    let end = AttemptEnd {
-                        outcome: "delivered",
-                        http_status: sent.status,
-                        error_class: None,
-                        detail: None,
-                        latency_ms,
-                    };
-                    self.store
-                        .record_delivered(
-                            &f.name,
-                            b.seq,
-                            attempt,
-                            &end,
-                            &sent.receipt,
-                            sent.receipt_id.as_deref(),
-                        )
-                        .await?;
-                    tracing::info!(feed = %f.name, seq = b.seq, attempt, latency_ms, "Batch delivered.");
-                    self.audit_delivery(DeliveryEvent::Delivered {
-                        feed: &f.name,
-                        seq: b.seq,
-                        receipt: &sent.receipt,
-                    })
+        let (attempt, first_at) = self
+            .store
+            .begin_attempt(&f.name, b.seq, "send", &data_sha)
+            .await?;
+        let started = Instant::now();
+        let result = sink.send(self, f, b).await;
+        let took = started.elapsed();
+        let latency_ms = took.as_millis() as i64;
+        let e = match result {
+            Ok(sent) => {
+                metrics::record_attempt(&f.name, None, took);
+                failpoint::hit("receipt");
+                let end = AttemptEnd {
+                    outcome: "delivered",
+                    http_status: sent.status,
+                    error_class: None,
+                    detail: None,
+                    latency_ms,
+                };
+                self.store
+                    .record_delivered(
+                        &f.name,
+                        b.seq,
+                        attempt,
+                        &end,
+                        &sent.receipt,
+                        sent.receipt_id.as_deref(),
+                    )
                     .await?;
-                    return Ok(Outcome::Delivered(sent.path));
-                }
-                Err(e) => {
-                    let class = e.class();
-                    let detail = e.to_string();
-                    let give_up = if e.is_permanent() {
-                        Some(detail.clone())
-                    } else {
-                        match policy.next_delay(
-                            backoff.next(),
-                            e.retry_after(),
-                            elapsed_since(&first_at),
-                        ) {
-                            Some(delay) => {
-                                let end = AttemptEnd {
-                                    outcome: "retry",
-                                    http_status: e.status(),
-                                    error_class: Some(class.to_owned()),
-                                    detail: Some(detail.clone()),
-                                    latency_ms,
-                                };
-                                self.store
-                                    .end_attempt(&f.name, b.seq, attempt, &end, None)
-                                    .await?;
-                                tracing::warn!(feed = %f.name, seq = b.seq, attempt, class, status = e.status(), delay_ms = delay.as_millis() as u64, error = %detail, "Delivery failed; retrying.");
-                                tokio::time::sleep(delay).await;
-                                None
-                            }
-                            None => Some(format!(
-                                "still failing after the retry budget ({:?}): {detail}",
-                                policy.max_elapsed
-                            )),
-                        }
-                    };
-                    let Some(reason) = give_up else { continue };
+                metrics::record_delivered(&f.name);
+                tracing::info!(feed = %f.name, seq = b.seq, attempt, latency_ms, "Batch delivered.");
+                self.audit_delivery(DeliveryEvent::Delivered {
+                    feed: &f.name,
+                    seq: b.seq,
+                    receipt: &sent.receipt,
+                })
+                .await?;
+                return Ok(Outcome::Delivered(sent.path));
+            }
+            Err(e) => e,
+        };
+        let class = e.class();
+        metrics::record_attempt(&f.name, Some(class), took);
+        let detail = e.to_string();
+        let give_up = if e.is_permanent() {
+            detail.clone()
+        } else {
+            match policy.next_delay(
+                backoff.next(b.seq, &policy),
+                e.retry_after(),
+                elapsed_since(&first_at),
+            ) {
+                Some(delay) => {
                     let end = AttemptEnd {
-                        outcome: "dead",
+                        outcome: "retry",
                         http_status: e.status(),
                         error_class: Some(class.to_owned()),
                         detail: Some(detail.clone()),
                         latency_ms,
                     };
-                    let reason = format!("{class}: {reason}");
                     self.store
-                        .mark_dead(&f.name, b.seq, attempt, &end, &reason)
+                        .end_attempt(&f.name, b.seq, attempt, &end, None)
                         .await?;
-                    DEAD_TOTAL.fetch_add(1, Ordering::Relaxed);
-                    if e.is_conflict() {
-                        CONFLICTS_TOTAL.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(alert = "delivery_conflict", feed = %f.name, seq = b.seq, error = %detail, "ALERT: the receiver holds this batch sequence with different content; nothing was overwritten. The batch is dead.");
-                    } else {
-                        tracing::error!(alert = "batch_dead", feed = %f.name, seq = b.seq, class, status = e.status(), error = %detail, "A batch is dead; this feed's later batches wait until an operator retries it.");
-                    }
-                    self.audit_delivery(DeliveryEvent::Dead {
-                        feed: &f.name,
-                        seq: b.seq,
+                    tracing::warn!(feed = %f.name, seq = b.seq, attempt, class, status = e.status(), delay_ms = delay.as_millis() as u64, error = %detail, "Delivery failed; retrying.");
+                    return Ok(Outcome::Retry {
+                        after: delay,
                         class,
-                        reason: &reason,
-                    })
-                    .await?;
-                    return Ok(Outcome::Dead);
+                        first_attempt_at: first_at,
+                    });
                 }
+                None => format!(
+                    "still failing after the retry budget ({:?}): {detail}",
+                    policy.max_elapsed
+                ),
             }
+        };
+        let end = AttemptEnd {
+            outcome: "dead",
+            http_status: e.status(),
+            error_class: Some(class.to_owned()),
+            detail: Some(detail.clone()),
+            latency_ms,
+        };
+        let reason = format!("{class}: {give_up}");
+        self.store
+            .mark_dead(&f.name, b.seq, attempt, &end, &reason)
+            .await?;
+        if e.is_conflict() {
+            tracing::error!(alert = "delivery_conflict", feed = %f.name, seq = b.seq, error = %detail, "ALERT: the receiver holds this batch sequence with different content; nothing was overwritten. The batch is dead.");
+        } else {
+            tracing::error!(alert = "batch_dead", feed = %f.name, seq = b.seq, class, status = e.status(), error = %detail, "A batch is dead; this feed's later batches wait until an operator retries it.");
         }
+        self.audit_delivery(DeliveryEvent::Dead {
+            feed: &f.name,
+            seq: b.seq,
+            class,
+            reason: &reason,
+        })
+        .await?;
+        Ok(Outcome::Dead)
     }
 
     /// The audit hook for delivery events. Today it logs at debug level;
@@ -615,7 +713,6 @@ impl App {
                 Some(d) => tokio::time::sleep(d).await,
                 None => {
                     if e.is_conflict() {
-                        CONFLICTS_TOTAL.fetch_add(1, Ordering::Relaxed);
                         tracing::error!(alert = "delivery_conflict", feed = %feed.name, seq, error = %e, "ALERT: replay refused: the receiver holds this sequence with different content.");
                     }
                     bail!("replay of feed {feed_name} batch {seq} failed: {e}");

@@ -61,6 +61,20 @@ impl Source {
         }
     }
 
+    /// Whether the source can be read now (readiness): its folder listed, or
+    /// its table queried. The error names no path.
+    pub async fn probe(&self) -> io::Result<()> {
+        match self {
+            Source::ArchiveDir(a) => {
+                let a = a.clone();
+                tokio::task::spawn_blocking(move || a.probe())
+                    .await
+                    .map_err(|e| io::Error::other(e.to_string()))?
+            }
+            Source::Sql(s) => s.probe().await,
+        }
+    }
+
     /// Whether a listing starts from a high-water mark (the latest `mtime_ns`
     /// the store has seen for the source).
     pub fn uses_high_water(&self) -> bool {

@@ -123,6 +123,15 @@ impl SqlSource {
         &self.name
     }
 
+    /// Whether the table can be read (readiness): a query that reads no row.
+    pub async fn probe(&self) -> io::Result<()> {
+        sqlx::query(&format!("SELECT 1 FROM {} LIMIT 0", self.table))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
     pub fn page_size(&self) -> usize {
         self.page_size as usize
     }

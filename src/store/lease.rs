@@ -24,7 +24,7 @@ pub struct Lease {
 }
 
 tokio::task_local! {
-    static FENCE: Lease;
+    static FENCE: Vec<Lease>;
     static FIRE: String;
 }
 
@@ -43,13 +43,23 @@ pub(super) fn current_fire() -> Option<String> {
 /// it (on this task) first checks, under a lock on the lease's row, that the
 /// lease is still this holder's ([`super::Tx::commit`]). A holder that was
 /// paused or cut off past its lease while another took over cannot commit.
+/// Fenced work inside fenced work is fenced by both leases (`regfeed once`
+/// holds the feed's lease and its outbox's).
 pub async fn fenced<F: std::future::Future>(lease: Lease, work: F) -> F::Output {
-    FENCE.scope(lease, work).await
+    let mut all = current_fences();
+    all.push(lease);
+    FENCE.scope(all, work).await
 }
 
-/// The lease the current task's commits are fenced by, if any.
+/// The outermost lease the current task's commits are fenced by, if any:
+/// the one a run holds.
 pub(super) fn current_fence() -> Option<Lease> {
-    FENCE.try_with(Lease::clone).ok()
+    FENCE.try_with(|f| f.first().cloned()).ok().flatten()
+}
+
+/// Every lease the current task's commits are fenced by.
+pub(super) fn current_fences() -> Vec<Lease> {
+    FENCE.try_with(Vec::clone).unwrap_or_default()
 }
 
 /// Why a lease was not granted.

@@ -16,13 +16,14 @@ use std::str::FromStr;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{Any, AnyPool, Executor as _, Row, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool, Executor as _, Row};
 
 mod lease;
 mod outbox;
 mod sql;
 pub use lease::{Lease, LeaseError, RunSummary, fenced, for_fire};
-pub use outbox::{Attempt, AttemptEnd, OutboxCounts, OutboxEntry};
+pub use outbox::{Attempt, AttemptEnd, OutboxCounts, OutboxEntry, OutboxSummary, RunTimes};
 pub use policy::{DenialRow, DenialSnapshot, FlagRow, ObjectionRow, PolicyRows, RestrictionRow};
 pub use sql::QueryBuilder;
 use sql::{list_chunks, statement_chunks};
@@ -130,6 +131,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "seen high water",
         include_str!("migrations/sqlite/0007_seen_high_water.sql"),
     ),
+    (
+        8,
+        "held by reason",
+        include_str!("migrations/sqlite/0008_held_by_reason.sql"),
+    ),
+    (
+        9,
+        "store probe",
+        include_str!("migrations/sqlite/0009_store_probe.sql"),
+    ),
 ];
 
 /// The PostgreSQL migrations: the SQLite schema up to 0005 in one step, then
@@ -149,6 +160,16 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "seen high water",
         include_str!("migrations/postgres/0003_seen_high_water.sql"),
+    ),
+    (
+        4,
+        "held by reason",
+        include_str!("migrations/postgres/0004_held_by_reason.sql"),
+    ),
+    (
+        5,
+        "store probe",
+        include_str!("migrations/postgres/0005_store_probe.sql"),
     ),
 ];
 
@@ -203,6 +224,28 @@ pub fn now() -> String {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// What errors and readiness call the store: its backend and where it
+    /// is (a file, or host, port and database; never a user name).
+    label: std::sync::Arc<str>,
+}
+
+/// The store's name for operators: `SQLite store /var/lib/regfeed/regfeed.db`,
+/// `PostgreSQL store db.example:5432/regfeed`. No user name or password.
+fn store_label(backend: Backend, url: &str) -> String {
+    match backend {
+        Backend::Sqlite => {
+            let path = SqliteConnectOptions::from_str(url)
+                .map(|o| o.get_filename().display().to_string())
+                .unwrap_or_else(|_| "?".into());
+            format!("SQLite store {path}")
+        }
+        Backend::Postgres => {
+            let rest = url.split_once("://").map_or(url, |(_, r)| r);
+            let rest = rest.split('?').next().unwrap_or(rest);
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+            format!("PostgreSQL store {rest}")
+        }
+    }
 }
 
 /// A file an `archive_dir` source has looked at.
@@ -433,7 +476,31 @@ impl Store {
             }
         };
         migrator(backend).run(&pool).await?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            label: store_label(backend, url).into(),
+        })
+    }
+
+    /// The store's name for operators (see [`store_label`]).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Proves that the store takes writes: one small write transaction
+    /// (this process's row in `store_probe`), committed like any other.
+    pub async fn probe_write(&self, holder: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO store_probe (holder, at) VALUES ($1, $2)
+             ON CONFLICT (holder) DO UPDATE SET at = excluded.at",
+        )
+        .bind(holder)
+        .bind(chrono::Utc::now().timestamp_millis())
+        .execute(&mut *tx.tx)
+        .await?;
+        tx.commit().await
     }
 
     pub fn backend(&self) -> Backend {
@@ -473,21 +540,26 @@ impl Store {
     /// instead of waiting). PostgreSQL: an advisory transaction lock, so that
     /// documents and cursors commit in the order their keys were drawn.
     pub async fn begin(&self) -> Result<Tx> {
-        let tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+        let conn = self.pool.acquire().await?;
+        let mut tx = Tx {
+            tx: conn,
+            backend: self.backend,
+            // Until it is known to have begun: a failed BEGIN closes it.
+            open: true,
+        };
+        match self.backend {
+            Backend::Sqlite => {
+                (&mut *tx.tx).execute("BEGIN IMMEDIATE").await?;
+            }
             Backend::Postgres => {
-                let mut tx = self.pool.begin().await?;
+                (&mut *tx.tx).execute("BEGIN").await?;
                 sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
                     .bind(PG_WRITE_LOCK)
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&mut *tx.tx)
                     .await?;
-                tx
             }
-        };
-        Ok(Tx {
-            tx,
-            backend: self.backend,
-        })
+        }
+        Ok(tx)
     }
 
     pub async fn seen(&self, source: &str) -> Result<HashMap<String, Seen>> {
@@ -711,6 +783,7 @@ impl Store {
             Some(lease) if !tx.holds(&lease).await? => Some(lease.feed),
             _ => None,
         };
+
         sqlx::query("UPDATE runs SET finished_at = $1, outcome = $2, counts = $3 WHERE id = $4")
             .bind(now())
             .bind(if lost.is_some() { "fenced" } else { outcome })
@@ -740,7 +813,7 @@ impl Store {
                 }
             }
         }
-        tx.tx.commit().await?;
+        tx.commit_now().await?;
         match lost {
             Some(feed) => Err(StoreError::RunFenced(feed)),
             None => Ok(()),
@@ -817,10 +890,32 @@ fn batch_info(r: sqlx::any::AnyRow) -> BatchInfo {
 }
 
 /// One store transaction: a feed run's staging is all or nothing.
+///
+/// It owns its pooled connection and says `BEGIN`, `COMMIT` and `ROLLBACK`
+/// itself, so that a connection whose transaction state is in doubt never
+/// goes back to the pool: a commit or rollback that fails (SQLite rolls a
+/// transaction back by itself when the disk is full, PostgreSQL when the
+/// session breaks), and a transaction dropped unfinished (an error, a
+/// cancelled run), close their connection, which ends the transaction on
+/// both backends. The pool opens a fresh one for the next transaction.
+/// (sqlx's own transactions kept such a connection, marked as inside a
+/// transaction that was gone: every later `BEGIN` on it failed with
+/// "attempted to call begin_with at non-zero transaction depth".)
 #[derive(Debug)]
 pub struct Tx {
-    tx: Transaction<'static, Any>,
+    tx: PoolConnection<Any>,
     backend: Backend,
+    open: bool,
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if self.open {
+            // Unfinished: closing the connection rolls the transaction back
+            // (and frees SQLite's write lock) without waiting for it.
+            self.tx.close_on_drop();
+        }
+    }
 }
 
 impl Tx {
@@ -830,11 +925,21 @@ impl Tx {
         &mut self.tx
     }
 
-    /// Rolls back at once (a dropped transaction would keep SQLite's write
-    /// lock until its connection is next used).
-    pub async fn rollback(self) -> Result<()> {
-        self.tx.rollback().await?;
+    /// Ends the transaction with `sql` (`COMMIT` or `ROLLBACK`); on failure
+    /// the connection is closed, not pooled.
+    async fn end(&mut self, sql: &'static str) -> Result<()> {
+        let r = (&mut *self.tx).execute(sql).await;
+        self.open = false;
+        if r.is_err() {
+            self.tx.close_on_drop();
+        }
+        r?;
         Ok(())
+    }
+
+    /// Rolls back at once (a dropped transaction closes its connection).
+    pub async fn rollback(mut self) -> Result<()> {
+        self.end("ROLLBACK").await
     }
 
     /// Commits. Inside [`fenced`] work it first checks, holding the lease
@@ -842,14 +947,29 @@ impl Tx {
     /// (and on PostgreSQL, unexpired); if not it rolls back with
     /// [`StoreError::Fenced`].
     pub async fn commit(mut self) -> Result<()> {
-        if let Some(lease) = lease::current_fence()
-            && !self.holds(&lease).await?
-        {
-            self.tx.rollback().await?;
-            return Err(StoreError::Fenced(lease.feed));
+        for lease in lease::current_fences() {
+            if !self.holds(&lease).await? {
+                self.end("ROLLBACK").await?;
+                return Err(StoreError::Fenced(lease.feed));
+            }
         }
-        self.tx.commit().await?;
-        Ok(())
+        self.commit_now().await
+    }
+
+    /// `COMMIT`, with no fence check.
+    async fn commit_now(&mut self) -> Result<()> {
+        if crate::failpoint::failing("store_full") {
+            // What SQLite does when the disk is full at commit: it rolls the
+            // transaction back itself and answers SQLITE_FULL.
+            let _ = (&mut *self.tx).execute("ROLLBACK").await;
+            self.open = false;
+            self.tx.close_on_drop();
+            return Err(StoreError::Sql(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "database or disk is full (failpoint store_full)",
+            ))));
+        }
+        self.end("COMMIT").await
     }
 
     async fn holds(&mut self, lease: &Lease) -> Result<bool> {

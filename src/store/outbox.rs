@@ -304,7 +304,7 @@ impl Store {
             }
         }
         for r in sqlx::query(
-            "SELECT feed, COUNT(*), SUM(outcome = 'dead'), SUM(error_class = 'conflict') FROM delivery_attempts GROUP BY feed",
+            "SELECT feed, COUNT(*), SUM(CASE WHEN outcome = 'dead' THEN 1 ELSE 0 END), SUM(CASE WHEN error_class = 'conflict' THEN 1 ELSE 0 END) FROM delivery_attempts GROUP BY feed",
         )
         .fetch_all(&self.pool)
         .await?
@@ -344,5 +344,118 @@ impl Store {
                 .await?
                 .and_then(|r| r.get(0)),
         )
+    }
+}
+
+/// One feed's outbox in brief, for the metrics ([`Store::outbox_summary`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutboxSummary {
+    pub feed: String,
+    /// Staged, sealed or sending.
+    pub backlog: i64,
+    pub dead: i64,
+    /// Dead batches the receiver holds with other content.
+    pub conflicts: i64,
+    /// When the oldest batch not delivered (dead included) was staged.
+    pub oldest_undelivered: Option<String>,
+    pub last_delivered: Option<String>,
+    /// Batches that became dead, and attempts refused as a conflict, ever.
+    pub dead_total: i64,
+    pub conflicts_total: i64,
+}
+
+/// A feed's runs in brief, for the metrics ([`Store::run_times`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunTimes {
+    pub feed: String,
+    /// When its last successful (`ok` or `waiting`) run finished.
+    pub last_ok: Option<String>,
+    pub last_failed: Option<String>,
+    /// When its first run started.
+    pub first_started: Option<String>,
+}
+
+impl Store {
+    /// Every feed's outbox in brief: a few grouped queries, cheap enough to
+    /// run at every scrape.
+    pub async fn outbox_summary(&self) -> Result<Vec<OutboxSummary>> {
+        let mut out: std::collections::BTreeMap<String, OutboxSummary> = Default::default();
+        fn entry<'a>(
+            out: &'a mut std::collections::BTreeMap<String, OutboxSummary>,
+            feed: String,
+        ) -> &'a mut OutboxSummary {
+            out.entry(feed.clone()).or_insert_with(|| OutboxSummary {
+                feed,
+                ..OutboxSummary::default()
+            })
+        }
+        for r in sqlx::query(
+            "SELECT feed, state, COUNT(*), MIN(created_at), SUM(CASE WHEN dead_reason LIKE 'conflict:%' THEN 1 ELSE 0 END) FROM batches WHERE state <> 'delivered' GROUP BY feed, state",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let state: String = r.get(1);
+            let n: i64 = r.get(2);
+            let oldest: Option<String> = r.get(3);
+            let conflicts: Option<i64> = r.get(4);
+            let s = entry(&mut out, r.get(0));
+            if state == "dead" {
+                s.dead += n;
+                s.conflicts += conflicts.unwrap_or(0);
+            } else {
+                s.backlog += n;
+            }
+            if let Some(o) = oldest
+                && s.oldest_undelivered.as_ref().is_none_or(|m| o < *m)
+            {
+                s.oldest_undelivered = Some(o);
+            }
+        }
+        for r in sqlx::query(
+            "SELECT feed, MAX(delivered_at) FROM batches WHERE state = 'delivered' GROUP BY feed",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let last: Option<String> = r.get(1);
+            entry(&mut out, r.get(0)).last_delivered = last;
+        }
+        for r in sqlx::query(
+            "SELECT feed, outcome, error_class, COUNT(*) FROM delivery_attempts WHERE outcome IN ('dead', 'failed') GROUP BY feed, outcome, error_class",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let outcome: String = r.get(1);
+            let class: Option<String> = r.get(2);
+            let n: i64 = r.get(3);
+            let s = entry(&mut out, r.get(0));
+            if outcome == "dead" {
+                s.dead_total += n;
+            }
+            if class.as_deref() == Some("conflict") {
+                s.conflicts_total += n;
+            }
+        }
+        Ok(out.into_values().collect())
+    }
+
+    /// Every feed's last successful and failed run, and its first run.
+    pub async fn run_times(&self) -> Result<Vec<RunTimes>> {
+        let rows = sqlx::query(
+            "SELECT feed, MAX(CASE WHEN outcome IN ('ok', 'waiting') THEN finished_at END), MAX(CASE WHEN outcome = 'failed' THEN finished_at END), MIN(started_at) FROM runs GROUP BY feed",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| RunTimes {
+                feed: r.get(0),
+                last_ok: r.get(1),
+                last_failed: r.get(2),
+                first_started: r.get(3),
+            })
+            .collect())
     }
 }

@@ -1,13 +1,12 @@
 //! The operations endpoint: `/metrics` (Prometheus text), `/healthz` (the
-//! process answers) and `/readyz` (store reachable, config loaded, scheduler
-//! running), plain HTTP/1.1 on one configured address, no TLS (bind it to
-//! loopback or a management network).
+//! process answers) and `/readyz` (what [`Checks::ready`] says: the daemon's
+//! checks are in `crate::daemon`), plain HTTP/1.1 on one configured address,
+//! no TLS (bind it to loopback or a management network).
 //!
 //! It serves what it is given; it decides nothing about the daemon.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -20,41 +19,17 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::store::Store;
-
-/// What `/readyz` checks, kept up to date by the daemon.
-#[derive(Debug, Default)]
-pub struct Health {
-    pub config_loaded: AtomicBool,
-    pub scheduler_running: AtomicBool,
-    store: std::sync::Mutex<Option<Store>>,
+/// What the endpoint asks of the daemon: whether it is ready (and why not),
+/// and to bring the gauges read from the store up to date before a scrape.
+pub trait Checks: Send + Sync + 'static {
+    /// `Ok`, or what is not ready (operator text: no person, no source path).
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>>;
+    /// Called before each `/metrics` render.
+    fn before_scrape(&self) -> BoxFuture<'_, ()>;
 }
 
-impl Health {
-    pub fn set_store(&self, store: Store) {
-        if let Ok(mut s) = self.store.lock() {
-            *s = Some(store);
-        }
-    }
-
-    /// Whether the daemon is ready, and what is not when it is not.
-    pub async fn ready(&self) -> Result<(), &'static str> {
-        if !self.config_loaded.load(Ordering::Relaxed) {
-            return Err("config not loaded");
-        }
-        if !self.scheduler_running.load(Ordering::Relaxed) {
-            return Err("scheduler not running");
-        }
-        let store = self.store.lock().ok().and_then(|s| s.clone());
-        let Some(store) = store else {
-            return Err("store not open");
-        };
-        match tokio::time::timeout(Duration::from_secs(2), store.ping()).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err("store unreachable"),
-        }
-    }
-}
+/// A boxed future, as [`Checks`] returns.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
@@ -68,7 +43,7 @@ fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &str) -> Respo
 async fn route(
     req: Request<hyper::body::Incoming>,
     metrics: PrometheusHandle,
-    health: Arc<Health>,
+    health: Arc<dyn Checks>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     const PLAIN: &str = "text/plain; charset=utf-8";
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -76,6 +51,7 @@ async fn route(
     }
     Ok(match req.uri().path() {
         "/metrics" => {
+            health.before_scrape().await;
             metrics.run_upkeep();
             text(
                 StatusCode::OK,
@@ -86,7 +62,7 @@ async fn route(
         "/healthz" => text(StatusCode::OK, "ok\n", PLAIN),
         "/readyz" => match health.ready().await {
             Ok(()) => text(StatusCode::OK, "ready\n", PLAIN),
-            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"), PLAIN),
+            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n"), PLAIN),
         },
         _ => text(StatusCode::NOT_FOUND, "not found\n", PLAIN),
     })
@@ -97,7 +73,7 @@ async fn route(
 pub async fn serve(
     listener: TcpListener,
     metrics: PrometheusHandle,
-    health: Arc<Health>,
+    health: Arc<dyn Checks>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
