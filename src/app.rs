@@ -226,7 +226,11 @@ impl App {
                 return Err(e.into());
             }
         };
-        let outcome = if waiting_on.is_some() { "waiting" } else { "ok" };
+        let outcome = if waiting_on.is_some() {
+            "waiting"
+        } else {
+            "ok"
+        };
         self.store.finish_run(run_id, outcome, &counts).await?;
         self.audit(audit_run_finished(&feed.name, outcome, Some(&run)))
             .await?;
@@ -715,13 +719,6 @@ impl App {
             }
         }
         Ok(out)
-    }
-
-    /// Delivers the feed's pending batches through the outbox
-    /// ([`crate::deliver::outbox`]): sealed just before sending, in sequence
-    /// order, retried; stops at a dead batch. Returns file-drop paths.
-    pub async fn deliver_pending(&self, feed: &FeedConfig) -> anyhow::Result<Vec<PathBuf>> {
-        Ok(self.deliver_feed(feed).await?.delivered_paths)
     }
 }
 

@@ -12,7 +12,7 @@
 //!
 //! With `REGFEED_FAILPOINT_ACTION=fail` the point is a fault instead: from
 //! its `n`-th hit on, [`failing`] says yes (and the code there fails as the
-//! point describes) until the file named by `REGFEED_FAILPOINT_UNTIL` exists
+//! point describes) while the file named by `REGFEED_FAILPOINT_WHILE` exists
 //! (unset: for good). The process goes on: this is how a test shows that it
 //! recovers once the fault is gone.
 //!
@@ -38,8 +38,8 @@ pub const ENV: &str = "REGFEED_FAILPOINT";
 pub const ACTION_ENV: &str = "REGFEED_FAILPOINT_ACTION";
 /// The environment variable naming the marker file.
 pub const MARK_ENV: &str = "REGFEED_FAILPOINT_MARK";
-/// With the `fail` action: the file whose existence ends the fault.
-pub const UNTIL_ENV: &str = "REGFEED_FAILPOINT_UNTIL";
+/// With the `fail` action: the file whose existence keeps the fault on.
+pub const WHILE_ENV: &str = "REGFEED_FAILPOINT_WHILE";
 
 /// Every failpoint name, for tests and docs.
 pub const POINTS: &[&str] = &["decode", "commit", "staged", "sealed", "upload", "receipt"];
@@ -84,26 +84,26 @@ fn mark(name: &str) {
 }
 
 /// Whether the fault point `name` is failing now: armed with the `fail`
-/// action, hit at least `n` times, and its `REGFEED_FAILPOINT_UNTIL` file
-/// not (yet) there. The first failing hit leaves its mark.
+/// action, hit at least `n` times, and its `REGFEED_FAILPOINT_WHILE` file
+/// there (if one is named). Each failing hit after one that did not fail
+/// leaves its mark.
 #[inline]
 pub fn failing(name: &str) -> bool {
     let Some(a) = armed() else { return false };
     if a.name != name || !std::env::var(ACTION_ENV).is_ok_and(|v| v == "fail") {
         return false;
     }
+    static ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let seen = a.seen.fetch_add(1, Ordering::Relaxed) + 1;
-    if seen < a.nth {
-        return false;
-    }
-    if std::env::var_os(UNTIL_ENV).is_some_and(|p| std::path::Path::new(&p).exists()) {
-        return false;
-    }
-    if seen == a.nth {
+    let on = seen >= a.nth
+        && std::env::var_os(WHILE_ENV).is_none_or(|p| std::path::Path::new(&p).exists());
+    if on && !ON.swap(true, Ordering::Relaxed) {
         mark(name);
         eprintln!("regfeed: failpoint {name} failing");
+    } else if !on && ON.swap(false, Ordering::Relaxed) {
+        eprintln!("regfeed: failpoint {name} no longer failing");
     }
-    true
+    on
 }
 
 /// Aborts the process here if `name` is the armed point and this is its

@@ -24,7 +24,7 @@
 //! - [`audit`]: the hash-chained audit trail; verify, subject lookup, FHIR
 //!   AuditEvent export.
 //! - [`app`]: the composition root: keys, store, stage → seal → deliver.
-//! - [`daemon`]: `regfeed run`: scheduler, delivery loop, leases, reload,
+//! - [`daemon`]: `regfeed run`: scheduler, outbox loops, readiness, leases, reload,
 //!   graceful stop, systemd notify.
 //! - [`synth`]: `regfeed gen`, the deterministic synthetic Kanta corpus and
 //!   its truth file (synthetic identities only).

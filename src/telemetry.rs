@@ -216,7 +216,10 @@ mod tests {
         if cfg!(target_os = "linux") {
             assert!(p.resident_bytes.is_some_and(|r| r > 0), "{p:?}");
             assert!(p.open_fds.is_some_and(|n| n >= 3), "{p:?}");
-            assert!(p.max_fds.is_some_and(|n| n >= p.open_fds.unwrap_or(0)), "{p:?}");
+            assert!(
+                p.max_fds.is_some_and(|n| n >= p.open_fds.unwrap_or(0)),
+                "{p:?}"
+            );
         }
     }
 

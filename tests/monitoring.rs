@@ -64,6 +64,50 @@ fn the_dashboard_and_the_alerts_name_only_exported_metrics() {
 }
 
 #[test]
+fn every_alert_has_promtool_cases_and_the_dashboard_a_feed_variable() {
+    let rules = read("monitoring/regfeed-alerts.yml");
+    let tests = read("monitoring/regfeed-alerts.test.yml");
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert!(alerts.len() >= 10, "{alerts:?}");
+    for a in &alerts {
+        let cases = tests
+            .lines()
+            .filter(|l| l.trim() == format!("alertname: {a}"))
+            .count();
+        assert!(cases >= 2, "alert {a} has {cases} promtool cases");
+        // At least one case where it fires.
+        let fires = tests.split("alertname: ").skip(1).any(|case| {
+            case.starts_with(&format!("{a}\n"))
+                && case
+                    .lines()
+                    .nth(1)
+                    .is_some_and(|l| l.trim() == "exp_alerts:")
+        });
+        assert!(fires, "no promtool case where {a} fires");
+    }
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("monitoring/regfeed-dashboard.json")).expect("JSON");
+    let vars = dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables");
+    assert!(vars.iter().any(|v| v["name"] == "feed"), "a feed variable");
+    for name in [
+        "regfeed_delivery_failing_since_timestamp_seconds",
+        "regfeed_outbox_oldest_undelivered_age_seconds",
+        "regfeed_store_up",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(
+            dashboard.to_string().contains(name),
+            "the dashboard shows {name}"
+        );
+    }
+}
+
+#[test]
 fn the_name_scanner_finds_names_and_folds_histogram_series() {
     let names = metric_names(
         "rate(regfeed_run_duration_seconds_bucket[5m]) + regfeed_runs_total{x=\"y\"} job=\"regfeed\" xregfeed_no",
@@ -94,6 +138,47 @@ fn the_production_example_config_validates() {
         std::time::Duration::from_secs(30)
     );
     assert_eq!(cfg.daemon.telemetry_listen.to_string(), "127.0.0.1:9464");
+    assert_eq!(
+        cfg.daemon.unready_after_delivery_failing,
+        std::time::Duration::from_secs(30 * 60)
+    );
+}
+
+#[test]
+fn readiness_after_failing_delivery_is_configured_overridden_and_checked() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = read("config/regfeed.toml").replace(
+        "/usr/share/regfeed/mappings/",
+        &format!("{}/mappings/", root.display()),
+    );
+    let at = Path::new("/etc/regfeed/regfeed.toml");
+    let key = "REGFEED_TELEMETRY__UNREADY_AFTER_DELIVERY_FAILING";
+    assert!(regfeed::config::ENV_OVERRIDES.contains(&key));
+    let cfg =
+        regfeed::config::Config::from_str_at(&text, at, |k| (k == key).then(|| "90s".to_owned()))
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cfg.daemon.unready_after_delivery_failing,
+        std::time::Duration::from_secs(90)
+    );
+    let off = text.replace(
+        "unready_after_delivery_failing = \"30m\"",
+        "unready_after_delivery_failing = \"0s\"",
+    );
+    let cfg =
+        regfeed::config::Config::from_str_at(&off, at, |_| None).unwrap_or_else(|e| panic!("{e}"));
+    assert!(cfg.daemon.unready_after_delivery_failing.is_zero());
+    let bad = text.replace(
+        "unready_after_delivery_failing = \"30m\"",
+        "unready_after_delivery_failing = \"a while\"",
+    );
+    let err = regfeed::config::Config::from_str_at(&bad, at, |_| None)
+        .expect_err("invalid")
+        .to_string();
+    assert!(
+        err.contains("telemetry.unready_after_delivery_failing"),
+        "{err}"
+    );
 }
 
 #[test]

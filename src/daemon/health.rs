@@ -134,26 +134,25 @@ impl Health {
             }
             (i.app.clone()?, i.sources.clone())
         };
-        let store = match tokio::time::timeout(PROBE_TIMEOUT, app.store.probe_write(&self.holder))
-            .await
-        {
-            Ok(Ok(())) => {
-                self.lock().store_ok_at = Some(Instant::now());
-                Ok(())
-            }
-            Ok(Err(e)) => Err(format!("{} does not take writes: {e}", app.store.label())),
-            Err(_) => {
-                let last = self.lock().store_ok_at;
-                match last {
-                    Some(t) if t.elapsed() < STORE_SILENT => Ok(()),
-                    _ => Err(format!(
-                        "{} has taken no write for {} s",
-                        app.store.label(),
-                        last.map_or(STORE_SILENT, |t| t.elapsed()).as_secs()
-                    )),
+        let store =
+            match tokio::time::timeout(PROBE_TIMEOUT, app.store.probe_write(&self.holder)).await {
+                Ok(Ok(())) => {
+                    self.lock().store_ok_at = Some(Instant::now());
+                    Ok(())
                 }
-            }
-        };
+                Ok(Err(e)) => Err(format!("{} does not take writes: {e}", app.store.label())),
+                Err(_) => {
+                    let last = self.lock().store_ok_at;
+                    match last {
+                        Some(t) if t.elapsed() < STORE_SILENT => Ok(()),
+                        _ => Err(format!(
+                            "{} has taken no write for {} s",
+                            app.store.label(),
+                            last.map_or(STORE_SILENT, |t| t.elapsed()).as_secs()
+                        )),
+                    }
+                }
+            };
         let store = match store {
             Ok(()) => probe_state_dir(&app.cfg.state_dir).await,
             e => e,
@@ -193,10 +192,9 @@ impl Health {
         why.extend(p.sources.iter().filter_map(|(_, r)| r.clone().err()));
         let (limit, failing) = {
             let i = self.lock();
-            let limit = i
-                .app
-                .as_ref()
-                .map_or(Duration::ZERO, |a| a.cfg.daemon.unready_after_delivery_failing);
+            let limit = i.app.as_ref().map_or(Duration::ZERO, |a| {
+                a.cfg.daemon.unready_after_delivery_failing
+            });
             (limit, i.failing.clone())
         };
         if !limit.is_zero() {
@@ -321,9 +319,8 @@ async fn refresh_outbox(app: &App) -> anyhow::Result<()> {
                 backlog: s.backlog.max(0) as u64,
                 dead: s.dead.max(0) as u64,
                 conflicts: s.conflicts.max(0) as u64,
-                oldest_age_s: oldest.map_or(0.0, |t| {
-                    (now - t).num_milliseconds().max(0) as f64 / 1000.0
-                }),
+                oldest_age_s: oldest
+                    .map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0),
                 age_limit_s: age_limit.as_secs_f64(),
                 last_delivered: s.last_delivered.as_deref().and_then(unix).unwrap_or(0.0),
                 dead_total: s.dead_total.max(0) as u64,

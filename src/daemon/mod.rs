@@ -30,8 +30,8 @@ use tokio_util::task::TaskTracker;
 use crate::app::{self, App};
 use crate::config::Config;
 use crate::telemetry::http;
-use health::Health;
 use crate::telemetry::metrics;
+use health::Health;
 
 pub use lease::{LEASE_TTL, LeaseRefused, holder_id, once_leased};
 

@@ -388,7 +388,7 @@ async fn run_feed(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str) -> Ru
     let started = Instant::now();
     let outcome = under_lease(&app.store, lease, &ctx.hard_stop, app.stage_run(feed)).await;
     let took = started.elapsed();
-    let end = match outcome {
+    match outcome {
         Leased::Done(Ok(report)) => {
             tracing::info!(
                 feed = %feed,
@@ -434,8 +434,7 @@ async fn run_feed(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str) -> Ru
                 RunEnd::LeaseLost
             }
         }
-    };
-    end
+    }
 }
 
 /// An error for the log: one from the store is prefixed with the store's

@@ -450,7 +450,7 @@ impl App {
             detail.clone()
         } else {
             match policy.next_delay(
-                backoff.next(b.seq, &policy),
+                backoff.next(b.seq, policy),
                 e.retry_after(),
                 elapsed_since(&first_at),
             ) {

@@ -380,10 +380,10 @@ impl Store {
     /// run at every scrape.
     pub async fn outbox_summary(&self) -> Result<Vec<OutboxSummary>> {
         let mut out: std::collections::BTreeMap<String, OutboxSummary> = Default::default();
-        fn entry<'a>(
-            out: &'a mut std::collections::BTreeMap<String, OutboxSummary>,
+        fn entry(
+            out: &mut std::collections::BTreeMap<String, OutboxSummary>,
             feed: String,
-        ) -> &'a mut OutboxSummary {
+        ) -> &mut OutboxSummary {
             out.entry(feed.clone()).or_insert_with(|| OutboxSummary {
                 feed,
                 ..OutboxSummary::default()

@@ -62,7 +62,11 @@ async fn route(
         "/healthz" => text(StatusCode::OK, "ok\n", PLAIN),
         "/readyz" => match health.ready().await {
             Ok(()) => text(StatusCode::OK, "ready\n", PLAIN),
-            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n"), PLAIN),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+                PLAIN,
+            ),
         },
         _ => text(StatusCode::NOT_FOUND, "not found\n", PLAIN),
     })
