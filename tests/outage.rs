@@ -11,7 +11,8 @@
 //!   feed without a schedule, one whose schedule does not fire);
 //! - a store that fails as a full disk does (the `store_full` failpoint):
 //!   runs fail naming the store, `/readyz` says the store takes no writes,
-//!   and once the fault is gone the next run works, with no SIGHUP.
+//!   and once the fault is gone the next run works, with no SIGHUP; a source
+//!   folder that vanishes makes `/readyz` fail too, naming the source.
 //!
 //! A `/metrics` scrape taken during the outage is written to
 //! `$CARGO_TARGET_TMPDIR/outage-scrape.txt`.
@@ -553,6 +554,7 @@ async fn batches_left_sending_or_staged_by_a_kill_are_delivered_at_restart_with_
         assert!(start.elapsed() < PATIENCE, "{v:?}\nlog:\n{}", d.log_text());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(d.count("Run started.", None), 0, "{}", d.log_text());
     d.signal("KILL");
     drop(d);
     let v = states(&config, VACCINATION).await;
@@ -692,6 +694,28 @@ async fn after_a_store_fault_the_daemon_recovers_by_itself() {
     assert_eq!(sample(&m, "regfeed_store_up"), Some(1.0), "{m}");
     // At most the run under way when the fault ended failed after it.
     assert!(d.count("Run failed.", Some(DIABETES)) <= failed_runs + 1);
+    // A source that cannot be read is not ready either, and is named.
+    let gone = tmp.path().join("corpus-gone");
+    std::fs::rename(&corpus, &gone).expect("hide the source");
+    // (Probes are reused for a second.)
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (code, body) = ready(&addr).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("source kanta-archive cannot be read"),
+        "{body}"
+    );
+    assert!(!body.contains(corpus.to_string_lossy().as_ref()), "{body}");
+    let m = scrape(&addr).await;
+    assert_eq!(
+        sample(&m, "regfeed_source_up{source=\"kanta-archive\"}"),
+        Some(0.0),
+        "{m}"
+    );
+    std::fs::rename(&gone, &corpus).expect("restore the source");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (code, body) = ready(&addr).await;
+    assert_eq!((code, body.as_str()), (200, "ready\n"));
     let log = d.log_text();
     assert!(!log.contains("non-zero transaction depth"), "{log}");
     assert!(!log.contains("Run fenced"), "{log}");

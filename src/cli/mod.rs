@@ -88,9 +88,9 @@ pub enum Command {
         feed: String,
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// How long to wait while the daemon (or another `once`) runs the
-        /// feed, e.g. `30s`; after that, refuse (exit 75). Default: refuse
-        /// at once.
+        /// How long to wait while the daemon (or another `once`) runs or
+        /// delivers the feed, e.g. `30s`; after that, refuse (exit 75).
+        /// Default: refuse at once.
         #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = crate::schedule::parse_duration)]
         wait: std::time::Duration,
     },

@@ -22,7 +22,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 use super::lease::{Leased, acquire, under_lease};
-use super::scheduler::Ctx;
+use super::scheduler::{Ctx, describe};
+use crate::app::App;
+use crate::config::FeedConfig;
 use crate::deliver::outbox::Backoff;
 
 /// The lease row a feed's outbox loop holds while it delivers.
@@ -89,13 +91,49 @@ enum Next {
     Stop,
 }
 
+/// What a feed's outbox loop remembers from one pass to the next.
+#[derive(Debug, Default)]
+struct State {
+    /// The failing batch's backoff.
+    backoff: Backoff,
+    /// Since when delivery has been failing (readiness, the gauge).
+    failing: Option<DateTime<Utc>>,
+    /// The dead batch the feed waits on (logged once).
+    waiting_on: Option<i64>,
+    /// Store or setup errors in a row: their retries back off too.
+    errors: u32,
+}
+
+impl State {
+    fn delivering(&mut self) {
+        self.errors = 0;
+        self.failing = None;
+        self.waiting_on = None;
+    }
+
+    /// The feed waits on dead batch `seq`: its delivery is failing.
+    async fn waiting(&mut self, app: &App, feed: &str, seq: i64) {
+        self.errors = 0;
+        if self.waiting_on != Some(seq) {
+            tracing::warn!(feed = %feed, seq, "A dead batch holds back this feed's later batches until an operator retries it (`regfeed outbox retry`).");
+            self.waiting_on = Some(seq);
+        }
+        if self.failing.is_none() {
+            self.failing = Some(dead_since(app, feed, seq).await);
+        }
+    }
+
+    /// A pass failed on the store or the sink's setup.
+    fn error(&mut self, feed: &str, what: &str, error: String, interval: Duration) -> Next {
+        self.errors += 1;
+        tracing::warn!(feed = %feed, error = %error, "Outbox: {what}; trying again.");
+        Next::After(error_backoff(self.errors, interval))
+    }
+}
+
 /// One feed's outbox loop.
 async fn feed_loop(ctx: &Ctx, feed: &str, notify: Arc<Notify>) {
-    let mut backoff = Backoff::default();
-    let mut failing: Option<DateTime<Utc>> = None;
-    let mut waiting_on: Option<i64> = None;
-    // Store or setup errors in a row: their retries back off too.
-    let mut errors: u32 = 0;
+    let mut st = State::default();
     tracing::debug!(feed = %feed, "Outbox loop started.");
     loop {
         if ctx.shutdown.is_cancelled() {
@@ -107,85 +145,8 @@ async fn feed_loop(ctx: &Ctx, feed: &str, notify: Arc<Notify>) {
             ctx.health.set_failing(feed, None);
             return;
         };
-        let interval = app.cfg.daemon.delivery_interval;
-        let next = match acquire(
-            &app.store,
-            &outbox_lease(feed),
-            &ctx.holder,
-            app.cfg.daemon.lease_ttl,
-            Duration::ZERO,
-            &ctx.hard_stop,
-        )
-        .await
-        {
-            // Another process delivers the feed now (a replica, `regfeed
-            // once`); or the store failed, which the next pass sees again.
-            Err(e) => {
-                if !e.is::<super::LeaseRefused>() {
-                    errors += 1;
-                    tracing::warn!(feed = %feed, store = %app.store.label(), error = %format!("{e:#}"), "Outbox: could not take the feed's outbox lease; trying again.");
-                    Next::After(error_backoff(errors, interval))
-                } else {
-                    Next::Idle
-                }
-            }
-            Ok(lease) => {
-                match under_lease(
-                    &app.store,
-                    lease,
-                    &ctx.hard_stop,
-                    app.deliver_step(fc, &mut backoff),
-                )
-                .await
-                {
-                    Leased::Done(Ok(d)) => {
-                        errors = 0;
-                        if !d.delivered.is_empty() {
-                            tracing::info!(feed = %feed, delivered = ?d.delivered, "Outbox delivered.");
-                        }
-                        match (&d.retry, d.waiting_on) {
-                            (Some(r), _) => {
-                                let since = DateTime::parse_from_rfc3339(&r.first_attempt_at)
-                                    .map_or_else(|_| Utc::now(), |t| t.with_timezone(&Utc));
-                                // Delivered something in this pass: the
-                                // failure starts with this batch.
-                                if failing.is_none() || !d.delivered.is_empty() {
-                                    failing = Some(since);
-                                }
-                                waiting_on = None;
-                                Next::After(r.after)
-                            }
-                            (None, Some(seq)) => {
-                                if waiting_on != Some(seq) {
-                                    tracing::warn!(feed = %feed, seq, "A dead batch holds back this feed's later batches until an operator retries it (`regfeed outbox retry`).");
-                                    waiting_on = Some(seq);
-                                }
-                                if failing.is_none() {
-                                    failing = Some(dead_since(&app, feed, seq).await);
-                                }
-                                Next::Idle
-                            }
-                            (None, None) => {
-                                failing = None;
-                                waiting_on = None;
-                                Next::Idle
-                            }
-                        }
-                    }
-                    Leased::Done(Err(e)) => {
-                        errors += 1;
-                        tracing::warn!(feed = %feed, store = %app.store.label(), error = %format!("{e:#}"), "Outbox pass failed; trying again.");
-                        Next::After(error_backoff(errors, interval))
-                    }
-                    Leased::Aborted("stopped") => Next::Stop,
-                    Leased::Aborted(why) => {
-                        tracing::warn!(feed = %feed, why, "Outbox pass aborted; its open transaction rolled back.");
-                        Next::After(error_backoff(1, interval))
-                    }
-                }
-            }
-        };
-        ctx.health.set_failing(feed, failing);
+        let next = pass(ctx, &app, fc, &mut st).await;
+        ctx.health.set_failing(feed, st.failing);
         match next {
             Next::Stop => return,
             Next::After(d) => {
@@ -198,9 +159,87 @@ async fn feed_loop(ctx: &Ctx, feed: &str, notify: Arc<Notify>) {
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return,
                     _ = notify.notified() => {}
-                    _ = tokio::time::sleep(interval) => {}
+                    _ = tokio::time::sleep(app.cfg.daemon.delivery_interval) => {}
                 }
             }
+        }
+    }
+}
+
+/// One pass over the feed's outbox.
+async fn pass(ctx: &Ctx, app: &App, fc: &FeedConfig, st: &mut State) -> Next {
+    let feed = fc.name.as_str();
+    let interval = app.cfg.daemon.delivery_interval;
+    // A look first, without the lease: most passes find nothing to do, or
+    // only the dead batch the feed waits on.
+    match first_pending(app, feed).await {
+        Err(e) => {
+            let e = format!("{}: {e}", app.store.label());
+            return st.error(feed, "could not read the feed's batches", e, interval);
+        }
+        Ok(None) => {
+            st.delivering();
+            return Next::Idle;
+        }
+        Ok(Some((seq, state))) if state == "dead" => {
+            st.waiting(app, feed, seq).await;
+            return Next::Idle;
+        }
+        Ok(Some(_)) => {}
+    }
+    let lease = match acquire(
+        &app.store,
+        &outbox_lease(feed),
+        &ctx.holder,
+        app.cfg.daemon.lease_ttl,
+        Duration::ZERO,
+        &ctx.hard_stop,
+    )
+    .await
+    {
+        Ok(l) => l,
+        // Another process delivers the feed now (a replica, `regfeed once`).
+        Err(e) if e.is::<super::LeaseRefused>() => return Next::Idle,
+        Err(e) => {
+            let e = format!("{}: {e:#}", app.store.label());
+            return st.error(feed, "could not take the feed's outbox lease", e, interval);
+        }
+    };
+    let work = app.deliver_step(fc, &mut st.backoff);
+    let d = match under_lease(&app.store, lease, &ctx.hard_stop, work).await {
+        Leased::Done(Ok(d)) => d,
+        Leased::Done(Err(e)) => {
+            return st.error(feed, "the pass failed", describe(app, &e), interval);
+        }
+        Leased::Aborted("stopped") => return Next::Stop,
+        Leased::Aborted(why) => {
+            tracing::warn!(feed = %feed, why, "Outbox pass aborted; its open transaction rolled back.");
+            return Next::After(error_backoff(1, interval));
+        }
+    };
+    if !d.delivered.is_empty() {
+        tracing::info!(feed = %feed, delivered = ?d.delivered, "Outbox delivered.");
+    }
+    match (d.retry, d.waiting_on) {
+        (Some(r), _) => {
+            st.errors = 0;
+            st.waiting_on = None;
+            // Failing since the failing batch's first attempt; a batch
+            // delivered in this pass means the failure began with this one.
+            if st.failing.is_none() || !d.delivered.is_empty() {
+                let since = DateTime::parse_from_rfc3339(&r.first_attempt_at)
+                    .map_or_else(|_| Utc::now(), |t| t.with_timezone(&Utc));
+                st.failing = Some(since);
+            }
+            Next::After(r.after)
+        }
+        (None, Some(seq)) => {
+            st.waiting(app, feed, seq).await;
+            Next::Idle
+        }
+        (None, None) => {
+            st.delivering();
+            Next::Idle
         }
     }
 }
@@ -212,8 +251,19 @@ fn error_backoff(n: u32, interval: Duration) -> Duration {
     Duration::from_secs(1u64 << n.saturating_sub(1).min(10)).min(interval)
 }
 
+/// The feed's first batch not yet delivered: (seq, state).
+async fn first_pending(app: &App, feed: &str) -> crate::store::Result<Option<(i64, String)>> {
+    Ok(app
+        .store
+        .batches(Some(feed))
+        .await?
+        .into_iter()
+        .find(|b| b.state != "delivered")
+        .map(|b| (b.seq, b.state)))
+}
+
 /// When the dead batch the feed waits on became dead.
-async fn dead_since(app: &crate::app::App, feed: &str, seq: i64) -> DateTime<Utc> {
+async fn dead_since(app: &App, feed: &str, seq: i64) -> DateTime<Utc> {
     app.store
         .outbox(Some(feed))
         .await

@@ -439,7 +439,7 @@ async fn run_feed(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str) -> Ru
 
 /// An error for the log: one from the store is prefixed with the store's
 /// name (`SQLite store /var/lib/regfeed/regfeed.db: ...`).
-fn describe(app: &App, e: &anyhow::Error) -> String {
+pub(super) fn describe(app: &App, e: &anyhow::Error) -> String {
     if store_error(e) {
         format!("{}: {e:#}", app.store.label())
     } else {
