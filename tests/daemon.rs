@@ -229,9 +229,31 @@ fn the_daemon_runs_on_schedule_reloads_stops_and_catches_up() {
         "regfeed_run_starts_skipped_total",
         "regfeed_audit_chain_entries",
         "regfeed_config_reloads_total",
+        "regfeed_delivery_attempts_total",
+        "regfeed_delivery_duration_seconds_bucket",
+        "regfeed_outbox_oldest_undelivered_age_seconds",
+        "regfeed_run_success_due_timestamp_seconds",
+        "regfeed_store_up",
+        "process_resident_memory_bytes",
+        "process_open_fds",
     ] {
         assert!(m.contains(name), "{name} missing from /metrics:\n{m}");
     }
+    // Every delivery (a file drop here) is an attempt, timed.
+    let attempts = sample(
+        &m,
+        "regfeed_delivery_attempts_total{feed=\"thl-diabetes\",outcome=\"ok\",class=\"none\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(attempts >= 1.0, "{m}");
+    assert_eq!(
+        sample(
+            &m,
+            "regfeed_delivery_duration_seconds_count{feed=\"thl-diabetes\",outcome=\"ok\"}"
+        ),
+        Some(attempts)
+    );
+    assert!(sample(&m, "regfeed_audit_chain_entries").unwrap_or(0.0) > 0.0);
     let runs = |m: &str| {
         sample(
             m,

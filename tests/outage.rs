@@ -9,6 +9,8 @@
 //! - a daemon killed with a batch `sending`, and one killed with a batch
 //!   `staged`: the restarted daemon delivers both with no run at all (one
 //!   feed without a schedule, one whose schedule does not fire);
+//! - a register that asks for ten minutes' patience: the loop waits, runs go
+//!   on, and SIGTERM ends the wait at once;
 //! - a store that fails as a full disk does (the `store_full` failpoint):
 //!   runs fail naming the store, `/readyz` says the store takes no writes,
 //!   and once the fault is gone the next run works, with no SIGHUP; a source
@@ -732,4 +734,62 @@ async fn after_a_store_fault_the_daemon_recovers_by_itself() {
     );
     let corpus_text = corpus.to_string_lossy().into_owned();
     assert!(!log.contains(&corpus_text), "a source path was logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_backoff_holds_no_run_and_ends_at_once_on_sigterm() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // The register asks for ten minutes' patience, every time.
+    let mut opts = Options::new(&tmp.path().join("received"));
+    opts.injector = Arc::new(|_: &Req| Fault::TooMany("600".into()));
+    let reg = receiver::start(opts).await;
+    let corpus = tmp.path().join("corpus");
+    gen_corpus(&corpus, 40, 17);
+    let mut spec = SinkSpec::new(&reg.base_url);
+    spec.max_elapsed = "1h";
+    let config = write_http_setup(&tmp.path().join("setup"), &corpus, &spec);
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        with_schedule(&with_daemon(&text), DIABETES, "*/2 * * * * *"),
+    )
+    .expect("config");
+    let mut d = spawn_daemon(&config, &[]);
+    d.wait_for("an attempt told to wait", |d| {
+        d.count("Delivery failed; retrying.", Some(DIABETES)) >= 1
+    })
+    .await;
+    let retry = d
+        .lines_with("Delivery failed; retrying.")
+        .pop()
+        .expect("retry line");
+    assert!(
+        retry["delay_ms"].as_u64().unwrap_or(0) >= 600_000,
+        "Retry-After honoured: {retry}"
+    );
+    // Runs go on while the loop waits.
+    let runs = d.count("Run finished.", Some(DIABETES));
+    d.wait_for("two more runs", |d| {
+        d.count("Run finished.", Some(DIABETES)) >= runs + 2
+    })
+    .await;
+    assert_eq!(reg.snapshot().requests, 1, "one attempt, then the wait");
+    // SIGTERM ends the wait at once (the grace period is 10 s).
+    let stop = Instant::now();
+    d.signal("TERM");
+    let st = d.wait_exit(Duration::from_secs(30)).await;
+    assert_eq!(st.code(), Some(0), "log:\n{}", d.log_text());
+    assert!(
+        stop.elapsed() < Duration::from_secs(5),
+        "stopped in {:?}",
+        stop.elapsed()
+    );
+    assert_eq!(
+        states(&config, DIABETES)
+            .await
+            .first()
+            .map(|(_, s)| s.clone()),
+        Some("sending".into()),
+        "the batch waits, `sending`, for the next daemon"
+    );
 }

@@ -21,8 +21,10 @@ use crate::source::Source;
 use crate::telemetry::http::{BoxFuture, Checks};
 use crate::telemetry::metrics::{self, OutboxGauges};
 
-/// How long one probe may take before it counts as not answering.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one probe (or the store reads before a scrape) may take before
+/// it counts as not answering: a scrape stays well within Prometheus's
+/// default 10 s timeout.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Probe results this fresh are reused (a scrape and a readiness check
 /// together probe once).
@@ -64,6 +66,7 @@ pub struct Health {
     pub scheduler_running: AtomicBool,
     holder: String,
     started: DateTime<Utc>,
+    created: Instant,
     inner: Mutex<Inner>,
     /// One probe at a time.
     probing: tokio::sync::Mutex<()>,
@@ -76,6 +79,7 @@ impl Health {
             scheduler_running: AtomicBool::new(false),
             holder: holder.to_owned(),
             started: Utc::now(),
+            created: Instant::now(),
             inner: Mutex::default(),
             probing: tokio::sync::Mutex::new(()),
         }
@@ -134,38 +138,39 @@ impl Health {
             }
             (i.app.clone()?, i.sources.clone())
         };
-        let store =
-            match tokio::time::timeout(PROBE_TIMEOUT, app.store.probe_write(&self.holder)).await {
+        let store = async {
+            let written = tokio::time::timeout(PROBE_TIMEOUT, app.store.probe_write(&self.holder));
+            match written.await {
                 Ok(Ok(())) => {
                     self.lock().store_ok_at = Some(Instant::now());
-                    Ok(())
+                    probe_state_dir(&app.cfg.state_dir).await
                 }
                 Ok(Err(e)) => Err(format!("{} does not take writes: {e}", app.store.label())),
+                // Waiting for the write lock a run holds is not a failure,
+                // until the store has taken no write for a long while.
                 Err(_) => {
-                    let last = self.lock().store_ok_at;
-                    match last {
-                        Some(t) if t.elapsed() < STORE_SILENT => Ok(()),
-                        _ => Err(format!(
+                    let since = self.lock().store_ok_at.unwrap_or(self.created);
+                    if since.elapsed() < STORE_SILENT {
+                        Ok(())
+                    } else {
+                        Err(format!(
                             "{} has taken no write for {} s",
                             app.store.label(),
-                            last.map_or(STORE_SILENT, |t| t.elapsed()).as_secs()
-                        )),
+                            since.elapsed().as_secs()
+                        ))
                     }
                 }
-            };
-        let store = match store {
-            Ok(()) => probe_state_dir(&app.cfg.state_dir).await,
-            e => e,
+            }
         };
-        let mut probed_sources = Vec::new();
-        for s in &sources {
+        let sources = futures_util::future::join_all(sources.iter().map(|s| async move {
             let r = match tokio::time::timeout(PROBE_TIMEOUT, s.probe()).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(format!("source {} cannot be read: {e}", s.name())),
                 Err(_) => Err(format!("source {} does not answer", s.name())),
             };
-            probed_sources.push((s.name().to_owned(), r));
-        }
+            (s.name().to_owned(), r)
+        }));
+        let (store, probed_sources) = tokio::join!(store, sources);
         let p = Probed {
             at: Instant::now(),
             store,
