@@ -326,6 +326,16 @@ fn number(s: &str) -> Option<f64> {
 /// the mapping can hold it with a reason rather than drop it.
 type Result3 = (Option<ObsValue>, Option<String>, Option<String>);
 
+/// Whether an `originalText` is a unit as laboratories write one
+/// (`THOUS/MCL`, `10^3/uL`), not narrative: short, no spaces, only the
+/// characters units are written with. Anything else is not kept.
+fn looks_like_unit(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().count() <= 24
+        && s.chars()
+            .all(|c| c.is_alphanumeric() || "/*^.%[]{}_-()µμ".contains(c))
+}
+
 /// A literal number, possibly with a comparator, as an [`ObsValue`].
 fn literal(raw: &str) -> Option<ObsValue> {
     let (cmp, n) = super::number::compared(raw)?;
@@ -350,6 +360,20 @@ fn result_value(v: Option<&Node>, codes: &CodeSystems) -> Result3 {
         return (None, None, None);
     };
     if v.null_flavored() && v.attr("value").is_none() && v.attr("code").is_none() {
+        // A quantity in a unit outside UCUM (C-CDA: nullFlavor OTH) travels
+        // in a translation whose originalText names the unit as written.
+        if matches!(v.el.xsi_type(), Some("PQ"))
+            && v.attr("nullFlavor") == Some("OTH")
+            && let Some(t) = v.all("translation").find(|t| t.attr("value").is_some())
+            && let Some(raw) = t.attr("value")
+        {
+            let unit = t
+                .child("originalText")
+                .map(|o| o.text.trim())
+                .filter(|u| looks_like_unit(u))
+                .map(str::to_owned);
+            return (literal(raw), Some(raw.to_owned()), unit);
+        }
         return (None, None, None);
     }
     let unit = v.attr("unit").map(str::to_owned);
@@ -575,6 +599,10 @@ mod tests {
         );
         assert_eq!(literal("6,5"), Some(ObsValue::Number(6.5)));
         assert_eq!(literal("pos"), None);
+        assert!(looks_like_unit("THOUS/MCL"));
+        assert!(looks_like_unit("10^3/uL"));
+        assert!(!looks_like_unit("Aino Testinen"));
+        assert!(!looks_like_unit("see the comment in the lab report"));
         assert!(number("NaN").is_none());
     }
 }
