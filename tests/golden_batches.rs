@@ -33,7 +33,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ),
     (
         "research-diabetes-00000001.manifest.json",
-        "5132181ae00cd9fbca904dfc0b83e464cf8f0277038785230639afbf83ee094a",
+        "3a0b6094019bd3dc7957e7b48fac555890ef51d82b73340743a18e0a979791f1",
     ),
     (
         "thl-diabetes-00000001.csv",
@@ -41,7 +41,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ),
     (
         "thl-diabetes-00000001.manifest.json",
-        "5bad525dc767cb12fafca84b502f69bede834c310c7f6e0e988dc1b5eaa94acb",
+        "6465b5f28f116047ab2fb26be389ebf75e3fb3c92d5b303a01ec8665e70603de",
     ),
     (
         "thl-diabetes-00000002.csv",
@@ -49,7 +49,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ),
     (
         "thl-diabetes-00000002.manifest.json",
-        "0174bd9d16d93ea0bc6357bdd9af7011fa16600c7822f0b68cb020217aa6e248",
+        "a19cb664e70c49aee180af89c563d0e51d58d69090ec4b444613b7cada0f3555",
     ),
     (
         "thl-diabetes-00000003.csv",
@@ -57,7 +57,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ),
     (
         "thl-diabetes-00000003.manifest.json",
-        "d20fd05f1ec494df54505963b8773b69a1053de825c86ca8ab7469664d2ed1e7",
+        "9c5382d07dc7bb81aa75306cd2990ffd20337fd5a66eefa359c7f64d632a66f6",
     ),
     (
         "thl-diabetes-00000004.csv",
@@ -65,7 +65,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ),
     (
         "thl-diabetes-00000004.manifest.json",
-        "3b38d17fc402d1b681f9c76040f2dc49464629d785a98169816f25053b238f47",
+        "c03c71c9ec5a2ca379b3ab7e1b35575fdc73df3399a4ac5e0667c7512377e64c",
     ),
     (
         "thl-vaccination-00000001.jsonl",
