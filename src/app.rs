@@ -762,6 +762,7 @@ fn audit_run_finished(feed: &str, outcome: &str, run: Option<&RunReport>) -> Ent
             ("documents_other_id", r.documents_other_id),
             ("entries_decoded", r.entries.decoded),
             ("entries_delivered", r.entries.delivered),
+            ("entries_redelivered", r.entries.redelivered),
             ("persons_evaluated", r.persons_evaluated),
             ("cohort_entered", r.cohort_entered),
             ("cohort_left", r.cohort_left),

@@ -121,7 +121,10 @@ pub struct RunReport {
 /// `decoded = delivered + not in scope + held + excluded`, each of the last
 /// three by reason or rule. A document is new to the feed when the feed had
 /// not evaluated it before: decoded by this run, or read by another feed's
-/// run and re-read through its locator by this one.
+/// run and re-read through its locator by this one. An entry's fate is the
+/// one decided when its document is staged (its chunk's transaction); a
+/// later document can change it (a late cohort entry upserts earlier
+/// entries: `redelivered`), as it can in a later run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Accounting {
     /// Entries of the documents new to the feed.
@@ -137,6 +140,11 @@ pub struct Accounting {
     pub held: BTreeMap<String, u64>,
     /// Excluded by a policy rule.
     pub excluded: BTreeMap<String, u64>,
+    /// Not part of the identity: entries of documents staged before (by an
+    /// earlier run, or an earlier chunk of this one) upserted again because
+    /// their person's state changed (cohort entry, a changed row). With
+    /// `delivered` it makes up the run's upserts.
+    pub redelivered: u64,
 }
 
 impl Accounting {
@@ -1550,6 +1558,9 @@ async fn stage_chunk(
                     // The locator failed: leave the row for a later run.
                     continue;
                 };
+                if *doc_key <= cursor {
+                    report.entries.redelivered += 1;
+                }
                 upserts.push(LiveRow {
                     record_id: id.clone(),
                     person: person.clone(),

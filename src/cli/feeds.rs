@@ -114,7 +114,7 @@ fn count_line(report: &crate::pipeline::RunReport) -> String {
             .join(", ")
     };
     let entries = format!(
-        "; entries {} = delivered {} + not in scope {} ({}) + held {} ({}) + excluded {} ({}){}",
+        "; entries {} = delivered {} + not in scope {} ({}) + held {} ({}) + excluded {} ({}){}; earlier entries delivered again {}",
         e.decoded,
         e.delivered,
         e.not_in_scope.values().sum::<u64>(),
@@ -124,6 +124,7 @@ fn count_line(report: &crate::pipeline::RunReport) -> String {
         e.excluded.values().sum::<u64>(),
         by(&e.excluded),
         if e.balanced() { "" } else { " UNBALANCED" },
+        e.redelivered,
     );
     format!(
         "decoded {} (new files {}, {:.1} MB), quarantined {}, patient ids: hetu {}, temporary {}, other {}, cohort +{} -{}, upserts {}, retracts {}{}{}{entries}; {:.2} s (decoding {:.2} s, store {:.2} s)",

@@ -668,6 +668,19 @@ pub fn parse(text: &str, path: &Path) -> Result<Mapping, Vec<Problem>> {
         if selects.iter().any(|x: &Select| &x.item == s.item.get_ref()) {
             cx.at(s.item.span(), "select.item", "duplicate item name");
         }
+        let observation = m
+            .as_ref()
+            .is_some_and(|m| matches!(m.kind, RecordKind::LabResult | RecordKind::Measurement));
+        if !observation
+            && m.is_some()
+            && (!s.accept.is_empty() || s.molar_mass.is_some() || s.decimals.is_some())
+        {
+            cx.at(
+                s.kind.span(),
+                "select.accept",
+                "accept, molar_mass and decimals apply to lab_result and measurement items only",
+            );
+        }
         let mut accept = Vec::new();
         for a in &s.accept {
             match ValueForm::parse(a.get_ref()) {
