@@ -26,7 +26,8 @@ pub const CATCH_UPS_TOTAL: &str = "regfeed_catch_ups_total";
 pub const DOCUMENTS_DECODED_TOTAL: &str = "regfeed_documents_decoded_total";
 pub const DOCUMENTS_QUARANTINED_TOTAL: &str = "regfeed_documents_quarantined_total";
 pub const ROWS_TOTAL: &str = "regfeed_rows_total";
-/// Documents decoded, by the kind of their patient id (hetu, temporary, other).
+/// Documents decoded, by the kind of their patient id
+/// (personal_identity_code, temporary, other).
 pub const DOCUMENTS_PATIENT_ID_TOTAL: &str = "regfeed_documents_patient_id_total";
 /// Entries of documents new to a feed, by fate (delivered, not_in_scope,
 /// held, excluded) and reason.
@@ -141,7 +142,7 @@ fn describe() {
     );
     describe_counter!(
         DOCUMENTS_PATIENT_ID_TOTAL,
-        "Documents new to a feed by the kind of their patient id (hetu, temporary, other)."
+        "Documents new to a feed by the kind of their patient id (personal_identity_code, temporary, other)."
     );
     describe_counter!(
         ENTRIES_TOTAL,
@@ -204,7 +205,7 @@ pub fn register_feed(feed: &str) {
         counter!(name, "feed" => f.clone()).increment(0);
     }
     counter!(DOCUMENTS_QUARANTINED_TOTAL, "feed" => f.clone(), "reason" => "none").increment(0);
-    for kind in ["hetu", "temporary", "other"] {
+    for kind in ["personal_identity_code", "temporary", "other"] {
         counter!(DOCUMENTS_PATIENT_ID_TOTAL, "feed" => f.clone(), "kind" => kind).increment(0);
     }
     counter!(ENTRIES_TOTAL, "feed" => f.clone(), "fate" => "delivered", "reason" => "none")
@@ -259,7 +260,8 @@ pub fn record_run(feed: &str, outcome: RunOutcome, took: Duration, report: Optio
             .increment(*n);
     }
     for (kind, n) in [
-        ("hetu", run.documents_hetu),
+        // Not "hetu": no metric names a person's identifier, even as a word.
+        ("personal_identity_code", run.documents_hetu),
         ("temporary", run.documents_temporary_id),
         ("other", run.documents_other_id),
     ] {
