@@ -271,11 +271,25 @@ impl App {
             feed = %feed.name,
             decoded = run.documents_decoded,
             quarantined = run.documents_quarantined,
+            patient_id_hetu = run.documents_hetu,
+            patient_id_temporary = run.documents_temporary_id,
+            patient_id_other = run.documents_other_id,
             upserts = run.upserts,
             retracts = run.retracts,
             staged = run.staged.len(),
+            entries_decoded = run.entries.decoded,
+            entries_accounted = run.entries.accounted(),
             "Run staged."
         );
+        if !run.entries.balanced() {
+            // Never expected: every entry is given a fate where it is decided.
+            tracing::error!(
+                feed = %feed.name,
+                entries_decoded = run.entries.decoded,
+                entries_accounted = run.entries.accounted(),
+                "Entries decoded and entries accounted for differ."
+            );
+        }
         Ok((run_id, run))
     }
 
@@ -778,7 +792,12 @@ fn audit_run_finished(feed: &str, outcome: &str, run: Option<&RunReport>) -> Ent
             ("documents_decoded", r.documents_decoded),
             ("documents_duplicate", r.documents_duplicate),
             ("documents_quarantined", r.documents_quarantined),
+            ("documents_hetu", r.documents_hetu),
             ("documents_temporary_id", r.documents_temporary_id),
+            ("documents_other_id", r.documents_other_id),
+            ("entries_decoded", r.entries.decoded),
+            ("entries_delivered", r.entries.delivered),
+            ("entries_redelivered", r.entries.redelivered),
             ("persons_evaluated", r.persons_evaluated),
             ("cohort_entered", r.cohort_entered),
             ("cohort_left", r.cohort_left),
@@ -790,6 +809,15 @@ fn audit_run_finished(feed: &str, outcome: &str, run: Option<&RunReport>) -> Ent
         }
         for (reason, n) in &r.held {
             counts.insert(format!("held:{reason}"), *n);
+        }
+        for (prefix, m) in [
+            ("entries_not_in_scope", &r.entries.not_in_scope),
+            ("entries_held", &r.entries.held),
+            ("entries_excluded", &r.entries.excluded),
+        ] {
+            for (reason, n) in m {
+                counts.insert(format!("{prefix}:{reason}"), *n);
+            }
         }
     }
     Entry::RunFinished {

@@ -195,6 +195,68 @@ pub fn region_of(municipality: &str) -> Option<&'static str> {
     t.regions.contains_key(region).then_some(region.as_str())
 }
 
+/// Patient-id classes (`config/patient-ids.toml`).
+pub const PATIENT_IDS: &str = include_str!("../config/patient-ids.toml");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatientIdTable {
+    hetu_root: String,
+    temporary_root_prefixes: Vec<String>,
+}
+
+fn patient_id_table() -> &'static PatientIdTable {
+    static TABLE: OnceLock<PatientIdTable> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        toml::from_str(PATIENT_IDS)
+            .expect("the embedded patient-id table is validated by the unit tests")
+    })
+}
+
+/// What kind of id a patient id root names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PatientIdKind {
+    /// A henkilötunnus.
+    Hetu,
+    /// A Finnish organisation's temporary id.
+    Temporary,
+    /// Anything else (a foreign record number, an unknown root).
+    Other,
+}
+
+impl PatientIdKind {
+    pub const ALL: [PatientIdKind; 3] = [
+        PatientIdKind::Hetu,
+        PatientIdKind::Temporary,
+        PatientIdKind::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PatientIdKind::Hetu => "hetu",
+            PatientIdKind::Temporary => "temporary",
+            PatientIdKind::Other => "other",
+        }
+    }
+}
+
+/// The kind of a patient id by its root, from the shipped table.
+pub fn patient_id_kind(root: &str) -> PatientIdKind {
+    let t = patient_id_table();
+    let root = root.trim();
+    if root == t.hetu_root {
+        PatientIdKind::Hetu
+    } else if t
+        .temporary_root_prefixes
+        .iter()
+        .any(|p| root.starts_with(p.as_str()))
+    {
+        PatientIdKind::Temporary
+    } else {
+        PatientIdKind::Other
+    }
+}
+
 /// Normalise with the shipped table.
 pub fn normalise(oid: &str) -> String {
     default_table().normalise(oid).to_owned()
@@ -203,6 +265,29 @@ pub fn normalise(oid: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patient_ids_are_hetu_temporary_or_other() {
+        let t: PatientIdTable = toml::from_str(PATIENT_IDS).expect("valid");
+        assert_eq!(t.hetu_root, HETU);
+        assert_eq!(patient_id_kind("1.2.246.21"), PatientIdKind::Hetu);
+        // The reference documents' temporary ids (f17, the archive message).
+        assert_eq!(
+            patient_id_kind("1.2.246.10.32213086.22.2026"),
+            PatientIdKind::Temporary
+        );
+        assert_eq!(
+            patient_id_kind("1.2.246.537.10.15675350.22.2003"),
+            PatientIdKind::Temporary
+        );
+        // A C-CDA medical record number, a Finnish non-organisation root.
+        assert_eq!(
+            patient_id_kind("2.16.840.1.113883.19.5.99999.2"),
+            PatientIdKind::Other
+        );
+        assert_eq!(patient_id_kind("1.2.246.537.26"), PatientIdKind::Other);
+        assert_eq!(patient_id_kind("1.2.246.210"), PatientIdKind::Other);
+    }
 
     #[test]
     fn shipped_table_parses_and_names_every_constant() {

@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`record`]: the canonical record model every stage speaks.
 //! - [`codes`]: the table of code systems and their versioned OIDs.
+//! - [`units`]: units of measure with UCUM semantics (`config/units.toml`).
 //! - [`decode`]: CDA R2 and RCMR archive messages → records; hetu;
 //!   well-formedness and limits.
 //! - [`config`]: the TOML shape → validated config, with file/line/field errors.
@@ -56,3 +57,4 @@ pub mod source;
 pub mod store;
 pub mod synth;
 pub mod telemetry;
+pub mod units;

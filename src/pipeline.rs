@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, Months, NaiveDate, Utc};
 use sha2::{Digest, Sha256};
 
+use crate::codes::PatientIdKind;
 use crate::config::{Config, FeedConfig, IdentityKind};
 use crate::decode::{self, hetu::Hetu};
 use crate::feed::{ColumnType, Value};
@@ -76,7 +77,13 @@ pub struct RunReport {
     pub documents_decoded: u64,
     pub documents_duplicate: u64,
     pub documents_quarantined: u64,
+    /// Documents whose patient id is a Finnish organisation's temporary id.
     pub documents_temporary_id: u64,
+    /// Documents whose patient id is neither a hetu nor a temporary id (a
+    /// foreign record number, an unknown root).
+    pub documents_other_id: u64,
+    /// Documents whose patient id is a hetu.
+    pub documents_hetu: u64,
     pub bytes_decoded: u64,
     pub persons_evaluated: u64,
     pub cohort_entered: u64,
@@ -105,6 +112,60 @@ pub struct RunReport {
     /// Policy decisions other than a plain include, per person and rule.
     #[serde(skip)]
     pub decisions: Vec<DecisionCount>,
+    /// Where every entry of the documents new to the feed went.
+    pub entries: Accounting,
+}
+
+/// The fate of every entry (record) of the documents new to a feed in one
+/// run, so that none is ever dropped without a reason:
+/// `decoded = delivered + not in scope + held + excluded`, each of the last
+/// three by reason or rule. A document is new to the feed when the feed had
+/// not evaluated it before: decoded by this run, or read by another feed's
+/// run and re-read through its locator by this one. An entry's fate is the
+/// one decided when its document is staged (its chunk's transaction); a
+/// later document can change it (a late cohort entry upserts earlier
+/// entries: `redelivered`), as it can in a later run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Accounting {
+    /// Entries of the documents new to the feed.
+    pub decoded: u64,
+    /// In the register's current state (upserted by this run).
+    pub delivered: u64,
+    /// Not for this feed: `patient_id_temporary`, `patient_id_other` (no
+    /// person to link), `not_selected` (no item of the mapping),
+    /// `negated`, `superseded_or_withdrawn` (not the current version of its
+    /// set, withdrawn or invalidated), `not_in_cohort`, `outside_lookback`.
+    pub not_in_scope: BTreeMap<String, u64>,
+    /// Held back, by the mapping's or the policy gate's reason.
+    pub held: BTreeMap<String, u64>,
+    /// Excluded by a policy rule.
+    pub excluded: BTreeMap<String, u64>,
+    /// Not part of the identity: entries of documents staged before (by an
+    /// earlier run, or an earlier chunk of this one) upserted again because
+    /// their person's state changed (cohort entry, a changed row). With
+    /// `delivered` it makes up the run's upserts.
+    pub redelivered: u64,
+}
+
+impl Accounting {
+    /// Entries given a fate.
+    pub fn accounted(&self) -> u64 {
+        self.delivered
+            + self.not_in_scope.values().sum::<u64>()
+            + self.held.values().sum::<u64>()
+            + self.excluded.values().sum::<u64>()
+    }
+
+    /// Whether every decoded entry has exactly one fate.
+    pub fn balanced(&self) -> bool {
+        self.decoded == self.accounted()
+    }
+
+    fn not_in_scope(&mut self, reason: &str, n: u64) {
+        if n > 0 {
+            *self.not_in_scope.entry(reason.to_owned()).or_default() += n;
+        }
+    }
 }
 
 /// Records of one person decided by one rule (for the audit trail).
@@ -190,6 +251,11 @@ impl<'a> FeedKeys<'a> {
 struct Mapped {
     evidence: bool,
     rows: Vec<(DocRow, Vec<Value>)>,
+    /// Entries of the document.
+    records: u64,
+    /// Entries no item selected: negated, and the rest.
+    negated: u64,
+    not_selected: u64,
 }
 
 /// What mapping a decoded document for one feed needs, owned, so that the
@@ -297,12 +363,20 @@ impl Mapper {
             .as_deref()
             .and_then(|o| self.cfg.controller_of(o))
             .map(|c| c.id.as_str());
-        let mut out = Mapped::default();
+        let mut out = Mapped {
+            records: dd.records.len() as u64,
+            ..Mapped::default()
+        };
         for rec in &dd.records {
             if self.feed.mapping.is_evidence(rec) {
                 out.evidence = true;
             }
             let Some(sel) = self.feed.mapping.select(&dd.document, rec) else {
+                if rec.body.negated() {
+                    out.negated += 1;
+                } else {
+                    out.not_selected += 1;
+                }
                 continue;
             };
             let values = self
@@ -573,6 +647,63 @@ fn plan_person(
             .or_default() += left_out;
     }
     plan
+}
+
+/// The fate of each entry of a person's documents new to the feed
+/// (`doc_key > cursor`), in the order [`plan_person`] decides it.
+fn account_new_rows(
+    acc: &mut Accounting,
+    plan: &PersonPlan,
+    docs: &[&store::PersonDoc],
+    rows: &HashMap<i64, Vec<DocRow>>,
+    cursor: i64,
+) {
+    let member_but_for_policy = plan.member || plan.left_by_policy;
+    for d in docs.iter().filter(|d| d.doc_key > cursor) {
+        let doc_rows = rows.get(&d.doc_key).map(Vec::as_slice).unwrap_or_default();
+        if doc_rows.is_empty() {
+            continue;
+        }
+        let n = doc_rows.len() as u64;
+        let Some((outcome, rule)) = plan.by_doc.get(&d.doc_key) else {
+            acc.not_in_scope("superseded_or_withdrawn", n);
+            continue;
+        };
+        if !member_but_for_policy {
+            acc.not_in_scope("not_in_cohort", n);
+            continue;
+        }
+        match outcome {
+            policy::Outcome::Exclude => {
+                *acc.excluded.entry(rule.as_str().to_owned()).or_default() += n;
+                continue;
+            }
+            policy::Outcome::Hold => {
+                *acc.held.entry(rule.as_str().to_owned()).or_default() += n;
+                continue;
+            }
+            _ => {}
+        }
+        if !plan.member {
+            *acc.excluded
+                .entry(policy::Rule::NoUsableCohortEvidence.as_str().to_owned())
+                .or_default() += n;
+            continue;
+        }
+        for r in doc_rows {
+            if let Some(reason) = &r.held {
+                *acc.held.entry(reason.clone()).or_default() += 1;
+            } else if plan
+                .desired
+                .get(&r.record_id)
+                .is_some_and(|(k, _, _)| *k == d.doc_key)
+            {
+                acc.delivered += 1;
+            } else {
+                acc.not_in_scope("outside_lookback", 1);
+            }
+        }
+    }
 }
 
 /// A person's stored policy rows as the gate's input. Times that do not
@@ -1045,6 +1176,7 @@ impl Mapper {
             invalidates: invalidates(dd),
             sensitive: doc.flags.sensitive,
             records: dd.records.len() as i64,
+            patient_id: crate::codes::patient_id_kind(&doc.patient.root),
         };
         // A prohibition document is the person's denial snapshot as of its time.
         let snapshot = new.person.as_ref().and_then(|person| {
@@ -1149,8 +1281,18 @@ async fn stage_chunk(
             None => {}
         }
         known.insert(doc.doc_id.clone(), doc.sha256.clone());
+        match doc.patient_id {
+            PatientIdKind::Hetu => report.documents_hetu += 1,
+            PatientIdKind::Temporary => report.documents_temporary_id += 1,
+            PatientIdKind::Other => report.documents_other_id += 1,
+        }
+        report.entries.decoded += doc.records as u64;
         if doc.person.is_none() {
-            report.documents_temporary_id += 1;
+            // No person to link the entries to.
+            report.entries.not_in_scope(
+                &format!("patient_id_{}", doc.patient_id.as_str()),
+                doc.records as u64,
+            );
         }
         keep.push(true);
     }
@@ -1180,6 +1322,8 @@ async fn stage_chunk(
         let (Some(m), Some(person)) = (mapped, &nd.person) else {
             continue;
         };
+        report.entries.not_in_scope("negated", m.negated);
+        report.entries.not_in_scope("not_selected", m.not_selected);
         feed_docs.push((*key, person.clone(), m.evidence));
         for (mut r, values) in m.rows {
             r.doc_key = *key;
@@ -1239,6 +1383,12 @@ async fn stage_chunk(
                 .remap(d.doc_key, &d.path, &d.sha256)
                 .await
                 .unwrap_or_default();
+            if d.doc_key > cursor {
+                // New to this feed, read by another feed's run.
+                report.entries.decoded += m.records;
+                report.entries.not_in_scope("negated", m.negated);
+                report.entries.not_in_scope("not_selected", m.not_selected);
+            }
             late_docs.push((d.doc_key, d.person.clone(), m.evidence));
             for (r, values) in m.rows {
                 contents.insert((r.doc_key, r.ordinal), values);
@@ -1330,6 +1480,7 @@ async fn stage_chunk(
                     });
                 }
             }
+            account_new_rows(&mut report.entries, &plan, pdocs, &rows_by_doc, cursor);
             for (rule, n) in &plan.excluded {
                 *report.excluded.entry(rule.clone()).or_default() += n;
             }
@@ -1407,6 +1558,9 @@ async fn stage_chunk(
                     // The locator failed: leave the row for a later run.
                     continue;
                 };
+                if *doc_key <= cursor {
+                    report.entries.redelivered += 1;
+                }
                 upserts.push(LiveRow {
                     record_id: id.clone(),
                     person: person.clone(),

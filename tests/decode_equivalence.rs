@@ -24,9 +24,9 @@ use sha2::{Digest, Sha256};
 const SYNTH: (u32, u64) = (120, 7);
 
 const GOLDEN_SYNTH: &str = "77543201ef74e37420a3b41101b886016cfb24317f6aef1c37284ae354a200c1";
-const GOLDEN_SHARED: &str = "3cee6c8f8deff83d731ba68413705e8a5abc9d95f85f0168f43213e49166ea96";
-const GOLDEN_MUTATED: &str = "a9d97ba54987fdfd535bb0d829d0277b845123db914a2d363c65f5e6fde9df06";
-const GOLDEN_LIMITS: &str = "05beca5d3ac639d05efa6802033ae4e1b74ce16476a8f4d03dbc3a65424d0685";
+const GOLDEN_SHARED: &str = "617a9b5ba3f7614b92f6116f654b3a13bd9f222e9a66c2f46a12f53a24b95184";
+const GOLDEN_MUTATED: &str = "cc5ce44740077dd7c65e0c058e49553df33f94d6bf126bda60f9ef751d2367d1";
+const GOLDEN_LIMITS: &str = "df42f19ae4ec9fac650331d33de2d1d4f8db85227f7fd4b42fb7b52de44040b1";
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

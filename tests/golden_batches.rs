@@ -29,43 +29,43 @@ const CHUNK: usize = 700;
 const GOLDEN: &[(&str, &str)] = &[
     (
         "research-diabetes-00000001.csv",
-        "310008dfaceac836ce0f55f5eaf55c740ce8f17ec976a61e3447c980b4e0fc82",
+        "63fe9c1e91f19ec7a5526230f282eb763e346bcb0f180ebd9f41cb6cf0ad0c88",
     ),
     (
         "research-diabetes-00000001.manifest.json",
-        "82fde6fcf2ef062e9a0f2feaa96149a1fa876fd267fc8a747a30ffeb93553607",
+        "3a0b6094019bd3dc7957e7b48fac555890ef51d82b73340743a18e0a979791f1",
     ),
     (
         "thl-diabetes-00000001.csv",
-        "e5c679a5c0899a508f309f7cab580d0d2233645cece322b5845430fa0a80233f",
+        "787d2f40a9f5ba616c149ef7bb1b81c671abb4ceb2e09be3fd90c5acb62b3132",
     ),
     (
         "thl-diabetes-00000001.manifest.json",
-        "cb37b1021ab9ed13e2c17eee5bb66dc29719e885f81a6b9f0c966a54ee22ca60",
+        "6465b5f28f116047ab2fb26be389ebf75e3fb3c92d5b303a01ec8665e70603de",
     ),
     (
         "thl-diabetes-00000002.csv",
-        "116c467ba9f264de6933ba5046dfede316798fa2297aa0e9d9a8fe82d1dfa55b",
+        "3250251722bfed1a7307758d6fc59579d143ce578f20af722f309fa2fb68dbcb",
     ),
     (
         "thl-diabetes-00000002.manifest.json",
-        "0148f1206b664ae3ca570d63a322a6e37172fc75f52acff130aed64602f31ea3",
+        "a19cb664e70c49aee180af89c563d0e51d58d69090ec4b444613b7cada0f3555",
     ),
     (
         "thl-diabetes-00000003.csv",
-        "9d0552339e17b502f706eb25a624732f410c8195fb1652c0d4fdf5f0a68c36ef",
+        "ab4fcdbded6587ca8d192be01ff0af0ab7ae04c5e52f1901d9b9320e3f60a584",
     ),
     (
         "thl-diabetes-00000003.manifest.json",
-        "6278dba7e06701711293a9133898696240fd90d7489fc9fe71502c5449813c78",
+        "9c5382d07dc7bb81aa75306cd2990ffd20337fd5a66eefa359c7f64d632a66f6",
     ),
     (
         "thl-diabetes-00000004.csv",
-        "768c36dcb26981fa1fc102a83a51f9dd919338ab46801f208fcd711879afeb9c",
+        "e54ae5b24af8cd9d923f49bf2bdd9deaa01b2f95b1e9e8f7ddd492eb31463f89",
     ),
     (
         "thl-diabetes-00000004.manifest.json",
-        "0d4ba85f3ec3374e7b3d6f2824c3088414a7a2a54ababa7db03344f8966f32db",
+        "c03c71c9ec5a2ca379b3ab7e1b35575fdc73df3399a4ac5e0667c7512377e64c",
     ),
     (
         "thl-vaccination-00000001.jsonl",

@@ -140,6 +140,46 @@ fn a_mapping_error_names_the_mapping_file_line_and_field() {
 }
 
 #[test]
+fn a_mapping_item_s_value_declarations_are_checked() {
+    let (_t, s) = setup();
+    let mapping = s.dir.join("mappings/diabetes.toml");
+    // A text result is never delivered; a molar mass must be positive; a
+    // unit nothing converts to cannot take a molar mass.
+    edit(
+        &mapping,
+        "accept = [\"number\", \"censored\"]\n[[select.convert]]",
+        "accept = [\"number\", \"text\"]\n[[select.convert]]",
+    );
+    edit(
+        &mapping,
+        "molar_mass = 180.156 # glucose",
+        "molar_mass = -1.0 # glucose",
+    );
+    edit(
+        &mapping,
+        "unit = \"umol/l\"\nmolar_mass",
+        "unit = \"umol/x\"\nmolar_mass",
+    );
+    let (code, out) = validate(&s.config);
+    assert_eq!(code, 78, "{out}");
+    for (needle, field, message) in [
+        ("\"text\"]", "select.accept", "unknown value form"),
+        (
+            "molar_mass = -1.0",
+            "select.molar_mass",
+            "must be a positive number",
+        ),
+        ("unit = \"umol/x\"", "select.unit", "not in the unit table"),
+    ] {
+        let l = line_of(&mapping, needle);
+        assert!(
+            out.contains(&format!("{}:{l}: {field}: {message}", mapping.display())),
+            "{needle}: {out}"
+        );
+    }
+}
+
+#[test]
 fn a_group_readable_key_is_refused() {
     let (_t, s) = setup();
     let key = s.dir.join("keys/thl.pseudonym.key");

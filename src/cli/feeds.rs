@@ -106,13 +106,35 @@ fn count_line(report: &crate::pipeline::RunReport) -> String {
         }
     );
     let secs = |ns: u64| ns as f64 / 1e9;
+    let e = &report.entries;
+    let by = |m: &std::collections::BTreeMap<String, u64>| {
+        m.iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let entries = format!(
+        "; entries {} = delivered {} + not in scope {} ({}) + held {} ({}) + excluded {} ({}){}; earlier entries delivered again {}",
+        e.decoded,
+        e.delivered,
+        e.not_in_scope.values().sum::<u64>(),
+        by(&e.not_in_scope),
+        e.held.values().sum::<u64>(),
+        by(&e.held),
+        e.excluded.values().sum::<u64>(),
+        by(&e.excluded),
+        if e.balanced() { "" } else { " UNBALANCED" },
+        e.redelivered,
+    );
     format!(
-        "decoded {} (new files {}, {:.1} MB), quarantined {}, temporary ids {}, cohort +{} -{}, upserts {}, retracts {}{}{}; {:.2} s (decoding {:.2} s, store {:.2} s)",
+        "decoded {} (new files {}, {:.1} MB), quarantined {}, patient ids: hetu {}, temporary {}, other {}, cohort +{} -{}, upserts {}, retracts {}{}{}{entries}; {:.2} s (decoding {:.2} s, store {:.2} s)",
         report.documents_decoded,
         report.files_new,
         report.bytes_decoded as f64 / 1e6,
         report.documents_quarantined,
+        report.documents_hetu,
         report.documents_temporary_id,
+        report.documents_other_id,
         report.cohort_entered,
         report.cohort_left,
         report.upserts,

@@ -199,10 +199,9 @@ fn observation(
     let test = n
         .child("code")
         .and_then(|c| coded_with_translations(c, codes));
-    let Some(value) = n.child("value") else {
-        return;
-    };
-    if is_coded_type(value)
+    let value = n.child("value");
+    if let Some(value) = value
+        && is_coded_type(value)
         && let Some((vcode, translations)) = coded_with_translations(value, codes)
     {
         let marked = test.as_ref().is_some_and(|(c, _)| is_diagnosis_marker(c))
@@ -223,9 +222,9 @@ fn observation(
     if test.system == ACT_CODE || NOT_RESULT_TEMPLATES.iter().any(|t| n.has_template(t)) {
         return;
     }
-    let Some((value, value_raw, unit)) = result_value(value, codes) else {
-        return;
-    };
+    // An observation with a test and no value (an exam recorded as done)
+    // is a record too: a mapping may select it.
+    let (value, value_raw, unit) = result_value(value, codes);
     let measurement = test.system == codes::LOINC
         && (in_vitals
             || n.has_template(VITAL_SIGN_OBSERVATION)
@@ -235,7 +234,7 @@ fn observation(
         code: test.code,
         system_raw: test.system_raw,
         translations,
-        value: Some(value),
+        value,
         value_raw,
         unit,
         status: n
@@ -318,56 +317,72 @@ fn split_decorated(raw: &str, d: &mut Diagnosis) {
 }
 
 fn number(s: &str) -> Option<f64> {
-    let s = s.trim();
-    let n: f64 = s.parse().ok()?;
-    n.is_finite().then_some(n)
+    super::number::plain(s)
 }
 
-/// A PQ-like literal that may carry a comparator (`<5`, `>=500`).
-fn compared(s: &str) -> Option<(Comparator, f64)> {
-    let s = s.trim();
-    let (cmp, rest) = if let Some(r) = s.strip_prefix("<=") {
-        (Comparator::Le, r)
-    } else if let Some(r) = s.strip_prefix(">=") {
-        (Comparator::Ge, r)
-    } else if let Some(r) = s.strip_prefix('<') {
-        (Comparator::Lt, r)
-    } else if let Some(r) = s.strip_prefix('>') {
-        (Comparator::Gt, r)
-    } else {
-        return None;
-    };
-    Some((cmp, number(rest)?))
+/// (value, value as written, unit as written). The value is `None` when
+/// the observation states none (no `value`, a null flavour) or when what is
+/// written is not a value we read: then the text as written is kept, so
+/// the mapping can hold it with a reason rather than drop it.
+type Result3 = (Option<ObsValue>, Option<String>, Option<String>);
+
+/// Whether an `originalText` is a unit as laboratories write one
+/// (`THOUS/MCL`, `10^3/uL`), not narrative: short, no spaces, only the
+/// characters units are written with. Anything else is not kept.
+fn looks_like_unit(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().count() <= 24
+        && s.chars()
+            .all(|c| c.is_alphanumeric() || "/*^.%[]{}_-()µμ".contains(c))
 }
 
-type Result3 = (ObsValue, Option<String>, Option<String>);
+/// A literal number, possibly with a comparator, as an [`ObsValue`].
+fn literal(raw: &str) -> Option<ObsValue> {
+    let (cmp, n) = super::number::compared(raw)?;
+    Some(match cmp {
+        None => ObsValue::Number(n),
+        Some(c @ (Comparator::Lt | Comparator::Le)) => ObsValue::Interval {
+            comparator: Some(c),
+            low: None,
+            high: Some(n),
+        },
+        Some(c) => ObsValue::Interval {
+            comparator: Some(c),
+            low: Some(n),
+            high: None,
+        },
+    })
+}
 
 /// A `value` → (value, value as written, unit as written).
-fn result_value(v: &Node, codes: &CodeSystems) -> Option<Result3> {
+fn result_value(v: Option<&Node>, codes: &CodeSystems) -> Result3 {
+    let Some(v) = v else {
+        return (None, None, None);
+    };
     if v.null_flavored() && v.attr("value").is_none() && v.attr("code").is_none() {
-        return None;
+        // A quantity in a unit outside UCUM (C-CDA: nullFlavor OTH) travels
+        // in a translation whose originalText names the unit as written.
+        if matches!(v.el.xsi_type(), Some("PQ"))
+            && v.attr("nullFlavor") == Some("OTH")
+            && let Some(t) = v.all("translation").find(|t| t.attr("value").is_some())
+            && let Some(raw) = t.attr("value")
+        {
+            let unit = t
+                .child("originalText")
+                .map(|o| o.text.trim())
+                .filter(|u| looks_like_unit(u))
+                .map(str::to_owned);
+            return (literal(raw), Some(raw.to_owned()), unit);
+        }
+        return (None, None, None);
     }
     let unit = v.attr("unit").map(str::to_owned);
     match v.el.xsi_type().unwrap_or("") {
         "PQ" | "INT" | "REAL" | "" => {
-            let raw = v.attr("value")?;
-            if let Some(n) = number(raw) {
-                return Some((ObsValue::Number(n), Some(raw.to_owned()), unit));
-            }
-            let (cmp, n) = compared(raw)?;
-            let (low, high) = match cmp {
-                Comparator::Lt | Comparator::Le => (None, Some(n)),
-                Comparator::Gt | Comparator::Ge => (Some(n), None),
+            let Some(raw) = v.attr("value") else {
+                return (None, None, unit);
             };
-            Some((
-                ObsValue::Interval {
-                    comparator: Some(cmp),
-                    low,
-                    high,
-                },
-                Some(raw.to_owned()),
-                unit,
-            ))
+            (literal(raw), Some(raw.to_owned()), unit)
         }
         "IVL_PQ" => {
             let low = v.child("low").filter(|b| !b.null_flavored());
@@ -392,32 +407,52 @@ fn result_value(v: &Node, codes: &CodeSystems) -> Option<Result3> {
                 }
                 (Some(_), None) => (Some(Comparator::Gt), format!(">{}", written(low))),
                 (Some(_), Some(_)) => (None, format!("{}..{}", written(low), written(high))),
-                (None, None) => return None,
+                (None, None) => {
+                    // Bounds written but not readable: kept as written.
+                    let raw = format!("{}..{}", written(low), written(high));
+                    return if raw == ".." {
+                        (None, None, unit)
+                    } else {
+                        (None, Some(raw), unit)
+                    };
+                }
             };
-            Some((
-                ObsValue::Interval {
+            (
+                Some(ObsValue::Interval {
                     comparator,
                     low: lv,
                     high: hv,
-                },
+                }),
                 Some(raw),
                 unit,
-            ))
+            )
         }
         "ST" => {
             let t = v.text.trim();
-            (!t.is_empty()).then(|| (ObsValue::Text(t.to_owned()), None, None))
+            if t.is_empty() {
+                return (None, None, None);
+            }
+            // A number written as a string (`<5`, `6,5`) is still a number;
+            // anything else is a text result, which never travels as such.
+            match literal(t) {
+                Some(value) => (Some(value), Some(t.to_owned()), unit),
+                None => (Some(ObsValue::Text(t.to_owned())), None, None),
+            }
         }
-        "CD" | "CE" | "CV" | "CO" | "CS" => {
-            let (c, _) = coded_with_translations(v, codes)?;
-            Some((ObsValue::Coded(c), None, None))
-        }
-        "BL" => match v.attr("value")? {
-            "true" => Some((ObsValue::Boolean(true), Some("true".into()), None)),
-            "false" => Some((ObsValue::Boolean(false), Some("false".into()), None)),
-            _ => None,
+        "CD" | "CE" | "CV" | "CO" | "CS" => (
+            coded_with_translations(v, codes).map(|(c, _)| ObsValue::Coded(c)),
+            None,
+            None,
+        ),
+        "BL" => match v.attr("value") {
+            Some("true") => (Some(ObsValue::Boolean(true)), Some("true".into()), None),
+            Some("false") => (Some(ObsValue::Boolean(false)), Some("false".into()), None),
+            Some(other) => (None, Some(other.to_owned()), None),
+            None => (None, None, None),
         },
-        _ => None,
+        // A data type we do not read (RTO, SC, ...): nothing invented, the
+        // record stays with no value and the mapping decides.
+        _ => (None, None, unit),
     }
 }
 
@@ -545,10 +580,29 @@ mod tests {
     }
 
     #[test]
-    fn comparators() {
-        assert!(matches!(compared("<5"), Some((Comparator::Lt, n)) if n == 5.0));
-        assert!(matches!(compared(">=500"), Some((Comparator::Ge, n)) if n == 500.0));
-        assert!(compared("5").is_none());
+    fn literals_keep_their_comparator() {
+        assert_eq!(
+            literal("<5"),
+            Some(ObsValue::Interval {
+                comparator: Some(Comparator::Lt),
+                low: None,
+                high: Some(5.0)
+            })
+        );
+        assert_eq!(
+            literal("≥ 7,5"),
+            Some(ObsValue::Interval {
+                comparator: Some(Comparator::Ge),
+                low: Some(7.5),
+                high: None
+            })
+        );
+        assert_eq!(literal("6,5"), Some(ObsValue::Number(6.5)));
+        assert_eq!(literal("pos"), None);
+        assert!(looks_like_unit("THOUS/MCL"));
+        assert!(looks_like_unit("10^3/uL"));
+        assert!(!looks_like_unit("Aino Testinen"));
+        assert!(!looks_like_unit("see the comment in the lab report"));
         assert!(number("NaN").is_none());
     }
 }

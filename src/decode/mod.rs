@@ -16,6 +16,7 @@ pub mod hetu;
 mod archive;
 mod cda;
 mod entries;
+mod number;
 mod precheck;
 mod prohibition;
 mod tree;

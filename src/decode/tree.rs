@@ -5,7 +5,9 @@
 //! `text`, names, addresses, telecoms and the people around a statement
 //! (author, performer, participant, informant) are read past, not kept.
 //! Character data is kept only for a `value` of type ST (a short textual
-//! result).
+//! result) and for the `originalText` of a PQ value's `translation` (how
+//! C-CDA writes a unit outside UCUM, e.g. THOUS/MCL); the decoder takes the
+//! latter only when it looks like a unit.
 
 use super::DecodeError;
 use super::xml::{Element, Ns, XmlEvent, XmlReader};
@@ -46,6 +48,17 @@ fn keeps_text(el: &Element) -> bool {
     // which producers write as element text as well as an attribute.
     (el.is_v3("value") && el.xsi_type() == Some("ST"))
         || el.is(super::xml::Ns::Fi, "sensitiveDocument")
+        || el.is_v3("originalText")
+}
+
+/// An `originalText` naming the unit of a PQ value's translation: the only
+/// `originalText` captured (see [`keeps_text`]).
+fn is_unit_text(stack: &[Node<'_>], child: &Element) -> bool {
+    child.is_v3("originalText")
+        && matches!(stack, [.., value, translation]
+            if translation.el.is_v3("translation")
+                && value.el.is_v3("value")
+                && value.el.xsi_type() == Some("PQ"))
 }
 
 /// Captures the element whose `Start` the reader just returned, up to and
@@ -59,7 +72,7 @@ pub(crate) fn capture<'a>(r: &mut XmlReader<'a>, el: Element<'a>) -> Result<Node
     loop {
         match r.next()? {
             XmlEvent::Start(child) => {
-                if pruned(&child) {
+                if pruned(&child) && !is_unit_text(&stack, &child) {
                     r.skip()?;
                 } else {
                     stack.push(Node {

@@ -85,6 +85,15 @@ struct RawSelect {
     require_unit: Option<bool>,
     #[serde(default)]
     convert: Vec<RawConvert>,
+    /// The value forms delivered (number, censored, coded, boolean, none);
+    /// any other form is held with its reason. Default: number.
+    #[serde(default)]
+    accept: Vec<Spanned<String>>,
+    /// g/mol: bridges mass and substance concentrations (mg/dL ↔ mmol/L).
+    molar_mass: Option<Spanned<f64>>,
+    /// Decimals a value converted by the unit table is rounded to (half
+    /// away from zero); values already in the item's unit are left as written.
+    decimals: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -176,6 +185,40 @@ pub struct Conversion {
     pub decimals: u32,
 }
 
+/// A form an observation's value can take, as a mapping item accepts it.
+/// A text result is never delivered (it may be free text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueForm {
+    /// A number (possibly converted to the item's unit).
+    Number,
+    /// A one-sided bound with its comparator (`<5`, `>130`): delivered as
+    /// the limit in the value column and the comparator beside it.
+    Censored,
+    /// A coded result: its code in the value column.
+    Coded,
+    /// A boolean result: `true` / `false` in the value column.
+    Boolean,
+    /// No value at all (an exam recorded as done).
+    None,
+}
+
+impl ValueForm {
+    const ALL: &'static [(ValueForm, &'static str)] = &[
+        (ValueForm::Number, "number"),
+        (ValueForm::Censored, "censored"),
+        (ValueForm::Coded, "coded"),
+        (ValueForm::Boolean, "boolean"),
+        (ValueForm::None, "none"),
+    ];
+
+    fn parse(s: &str) -> Option<ValueForm> {
+        ValueForm::ALL
+            .iter()
+            .find(|(_, n)| *n == s)
+            .map(|(f, _)| *f)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Select {
     pub item: String,
@@ -183,6 +226,12 @@ pub struct Select {
     pub unit: Option<String>,
     pub require_unit: bool,
     pub conversions: Vec<Conversion>,
+    /// Value forms delivered; the rest are held.
+    pub accept: Vec<ValueForm>,
+    /// g/mol, for conversions between mass and substance concentrations.
+    pub molar_mass: Option<f64>,
+    /// Rounding of values converted through the unit table.
+    pub decimals: Option<u32>,
 }
 
 /// What a column is computed from: a closed set, checked against the
@@ -209,6 +258,7 @@ pub enum Expr {
     RecordDate,
     RecordMonth,
     RecordValue,
+    RecordComparator,
     RecordUnit,
     RecordValueRaw,
     RecordUnitRaw,
@@ -277,6 +327,11 @@ impl Expr {
             Expr::RecordValue,
             "record.value",
             &[ColumnType::Number, ColumnType::Text],
+        ),
+        (
+            Expr::RecordComparator,
+            "record.comparator",
+            &[ColumnType::Text],
         ),
         (Expr::RecordUnit, "record.unit", &[ColumnType::Text]),
         (
@@ -613,6 +668,62 @@ pub fn parse(text: &str, path: &Path) -> Result<Mapping, Vec<Problem>> {
         if selects.iter().any(|x: &Select| &x.item == s.item.get_ref()) {
             cx.at(s.item.span(), "select.item", "duplicate item name");
         }
+        let observation = m
+            .as_ref()
+            .is_some_and(|m| matches!(m.kind, RecordKind::LabResult | RecordKind::Measurement));
+        if !observation
+            && m.is_some()
+            && (!s.accept.is_empty() || s.molar_mass.is_some() || s.decimals.is_some())
+        {
+            cx.at(
+                s.kind.span(),
+                "select.accept",
+                "accept, molar_mass and decimals apply to lab_result and measurement items only",
+            );
+        }
+        let mut accept = Vec::new();
+        for a in &s.accept {
+            match ValueForm::parse(a.get_ref()) {
+                Some(f) if !accept.contains(&f) => accept.push(f),
+                Some(_) => cx.at(a.span(), "select.accept", "listed twice"),
+                None => cx.at(
+                    a.span(),
+                    "select.accept",
+                    "unknown value form (number, censored, coded, boolean, none; a text result is never delivered)",
+                ),
+            }
+        }
+        if s.accept.is_empty() {
+            accept.push(ValueForm::Number);
+        }
+        let molar_mass = s.molar_mass.as_ref().map(|m| {
+            let v = *m.get_ref();
+            if !(v.is_finite() && v > 0.0) {
+                cx.at(
+                    m.span(),
+                    "select.molar_mass",
+                    "must be a positive number (g/mol)",
+                );
+            }
+            if s.unit.is_none() {
+                cx.at(
+                    m.span(),
+                    "select.unit",
+                    "a molar mass needs the item's unit",
+                );
+            }
+            v
+        });
+        if let Some(u) = &s.unit
+            && (molar_mass.is_some() || s.decimals.is_some())
+            && crate::units::default_table().lookup(u.get_ref()).is_none()
+        {
+            cx.at(
+                u.span(),
+                "select.unit",
+                "not in the unit table (config/units.toml): nothing converts to it",
+            );
+        }
         if let Some(m) = m {
             selects.push(Select {
                 item: s.item.get_ref().clone(),
@@ -620,6 +731,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Mapping, Vec<Problem>> {
                 unit: s.unit.as_ref().map(|u| u.get_ref().clone()),
                 require_unit: s.require_unit.unwrap_or(true),
                 conversions,
+                accept,
+                molar_mass,
+                decimals: s.decimals,
             });
         }
     }

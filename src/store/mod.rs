@@ -276,6 +276,8 @@ pub struct NewDocument {
     pub invalidates: Option<String>,
     pub sensitive: bool,
     pub records: i64,
+    /// The kind of the patient id (not stored: counted by the run).
+    pub patient_id: crate::codes::PatientIdKind,
 }
 
 #[derive(Debug, Clone)]

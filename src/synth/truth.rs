@@ -44,7 +44,7 @@
 //!       "code",                                 // diagnosis: the reason code
 //!       "code_raw",                             // diagnosis code as written, if decorated
 //!       "value", "unit",                        // numbers; HbA1c always mmol/mol
-//!       "value_raw", "unit_raw",                // as written, only when converted from %
+//!       "value_raw", "unit_raw",                // as written (always, for a value)
 //!       "effective": "YYYYMMDDhhmmss",          // the entry's effectiveTime
 //!       "controller",                           // custodian OID
 //!       "event": "dispensing"|"dispensing_correction"|null,
@@ -356,6 +356,8 @@ fn evaluate(d: &Doc, ordinal: u32, e: &Entry) -> Option<Out> {
             } else {
                 row.value = value.parse::<f64>().ok();
                 row.unit = Some((*unit).to_owned());
+                row.value_raw = Some(value.clone());
+                row.unit_raw = Some((*unit).to_owned());
             }
             Some(Out::Row(row))
         }

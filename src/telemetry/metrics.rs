@@ -26,6 +26,12 @@ pub const CATCH_UPS_TOTAL: &str = "regfeed_catch_ups_total";
 pub const DOCUMENTS_DECODED_TOTAL: &str = "regfeed_documents_decoded_total";
 pub const DOCUMENTS_QUARANTINED_TOTAL: &str = "regfeed_documents_quarantined_total";
 pub const ROWS_TOTAL: &str = "regfeed_rows_total";
+/// Documents decoded, by the kind of their patient id
+/// (personal_identity_code, temporary, other).
+pub const DOCUMENTS_PATIENT_ID_TOTAL: &str = "regfeed_documents_patient_id_total";
+/// Entries of documents new to a feed, by fate (delivered, not_in_scope,
+/// held, excluded) and reason.
+pub const ENTRIES_TOTAL: &str = "regfeed_entries_total";
 pub const BATCHES_STAGED_TOTAL: &str = "regfeed_batches_staged_total";
 pub const BATCHES_SEALED_TOTAL: &str = "regfeed_batches_sealed_total";
 pub const BATCHES_DELIVERED_TOTAL: &str = "regfeed_batches_delivered_total";
@@ -97,6 +103,8 @@ pub const ALL: &[&str] = &[
     DOCUMENTS_DECODED_TOTAL,
     DOCUMENTS_QUARANTINED_TOTAL,
     ROWS_TOTAL,
+    DOCUMENTS_PATIENT_ID_TOTAL,
+    ENTRIES_TOTAL,
     BATCHES_STAGED_TOTAL,
     BATCHES_SEALED_TOTAL,
     BATCHES_DELIVERED_TOTAL,
@@ -207,6 +215,14 @@ fn describe() {
     describe_counter!(
         ROWS_TOTAL,
         "Rows staged by decision (upsert, retract, held) and reason."
+    );
+    describe_counter!(
+        DOCUMENTS_PATIENT_ID_TOTAL,
+        "Documents new to a feed by the kind of their patient id (personal_identity_code, temporary, other)."
+    );
+    describe_counter!(
+        ENTRIES_TOTAL,
+        "Entries of documents new to a feed by fate (delivered, not_in_scope, held, excluded) and reason; their sum is the entries decoded."
     );
     describe_counter!(BATCHES_STAGED_TOTAL, "Batches staged.");
     describe_counter!(BATCHES_SEALED_TOTAL, "Batches sealed.");
@@ -323,6 +339,11 @@ pub fn register_feed(feed: &str) {
         counter!(name, "feed" => f.clone()).increment(0);
     }
     counter!(DOCUMENTS_QUARANTINED_TOTAL, "feed" => f.clone(), "reason" => "none").increment(0);
+    for kind in ["personal_identity_code", "temporary", "other"] {
+        counter!(DOCUMENTS_PATIENT_ID_TOTAL, "feed" => f.clone(), "kind" => kind).increment(0);
+    }
+    counter!(ENTRIES_TOTAL, "feed" => f.clone(), "fate" => "delivered", "reason" => "none")
+        .increment(0);
     for decision in ["upsert", "retract"] {
         counter!(ROWS_TOTAL, "feed" => f.clone(), "decision" => decision, "reason" => "none")
             .increment(0);
@@ -371,6 +392,27 @@ pub fn record_run(feed: &str, outcome: RunOutcome, took: Duration, report: Optio
     for (reason, n) in &run.held {
         counter!(ROWS_TOTAL, "feed" => f.clone(), "decision" => "held", "reason" => reason.clone())
             .increment(*n);
+    }
+    for (kind, n) in [
+        // Not "hetu": no metric names a person's identifier, even as a word.
+        ("personal_identity_code", run.documents_hetu),
+        ("temporary", run.documents_temporary_id),
+        ("other", run.documents_other_id),
+    ] {
+        counter!(DOCUMENTS_PATIENT_ID_TOTAL, "feed" => f.clone(), "kind" => kind).increment(n);
+    }
+    let e = &run.entries;
+    counter!(ENTRIES_TOTAL, "feed" => f.clone(), "fate" => "delivered", "reason" => "none")
+        .increment(e.delivered);
+    for (fate, m) in [
+        ("not_in_scope", &e.not_in_scope),
+        ("held", &e.held),
+        ("excluded", &e.excluded),
+    ] {
+        for (reason, n) in m {
+            counter!(ENTRIES_TOTAL, "feed" => f.clone(), "fate" => fate, "reason" => reason.clone())
+                .increment(*n);
+        }
     }
     counter!(BATCHES_STAGED_TOTAL, "feed" => f).increment(run.staged.len() as u64);
 }
