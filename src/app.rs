@@ -167,6 +167,24 @@ impl App {
         Ok(App { cfg, store, keys })
     }
 
+    /// Records a run's end in the store and the audit trail, with its
+    /// counts when it got as far as staging.
+    async fn finish_run(
+        &self,
+        feed: &str,
+        run_id: i64,
+        outcome: &str,
+        run: Option<&RunReport>,
+    ) -> anyhow::Result<()> {
+        let counts = run.map_or_else(
+            || "{}".to_owned(),
+            |r| serde_json::to_string(r).unwrap_or_else(|_| "{}".into()),
+        );
+        self.store.finish_run(run_id, outcome, &counts).await?;
+        self.audit(audit_run_finished(feed, outcome, run)).await?;
+        Ok(())
+    }
+
     fn feed(&self, name: &str) -> anyhow::Result<&FeedConfig> {
         match self.cfg.feed(name) {
             Some(f) => Ok(f),
@@ -181,12 +199,10 @@ impl App {
         let feed = self.feed(feed_name)?;
         let (run_id, run) = self.stage_step(feed).await?;
         // Sealing happens in delivery, just before each batch's first attempt.
-        let counts = serde_json::to_string(&run).unwrap_or_else(|_| "{}".into());
         let d = match self.deliver_feed(feed).await {
             Ok(d) => d,
             Err(e) => {
-                self.store.finish_run(run_id, "failed", &counts).await?;
-                self.audit(audit_run_finished(&feed.name, "failed", Some(&run)))
+                self.finish_run(&feed.name, run_id, "failed", Some(&run))
                     .await?;
                 return Err(e);
             }
@@ -196,8 +212,7 @@ impl App {
         } else {
             "ok"
         };
-        self.store.finish_run(run_id, outcome, &counts).await?;
-        self.audit(audit_run_finished(&feed.name, outcome, Some(&run)))
+        self.finish_run(&feed.name, run_id, outcome, Some(&run))
             .await?;
         Ok(OnceReport {
             run,
@@ -216,12 +231,10 @@ impl App {
     pub async fn stage_run(&self, feed_name: &str) -> anyhow::Result<OnceReport> {
         let feed = self.feed(feed_name)?;
         let (run_id, run) = self.stage_step(feed).await?;
-        let counts = serde_json::to_string(&run).unwrap_or_else(|_| "{}".into());
         let waiting_on = match self.store.batches(Some(&feed.name)).await {
             Ok(b) => b.iter().find(|b| b.state == "dead").map(|b| b.seq),
             Err(e) => {
-                self.store.finish_run(run_id, "failed", &counts).await?;
-                self.audit(audit_run_finished(&feed.name, "failed", Some(&run)))
+                self.finish_run(&feed.name, run_id, "failed", Some(&run))
                     .await?;
                 return Err(e.into());
             }
@@ -231,8 +244,7 @@ impl App {
         } else {
             "ok"
         };
-        self.store.finish_run(run_id, outcome, &counts).await?;
-        self.audit(audit_run_finished(&feed.name, outcome, Some(&run)))
+        self.finish_run(&feed.name, run_id, outcome, Some(&run))
             .await?;
         Ok(OnceReport {
             run,
@@ -258,9 +270,7 @@ impl App {
         {
             Ok(r) => r,
             Err(e) => {
-                self.store.finish_run(run_id, "failed", "{}").await?;
-                self.audit(audit_run_finished(&feed.name, "failed", None))
-                    .await?;
+                self.finish_run(&feed.name, run_id, "failed", None).await?;
                 return Err(e.into());
             }
         };
