@@ -107,14 +107,16 @@ fn count_line(report: &crate::pipeline::RunReport) -> String {
     );
     let secs = |ns: u64| ns as f64 / 1e9;
     let e = &report.entries;
+    // " (3 a, 1 b)", or nothing when no entry took that way.
     let by = |m: &std::collections::BTreeMap<String, u64>| {
-        m.iter()
-            .map(|(k, v)| format!("{v} {k}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        if m.is_empty() {
+            return String::new();
+        }
+        let parts: Vec<String> = m.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        format!(" ({})", parts.join(", "))
     };
     let entries = format!(
-        "; entries {} = delivered {} + not in scope {} ({}) + held {} ({}) + excluded {} ({}){}; earlier entries delivered again {}",
+        "; entries {} = delivered {} + not in scope {}{} + held {}{} + excluded {}{}{}; earlier entries delivered again {}",
         e.decoded,
         e.delivered,
         e.not_in_scope.values().sum::<u64>(),
