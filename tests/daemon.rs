@@ -404,6 +404,57 @@ fn once_is_refused_while_another_process_holds_the_feeds_lease() {
 }
 
 #[test]
+fn outbox_commands_wait_for_the_outbox_loop_of_their_feed() {
+    let s = setup();
+    let out = Command::new(BIN)
+        .args(["once", "--feed", "thl-diabetes", "--config"])
+        .arg(&s.config)
+        .output()
+        .expect("once runs");
+    assert!(out.status.success(), "{out:?}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let cfg = regfeed::config::Config::load(&s.config).expect("config");
+    let store = rt
+        .block_on(regfeed::store::Store::open(&cfg.database_url))
+        .expect("store");
+    // A daemon's outbox loop is in a pass over the feed.
+    let lease = rt
+        .block_on(store.acquire_lease("outbox:thl-diabetes", "daemon:1", Duration::from_secs(300)))
+        .expect("outbox lease taken");
+    let replay = || {
+        Command::new(BIN)
+            .args(["outbox", "replay", "--feed", "thl-diabetes", "--seq", "1"])
+            .arg("--config")
+            .arg(&s.config)
+            .output()
+            .expect("outbox replay runs")
+    };
+    let out = replay();
+    assert_eq!(out.status.code(), Some(75), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is being run by daemon:1"), "{err}");
+    let out = Command::new(BIN)
+        .args(["outbox", "retry", "--feed", "thl-diabetes", "--seq", "1"])
+        .arg("--config")
+        .arg(&s.config)
+        .output()
+        .expect("outbox retry runs");
+    assert_eq!(out.status.code(), Some(75), "{out:?}");
+
+    // The pass over, the replay goes out.
+    rt.block_on(store.release_lease(&lease)).expect("released");
+    let out = replay();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("batch 1 replayed"),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn status_prints_every_feed_for_a_person() {
     let s = setup();
     let out = Command::new(BIN)

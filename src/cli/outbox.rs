@@ -31,6 +31,11 @@ pub enum OutboxCommand {
         seq: i64,
         #[arg(long, value_name = "FILE")]
         config: Option<std::path::PathBuf>,
+        /// How long to wait while the daemon's outbox loop works on the
+        /// feed, e.g. `30s`; after that, refuse (exit 75). Default: refuse
+        /// at once.
+        #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = crate::schedule::parse_duration)]
+        wait: std::time::Duration,
     },
     /// Send a delivered batch's sealed bytes again (idempotent at the
     /// register); its state stays delivered.
@@ -41,6 +46,11 @@ pub enum OutboxCommand {
         seq: i64,
         #[arg(long, value_name = "FILE")]
         config: Option<std::path::PathBuf>,
+        /// How long to wait while the daemon's outbox loop works on the
+        /// feed, e.g. `30s`; after that, refuse (exit 75). Default: refuse
+        /// at once.
+        #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = crate::schedule::parse_duration)]
+        wait: std::time::Duration,
     },
 }
 
@@ -63,12 +73,22 @@ pub fn outbox(cmd: OutboxCommand) -> ExitCode {
         OutboxCommand::List { feed, json, config } => {
             list(config.as_deref(), feed.as_deref(), json)
         }
-        OutboxCommand::Retry { feed, seq, config } => {
+        OutboxCommand::Retry {
+            feed,
+            seq,
+            config,
+            wait,
+        } => {
             let (rt, app) = match open(config.as_deref()) {
                 Ok(x) => x,
                 Err(c) => return c,
             };
-            match rt.block_on(app.retry_dead(&feed, seq)) {
+            match rt.block_on(crate::daemon::outbox_leased(
+                &app,
+                &feed,
+                wait,
+                app.retry_dead(&feed, seq),
+            )) {
                 Ok(d) => {
                     let seqs: Vec<String> = d.delivered.iter().map(|s| s.to_string()).collect();
                     println!(
@@ -89,18 +109,36 @@ pub fn outbox(cmd: OutboxCommand) -> ExitCode {
                         None => ExitCode::SUCCESS,
                     }
                 }
+                Err(e) if e.is::<crate::daemon::LeaseRefused>() => {
+                    eprintln!("regfeed: {e:#}");
+                    ExitCode::from(super::feeds::EXIT_TEMPFAIL)
+                }
                 Err(e) => fail(&e),
             }
         }
-        OutboxCommand::Replay { feed, seq, config } => {
+        OutboxCommand::Replay {
+            feed,
+            seq,
+            config,
+            wait,
+        } => {
             let (rt, app) = match open(config.as_deref()) {
                 Ok(x) => x,
                 Err(c) => return c,
             };
-            match rt.block_on(app.replay(&feed, seq)) {
+            match rt.block_on(crate::daemon::outbox_leased(
+                &app,
+                &feed,
+                wait,
+                app.replay(&feed, seq),
+            )) {
                 Ok(receipt) => {
                     println!("{feed}: batch {seq} replayed; receipt {receipt}");
                     ExitCode::SUCCESS
+                }
+                Err(e) if e.is::<crate::daemon::LeaseRefused>() => {
+                    eprintln!("regfeed: {e:#}");
+                    ExitCode::from(super::feeds::EXIT_TEMPFAIL)
                 }
                 Err(e) => fail(&e),
             }

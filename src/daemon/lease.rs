@@ -185,6 +185,34 @@ pub async fn once_leased(app: &App, feed: &str, wait: Duration) -> anyhow::Resul
     }
 }
 
+/// An operator's `outbox retry` or `outbox replay` under the feed's outbox
+/// lease, so that it never sends or reseals a batch while the daemon's
+/// outbox loop works on the same feed: waits up to `wait` for a pass to end,
+/// else refuses ([`LeaseRefused`]).
+pub async fn outbox_leased<T>(
+    app: &App,
+    feed: &str,
+    wait: Duration,
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let stop = CancellationToken::new();
+    let holder = holder_id("outbox-cli");
+    let outbox = super::outbox::outbox_lease(feed);
+    let lease = acquire(
+        &app.store,
+        &outbox,
+        &holder,
+        app.cfg.daemon.lease_ttl,
+        wait,
+        &stop,
+    )
+    .await?;
+    match under_lease(&app.store, lease, &stop, work).await {
+        Leased::Done(r) => r,
+        Leased::Aborted(why) => anyhow::bail!("outbox command for {feed} aborted: {why}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,7 +33,7 @@ use crate::telemetry::http;
 use crate::telemetry::metrics;
 use health::Health;
 
-pub use lease::{LEASE_TTL, LeaseRefused, holder_id, once_leased};
+pub use lease::{LEASE_TTL, LeaseRefused, holder_id, once_leased, outbox_leased};
 
 /// Runs the daemon until `shutdown` is cancelled: then it stops scheduling,
 /// gives running steps `daemon.shutdown_grace` to finish (after that they
