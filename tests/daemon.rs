@@ -370,20 +370,40 @@ fn the_daemon_runs_on_schedule_reloads_stops_and_catches_up() {
     assert!(!d.log_text().contains(&corpus), "a source path was logged");
 }
 
+/// A lease held by another process (`daemon:1`), as a running daemon would.
+struct HeldLease {
+    rt: tokio::runtime::Runtime,
+    store: regfeed::store::Store,
+    lease: regfeed::store::Lease,
+}
+
+impl HeldLease {
+    fn take(config: &Path, name: &str) -> HeldLease {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let cfg = regfeed::config::Config::load(config).expect("config");
+        let store = rt
+            .block_on(regfeed::store::Store::open(&cfg.database_url))
+            .expect("store");
+        let lease = rt
+            .block_on(store.acquire_lease(name, "daemon:1", Duration::from_secs(300)))
+            .expect("lease taken");
+        HeldLease { rt, store, lease }
+    }
+
+    fn release(self) {
+        self.rt
+            .block_on(self.store.release_lease(&self.lease))
+            .expect("released");
+    }
+}
+
 #[test]
 fn once_is_refused_while_another_process_holds_the_feeds_lease() {
     let s = setup();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let cfg = regfeed::config::Config::load(&s.config).expect("config");
-    let store = rt
-        .block_on(regfeed::store::Store::open(&cfg.database_url))
-        .expect("store");
-    let lease = rt
-        .block_on(store.acquire_lease("thl-diabetes", "daemon:1", Duration::from_secs(300)))
-        .expect("lease taken");
+    let held = HeldLease::take(&s.config, "thl-diabetes");
     let out = Command::new(BIN)
         .args(["once", "--feed", "thl-diabetes", "--config"])
         .arg(&s.config)
@@ -394,7 +414,7 @@ fn once_is_refused_while_another_process_holds_the_feeds_lease() {
     assert!(err.contains("is being run by daemon:1"), "{err}");
 
     // With the lease back, it runs.
-    rt.block_on(store.release_lease(&lease)).expect("released");
+    held.release();
     let out = Command::new(BIN)
         .args(["once", "--feed", "thl-diabetes", "--config"])
         .arg(&s.config)
@@ -412,18 +432,8 @@ fn outbox_commands_wait_for_the_outbox_loop_of_their_feed() {
         .output()
         .expect("once runs");
     assert!(out.status.success(), "{out:?}");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let cfg = regfeed::config::Config::load(&s.config).expect("config");
-    let store = rt
-        .block_on(regfeed::store::Store::open(&cfg.database_url))
-        .expect("store");
     // A daemon's outbox loop is in a pass over the feed.
-    let lease = rt
-        .block_on(store.acquire_lease("outbox:thl-diabetes", "daemon:1", Duration::from_secs(300)))
-        .expect("outbox lease taken");
+    let held = HeldLease::take(&s.config, "outbox:thl-diabetes");
     let replay = || {
         Command::new(BIN)
             .args(["outbox", "replay", "--feed", "thl-diabetes", "--seq", "1"])
@@ -445,7 +455,7 @@ fn outbox_commands_wait_for_the_outbox_loop_of_their_feed() {
     assert_eq!(out.status.code(), Some(75), "{out:?}");
 
     // The pass over, the replay goes out.
-    rt.block_on(store.release_lease(&lease)).expect("released");
+    held.release();
     let out = replay();
     assert!(out.status.success(), "{out:?}");
     assert!(
