@@ -1222,6 +1222,87 @@ impl Mapper {
     }
 }
 
+/// A chunk's just-written documents, by person, and their row index, for
+/// the evaluation of the chunk's people (see [`stage_chunk`]).
+struct FreshDocs {
+    /// The documents' keys, when they form one range (they do: a chunk
+    /// draws them in one transaction holding the write lock); the store
+    /// then leaves them out of what it reads. `None` with no document, or
+    /// were they ever not contiguous: the store reads them too and the
+    /// copies it returns are dropped.
+    keys: Option<(i64, i64)>,
+    set: HashSet<i64>,
+    docs: HashMap<String, Vec<store::PersonDoc>>,
+    rows: HashMap<i64, Vec<DocRow>>,
+}
+
+impl FreshDocs {
+    fn new(
+        new_docs: Vec<NewDocument>,
+        doc_keys: &[i64],
+        feed_docs: &[(i64, String, bool)],
+        feed_rows: Vec<DocRow>,
+    ) -> FreshDocs {
+        let evidence: HashMap<i64, bool> = feed_docs.iter().map(|(k, _, e)| (*k, *e)).collect();
+        let set: HashSet<i64> = doc_keys.iter().copied().collect();
+        let keys = match (doc_keys.iter().min(), doc_keys.iter().max()) {
+            (Some(&lo), Some(&hi)) if (hi - lo + 1) as usize == set.len() => Some((lo, hi)),
+            _ => None,
+        };
+        let mut docs: HashMap<String, Vec<store::PersonDoc>> = HashMap::new();
+        for (d, &doc_key) in new_docs.into_iter().zip(doc_keys) {
+            let Some(person) = d.person else {
+                continue;
+            };
+            docs.entry(person.clone())
+                .or_default()
+                .push(store::PersonDoc {
+                    doc_key,
+                    doc_id: d.doc_id,
+                    set_id: d.set_id,
+                    version: d.version,
+                    person,
+                    source: d.source,
+                    path: d.path,
+                    sha256: d.sha256,
+                    withdrawal: d.withdrawal,
+                    invalidates: d.invalidates,
+                    evidence: evidence.get(&doc_key).copied(),
+                    controller: d.controller,
+                    service_event: d.service_event,
+                });
+        }
+        let mut rows: HashMap<i64, Vec<DocRow>> = HashMap::new();
+        for r in feed_rows {
+            rows.entry(r.doc_key).or_default().push(r);
+        }
+        FreshDocs {
+            keys,
+            set,
+            docs,
+            rows,
+        }
+    }
+
+    fn holds(&self, doc_key: i64) -> bool {
+        self.set.contains(&doc_key)
+    }
+
+    /// Adds the group's fresh documents to those the store returned, in
+    /// document order as the store would have returned them all.
+    fn take_docs(&mut self, group: &[String], docs: &mut Vec<store::PersonDoc>) {
+        if self.keys.is_none() {
+            docs.retain(|d| !self.set.contains(&d.doc_key));
+        }
+        for person in group {
+            if let Some(mine) = self.docs.remove(person) {
+                docs.extend(mine);
+            }
+        }
+        docs.sort_by_key(|d| d.doc_key);
+    }
+}
+
 /// Keeps the items whose mark is set (`keep` runs parallel to `items`).
 fn retain_marked<T>(items: &mut Vec<T>, keep: &[bool]) {
     let mut marks = keep.iter();
@@ -1337,9 +1418,13 @@ async fn stage_chunk(
     )?;
     timed!(report.store_ns, tx.put_seen(&source_name, &seen_rows))?;
     timed!(report.store_ns, tx.quarantine(&quarantined))?;
-    // Written: the chunk's header facts and listing are not needed while
-    // people are evaluated, the phase that holds the most.
-    drop((new_docs, doc_keys, feed_docs, feed_rows, seen_rows));
+    drop(seen_rows);
+    // The chunk's documents and row index as the evaluation below reads
+    // them: asking the store would only hand back, copied, what was just
+    // written (in a backfill, nearly every document it reads). The store
+    // is asked for the rest, the documents outside this chunk's keys.
+    let mut fresh = FreshDocs::new(new_docs, &doc_keys, &feed_docs, feed_rows);
+    drop((doc_keys, feed_docs));
 
     // Re-evaluate everyone with a document this feed has not processed.
     let cursor = timed!(report.store_ns, tx.cursor(feed))?;
@@ -1373,7 +1458,11 @@ async fn stage_chunk(
     let mut batch_people: Vec<String> = Vec::new();
     for group in persons.chunks(PERSON_GROUP) {
         report.persons_evaluated += group.len() as u64;
-        let docs = timed!(report.store_ns, tx.person_docs(feed, group, upto))?;
+        let mut docs = timed!(
+            report.store_ns,
+            tx.person_docs_except(feed, group, upto, fresh.keys)
+        )?;
+        fresh.take_docs(group, &mut docs);
         // Documents this feed never mapped (ingested by another feed's run,
         // or before this feed existed): re-read and map them now.
         let mut late_docs = Vec::new();
@@ -1402,10 +1491,27 @@ async fn stage_chunk(
         let late_evidence: HashMap<i64, bool> =
             late_docs.iter().map(|(k, _, e)| (*k, *e)).collect();
 
-        let keys: Vec<i64> = docs.iter().map(|d| d.doc_key).collect();
+        // The row index: the store's for documents mapped before, this
+        // run's (in memory) for the chunk's and the late ones.
         let mut rows_by_doc: HashMap<i64, Vec<DocRow>> = HashMap::new();
-        for r in timed!(report.store_ns, tx.doc_rows(feed, &keys))? {
+        let stored_keys: Vec<i64> = docs
+            .iter()
+            .map(|d| d.doc_key)
+            .filter(|k| !fresh.holds(*k) && !late_evidence.contains_key(k))
+            .collect();
+        for r in timed!(report.store_ns, tx.doc_rows(feed, &stored_keys))? {
             rows_by_doc.entry(r.doc_key).or_default().push(r);
+        }
+        for d in &docs {
+            if let Some(rows) = fresh.rows.remove(&d.doc_key) {
+                rows_by_doc.insert(d.doc_key, rows);
+            }
+        }
+        for r in late_rows {
+            rows_by_doc.entry(r.doc_key).or_default().push(r);
+        }
+        for rows in rows_by_doc.values_mut() {
+            rows.sort_by_key(|r| r.ordinal);
         }
         let docs: Vec<store::PersonDoc> = docs
             .into_iter()

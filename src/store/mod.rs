@@ -1144,6 +1144,18 @@ impl Tx {
         persons: &[String],
         upto: i64,
     ) -> Result<Vec<PersonDoc>> {
+        self.person_docs_except(feed, persons, upto, None).await
+    }
+
+    /// [`Tx::person_docs`], leaving out the documents whose keys lie in
+    /// `except` (inclusive): those a run has just written and still holds.
+    pub async fn person_docs_except(
+        &mut self,
+        feed: &str,
+        persons: &[String],
+        upto: i64,
+        except: Option<(i64, i64)>,
+    ) -> Result<Vec<PersonDoc>> {
         let mut out = Vec::new();
         for chunk in list_chunks(persons) {
             let mut q = QueryBuilder::for_backend(
@@ -1153,6 +1165,13 @@ impl Tx {
             q.push_bind(feed);
             q.push(" AND f.doc_key = d.doc_key WHERE d.doc_key <= ");
             q.push_bind(upto);
+            if let Some((lo, hi)) = except {
+                q.push(" AND (d.doc_key < ");
+                q.push_bind(lo);
+                q.push(" OR d.doc_key > ");
+                q.push_bind(hi);
+                q.push(")");
+            }
             q.push(" AND d.person IN (");
             push_list(&mut q, chunk);
             q.push(" ORDER BY d.doc_key");
