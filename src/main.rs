@@ -5,7 +5,28 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// mimalloc, not glibc's malloc: a feed run allocates and frees small
+// strings by the million, across the decoding and store threads, and glibc's
+// malloc and free took a fifth of its CPU time (with mimalloc a 5,000-patient
+// backfill needs 15 % less CPU).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc's `mi_option_purge_delay`: 15 in `mi_option_e` of the v2
+/// header the bindings build (right after `mi_option_eager_commit_delay`,
+/// 14), which the bindings do not export.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 fn main() -> ExitCode {
+    // Memory a run frees goes back to the system at once rather than after
+    // mimalloc's default 10 ms: a 5,000-patient backfill peaked at 149 MiB
+    // with the delay and at 126 MiB without, for the same CPU time.
+    // SAFETY: mi_option_set stores an integer in mimalloc's option table;
+    // it is called once, before any other thread starts.
+    #[allow(unsafe_code)] // mi_option_set has no safe wrapper; see SAFETY.
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+    }
     let cli = regfeed::cli::Cli::parse();
     regfeed::deliver::http::install_crypto_provider();
     if let Err(e) = regfeed::telemetry::init(cli.log_format, &regfeed::telemetry::filter_from_env())

@@ -985,7 +985,6 @@ pub async fn stage(
     // rows it lists again are found in `seen` (see `source::sql`). Memory
     // holds the chunk being staged and at most the next one, decoded.
     let chunk_size = cfg.max_documents_per_batch.max(1);
-    allocator::pin_mmap_threshold();
     let workers = cfg.daemon.workers.max(1);
     let pool = if workers > 1 {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -1859,49 +1858,21 @@ async fn stage_chunk(
 }
 
 /// Keeps a run's resident memory at one chunk's, however many chunks the
-/// corpus fills (DESIGN §4). Two glibc habits made the peak grow with the
-/// corpus although the live heap did not (massif: 71 MB at 5,000 patients,
-/// 75 MB at 20,000):
-/// - freeing a large mmapped block raises the mmap threshold to its size
-///   (up to 32 MiB), so from the second chunk on a chunk's large buffers
-///   came from the heap, where they fragmented it; the threshold is pinned;
-/// - freed memory stays with the arena (one per thread that allocated it,
-///   the store's connection threads included) and only a heap's top goes
-///   back, so each chunk left the resident size higher; it is trimmed at
-///   every chunk boundary.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+/// corpus fills (DESIGN §4): at every chunk boundary the memory the chunk
+/// freed goes back to the operating system instead of staying with the
+/// allocator's per-thread heaps (the store's connection threads included),
+/// where each chunk left the resident size higher. The binary allocates
+/// with mimalloc (see `main.rs`; glibc's malloc and free were a fifth of a
+/// feed run's CPU time); in a process that does not, this frees nothing.
 mod allocator {
-    /// Blocks from this size up are mmapped and unmapped when freed
-    /// (glibc's initial threshold).
-    const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
-
-    #[allow(unsafe_code)] // mallopt has no safe wrapper; see SAFETY below.
-    pub(super) fn pin_mmap_threshold() {
-        static PINNED: std::sync::Once = std::sync::Once::new();
-        PINNED.call_once(|| {
-            // SAFETY: mallopt takes two integers and changes a tuning value
-            // under glibc's own lock; any thread may call it at any time.
-            unsafe {
-                libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-            }
-        });
-    }
-
-    #[allow(unsafe_code)] // malloc_trim has no safe wrapper; see SAFETY below.
     pub(super) fn release_freed_memory() {
-        // SAFETY: malloc_trim takes no pointers and only walks glibc's own
-        // free lists under the arenas' locks; any thread may call it at any
-        // time.
+        // SAFETY: mi_collect takes a flag and only walks mimalloc's own
+        // heaps, under its own synchronisation; any thread may call it.
+        #[allow(unsafe_code)] // mi_collect has no safe wrapper; see SAFETY.
         unsafe {
-            libc::malloc_trim(0);
+            libmimalloc_sys::mi_collect(true);
         }
     }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-mod allocator {
-    pub(super) fn pin_mmap_threshold() {}
-    pub(super) fn release_freed_memory() {}
 }
 
 #[cfg(test)]
