@@ -14,7 +14,7 @@
 //! the end. The assertions live in `tests/decode_hostile.rs`; this only
 //! reports.
 
-#[path = "../tests/common/hostile.rs"]
+#[path = "../tests/it/common/hostile.rs"]
 mod hostile;
 
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! upserts and retracts; every manifest validates against the schema; nothing
 //! identifying reaches logs, errors, batch files or file names.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

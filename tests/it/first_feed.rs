@@ -1,8 +1,6 @@
 //! The first feed end to end on the embedded default: the reference fixtures
 //! through `once` agree with `fixtures/expected-diabetes.json`.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 

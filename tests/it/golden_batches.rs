@@ -8,7 +8,7 @@
 //! A digest that changes on purpose (a format change an issue asks for) is
 //! updated here in the same commit, with the reason in its message.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::OpenOptionsExt as _;

@@ -4,10 +4,9 @@
 //! retractions; a dead batch retried later is re-checked and re-sealed; the
 //! exempt register feed keeps delivering, audited as exempt.
 
-mod common;
-#[path = "common/delivery.rs"]
-mod helpers;
-mod receiver;
+use crate::common;
+use crate::common::delivery as helpers;
+use crate::receiver;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

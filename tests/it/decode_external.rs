@@ -5,7 +5,7 @@
 //! `ClinicalDocument` wrapper to check their content; and no external file
 //! makes the decoder panic.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -2,8 +2,6 @@
 //! into the answer its expected JSON gives (fixtures/README.md says how to
 //! compare), and no personal data or narrative leaks into the output.
 
-mod common;
-
 use std::path::Path;
 
 use regfeed::decode::{Limits, decode};

@@ -7,7 +7,7 @@
 //! log line, error, printed output, metric, audit entry, batch file or file
 //! name.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

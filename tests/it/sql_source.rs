@@ -9,7 +9,7 @@
 //! without it each database test skips with a notice, and fails under CI.
 //! Each test makes its own schema and drops it afterwards.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

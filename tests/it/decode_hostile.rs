@@ -6,9 +6,8 @@
 //! (`benches/hostile_rss.rs` prints the figures).
 #![allow(unsafe_code)] // getrusage has no safe wrapper
 
-mod common;
-#[path = "common/hostile.rs"]
-mod hostile;
+use crate::common;
+use crate::common::hostile;
 
 use std::time::{Duration, Instant};
 

@@ -10,7 +10,7 @@
 //! Needs `REGFEED_TEST_DATABASE_URL` (skips with a notice without it; fails
 //! under CI). `REGFEED_LONG_TESTS=1` runs it for longer.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
+pub mod delivery;
+pub mod hostile;
+
 use std::path::{Path, PathBuf};
 
 /// `../shared/data` beside the clone, when present. Absent, the test skips

@@ -12,7 +12,7 @@
 //! `REGFEED_EQUIVALENCE_DUMP=<file>` to write one line per input and diff
 //! it against a dump from the previous commit.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

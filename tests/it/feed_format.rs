@@ -1,7 +1,7 @@
 //! The feed format (DESIGN §5): manifests against the shared schema, CSV and
 //! JSON Lines writers and readers, and the file-drop sink.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;

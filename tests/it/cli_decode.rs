@@ -7,8 +7,6 @@
 //! Tests in `with_real_decoder` need the real CDA decoder (they expect every
 //! fixture to decode); the others hold whatever the decoder does.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

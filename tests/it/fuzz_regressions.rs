@@ -5,8 +5,6 @@
 //! To keep a new finding: copy `fuzz/artifacts/<target>/crash-*` to
 //! `tests/data/fuzz/<target>/` under a name that says what it found.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
