@@ -246,6 +246,7 @@ impl Section {
 }
 
 #[test]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 fn decode_answers_match_the_pinned_digests() {
     let Some(shared) = common::shared_data() else {
         return;

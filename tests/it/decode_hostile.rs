@@ -15,6 +15,7 @@ use hostile::{BAD_XML, RSS_CEILING_KIB, class_name, decode_in_child, write_gener
 use regfeed::decode::{ErrorClass, Limits, decode};
 
 #[test]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 fn every_bad_xml_file_is_refused_with_its_class() {
     let dir = shared_or_skip!("external/bad-xml");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
@@ -156,7 +157,7 @@ fn each_hostile_file_is_refused_in_a_fresh_process_below_the_rss_ceiling() {
             .into_iter()
             .map(|(n, c)| (generated.path().join(&n), n, c))
             .collect();
-    if let Some(data) = common::shared_data() {
+    if let Some(data) = common::shared_data_if_present() {
         let dir = data.join("external/bad-xml");
         cases.extend(
             BAD_XML

@@ -446,6 +446,7 @@ fn manifest(
 }
 
 #[test]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 fn manifests_validate_against_the_shared_schema_and_chain() {
     let Some(validator) = schema_validator() else {
         return;

@@ -54,6 +54,7 @@ fn text(v: &Value) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 async fn fixtures_through_once_agree_with_expected_diabetes() {
     let fixtures = shared_or_skip!("fixtures");
     let expected: serde_json::Value = serde_json::from_slice(

@@ -207,7 +207,7 @@ fn compare(w: &World, got: &BTreeMap<String, Row>, want: &BTreeMap<String, Seen>
 }
 
 fn schema_validator() -> Option<jsonschema::Validator> {
-    let data = common::shared_data()?;
+    let data = common::shared_data_if_present()?;
     let schema: serde_json::Value = serde_json::from_slice(
         &std::fs::read(data.join("../feed-manifest.schema.json")).expect("schema"),
     )
@@ -240,6 +240,7 @@ async fn generated_corpus_equals_truth_and_follow_ups_give_exact_deltas() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_pg, ignore = "needs REGFEED_TEST_DATABASE_URL")]
 async fn the_same_story_on_postgresql() {
     let Some(db) = common::PgDb::create("story") else {
         return;

@@ -293,6 +293,7 @@ fn section_with(text: &str, marker: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 async fn outside_documents_keep_their_values_through_the_feed() {
     let cda = shared_or_skip!("external/cda");
     let read = |name: &str| std::fs::read_to_string(cda.join(name)).expect("outside document");
