@@ -189,3 +189,30 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
     (code, body.to_owned())
 }
+
+/// Whether the test `name` (its path in this binary, such as
+/// `decode_hostile::nesting_past_max_depth`) was just run, and passed, alone
+/// in a fresh process of this test binary: `true` here (the caller returns;
+/// a failure there fails it here), `false` in that fresh process (the
+/// caller goes on with the test). For a test that measures peak RSS: this
+/// process's own, or a child's (Linux folds the parent's peak into a
+/// child's at `execve`); here the other tests run in the same process, in
+/// parallel, and would inflate it.
+pub fn ran_in_a_fresh_process(name: &str) -> bool {
+    const ENV: &str = "REGFEED_TEST_FRESH_PROCESS";
+    if std::env::var_os(ENV).is_some_and(|v| v == name) {
+        return false;
+    }
+    let out = std::process::Command::new(std::env::current_exe().expect("the test binary's path"))
+        .args([name, "--exact", "--test-threads=1", "--nocapture"])
+        .env(ENV, name)
+        .output()
+        .expect("run the test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(" 1 passed;"),
+        "{name}, alone in a fresh process:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
+}
