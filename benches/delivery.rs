@@ -8,9 +8,9 @@
 //!
 //! `REGFEED_BENCH_BATCHES` and `REGFEED_BENCH_BIG_MB` change the sizes.
 
-#[path = "../tests/common/delivery.rs"]
+#[path = "../tests/it/common/delivery.rs"]
 mod helpers;
-#[path = "../tests/receiver/mod.rs"]
+#[path = "../tests/it/receiver/mod.rs"]
 mod receiver;
 
 use std::io::Write;

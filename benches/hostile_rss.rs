@@ -1,6 +1,6 @@
 //! Peak RSS of refusing each hostile input: every file of
 //! `../shared/data/external/bad-xml` and the generated resource attacks of
-//! `tests/common/hostile.rs`, each decoded by `regfeed decode FILE` in a
+//! `tests/it/common/hostile.rs`, each decoded by `regfeed decode FILE` in a
 //! fresh process. Prints a table file → class → peak RSS → wall time, and
 //! marks any file whose class is not the expected one or whose RSS passes
 //! the documented ceiling. Two RSS figures: `VmHWM`, the child's own peak as
@@ -11,10 +11,10 @@
 //! Run: `cargo bench --bench hostile_rss` (release build), or
 //! `cargo bench --bench hostile_rss --profile dev` to reuse a debug build.
 //! The generated files (about 90 MiB) go to a temporary folder removed at
-//! the end. The assertions live in `tests/decode_hostile.rs`; this only
+//! the end. The assertions live in `tests/it/decode_hostile.rs`; this only
 //! reports.
 
-#[path = "../tests/common/hostile.rs"]
+#[path = "../tests/it/common/hostile.rs"]
 mod hostile;
 
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 # first (seed.sh). A crash stops the run; the input is left under
 # fuzz/artifacts/<target>/. Keep every crashing input as a regression test:
 # copy it to tests/data/fuzz/<target>/ and it is run by
-# tests/fuzz_regressions.rs.
+# tests/it/fuzz_regressions.rs.
 #
 #   fuzz/run.sh [SECONDS] [TARGET...]
 set -euo pipefail

@@ -3,4 +3,4 @@
 # larger corpus. Run from the repository root.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-REGFEED_LONG_TESTS=1 cargo test --release --test crash -- --nocapture
+REGFEED_LONG_TESTS=1 cargo test --release --test it crash:: -- --nocapture

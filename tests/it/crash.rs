@@ -10,9 +10,8 @@
 //! By default 20 kills (four per point); `REGFEED_LONG_TESTS=1` runs 50
 //! (ten per point) on a larger corpus (`scripts/long-tests.sh`).
 
-#[path = "common/delivery.rs"]
-mod helpers;
-mod receiver;
+use crate::common::delivery as helpers;
+use crate::receiver;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

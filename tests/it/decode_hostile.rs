@@ -6,9 +6,8 @@
 //! (`benches/hostile_rss.rs` prints the figures).
 #![allow(unsafe_code)] // getrusage has no safe wrapper
 
-mod common;
-#[path = "common/hostile.rs"]
-mod hostile;
+use crate::common;
+use crate::common::hostile;
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +15,7 @@ use hostile::{BAD_XML, RSS_CEILING_KIB, class_name, decode_in_child, write_gener
 use regfeed::decode::{ErrorClass, Limits, decode};
 
 #[test]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 fn every_bad_xml_file_is_refused_with_its_class() {
     let dir = shared_or_skip!("external/bad-xml");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
@@ -52,7 +52,9 @@ fn max_rss_kib() -> i64 {
 }
 
 /// Decodes `doc`, expecting `limit_exceeded` within a time bound and a peak
-/// RSS growth of at most `max_growth_mib` beyond the input itself.
+/// RSS growth of at most `max_growth_mib` beyond the input itself. The
+/// tests that call it run alone in a process
+/// ([`common::ran_in_a_fresh_process`]): the peak is the whole process's.
 fn refused_cheaply(doc: &[u8], max_growth_mib: i64) {
     let before = max_rss_kib();
     let start = Instant::now();
@@ -70,6 +72,11 @@ fn refused_cheaply(doc: &[u8], max_growth_mib: i64) {
 
 #[test]
 fn a_hundred_thousand_attributes_on_one_element() {
+    if common::ran_in_a_fresh_process(
+        "decode_hostile::a_hundred_thousand_attributes_on_one_element",
+    ) {
+        return;
+    }
     let mut doc = String::from("<ClinicalDocument xmlns=\"urn:hl7-org:v3\"");
     for i in 0..100_000 {
         doc.push_str(&format!(" a{i}=\"v\""));
@@ -80,6 +87,9 @@ fn a_hundred_thousand_attributes_on_one_element() {
 
 #[test]
 fn a_hundred_thousand_namespace_declarations() {
+    if common::ran_in_a_fresh_process("decode_hostile::a_hundred_thousand_namespace_declarations") {
+        return;
+    }
     let mut doc = String::from("<ClinicalDocument xmlns=\"urn:hl7-org:v3\"");
     for i in 0..100_000 {
         doc.push_str(&format!(" xmlns:p{i}=\"urn:x:{i}\""));
@@ -101,6 +111,9 @@ fn namespace_declarations_spread_over_many_elements() {
 
 #[test]
 fn nesting_past_max_depth() {
+    if common::ran_in_a_fresh_process("decode_hostile::nesting_past_max_depth") {
+        return;
+    }
     let depth = 100_000;
     let doc = format!("{}{}", "<a>".repeat(depth), "</a>".repeat(depth));
     refused_cheaply(doc.as_bytes(), 32);
@@ -150,6 +163,11 @@ fn errors_never_quote_document_content() {
 /// the whole process's peak RSS below [`RSS_CEILING_KIB`]. No timing.
 #[test]
 fn each_hostile_file_is_refused_in_a_fresh_process_below_the_rss_ceiling() {
+    if common::ran_in_a_fresh_process(
+        "decode_hostile::each_hostile_file_is_refused_in_a_fresh_process_below_the_rss_ceiling",
+    ) {
+        return;
+    }
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_regfeed"));
     let generated = tempfile::tempdir().expect("tmp");
     let mut cases: Vec<(std::path::PathBuf, String, ErrorClass)> =
@@ -157,7 +175,7 @@ fn each_hostile_file_is_refused_in_a_fresh_process_below_the_rss_ceiling() {
             .into_iter()
             .map(|(n, c)| (generated.path().join(&n), n, c))
             .collect();
-    if let Some(data) = common::shared_data() {
+    if let Some(data) = common::shared_data_if_present() {
         let dir = data.join("external/bad-xml");
         cases.extend(
             BAD_XML
@@ -187,6 +205,11 @@ fn each_hostile_file_is_refused_in_a_fresh_process_below_the_rss_ceiling() {
 /// run's peak RSS stays below the ceiling.
 #[test]
 fn a_feed_run_quarantines_an_oversized_document_without_holding_it() {
+    if common::ran_in_a_fresh_process(
+        "decode_hostile::a_feed_run_quarantines_an_oversized_document_without_holding_it",
+    ) {
+        return;
+    }
     let tmp = tempfile::tempdir().expect("tmp");
     let corpus = tmp.path().join("corpus");
     let plan = regfeed::synth::plan(20, 3);

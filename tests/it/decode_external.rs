@@ -5,7 +5,7 @@
 //! `ClinicalDocument` wrapper to check their content; and no external file
 //! makes the decoder panic.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
@@ -85,6 +85,7 @@ fn kinds(d: &DecodedDocument, kind: RecordKind) -> Vec<&RecordBody> {
 }
 
 #[test]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 fn every_full_document_decodes_into_records() {
     let dir = shared_or_skip!("external/cda");
     let mut full = 0;
@@ -106,6 +107,7 @@ fn every_full_document_decodes_into_records() {
 }
 
 #[test]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 fn a_problem_keeps_its_snomed_value_and_icd10cm_translation() {
     shared_or_skip!("external/cda");
     let d = cda("sample-ccdas__EMERGE_Patient-170.xml");
@@ -131,6 +133,7 @@ fn a_problem_keeps_its_snomed_value_and_icd10cm_translation() {
 }
 
 #[test]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 fn hba1c_is_a_lab_result_and_blood_pressure_a_measurement() {
     shared_or_skip!("external/cda");
     for name in [
@@ -168,6 +171,7 @@ fn hba1c_is_a_lab_result_and_blood_pressure_a_measurement() {
 }
 
 #[test]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 fn medications_come_from_manufactured_material_in_rxnorm() {
     shared_or_skip!("external/cda");
     let d = cda("sample-ccdas__ToC_CCDA_CCD_CompGuideSample_FullXML.xml");
@@ -189,6 +193,7 @@ fn medications_come_from_manufactured_material_in_rxnorm() {
 }
 
 #[test]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 fn immunisations_in_cvx_are_vaccinations() {
     shared_or_skip!("external/cda");
     let d = cda("sample-ccdas__EMERGE_Patient-170.xml");
@@ -201,6 +206,7 @@ fn immunisations_in_cvx_are_vaccinations() {
 }
 
 #[test]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 fn an_unstructured_document_has_a_header_and_no_records() {
     shared_or_skip!("external/cda");
     let d = cda("ccda-ex__Unstructured_Document_embedded_PDF.xml");
@@ -209,6 +215,7 @@ fn an_unstructured_document_has_a_header_and_no_records() {
 }
 
 #[test]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 fn the_snippets_are_fragments() {
     let dir = shared_or_skip!("external/cda");
     let mut n = 0;
@@ -241,6 +248,7 @@ fn the_snippets_are_fragments() {
 }
 
 #[test]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 fn fragment_content_decodes_in_a_wrapper() {
     shared_or_skip!("external/cda");
     let refused = fragment("ccda-ex__Medication_Refused.xml");
@@ -289,6 +297,7 @@ fn fragment_content_decodes_in_a_wrapper() {
 }
 
 #[test]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 fn no_external_file_makes_the_decoder_panic() {
     let root = shared_or_skip!("external");
     for sub in ["cda", "fhir", "bad-xml"] {

@@ -7,7 +7,7 @@
 //! log line, error, printed output, metric, audit entry, batch file or file
 //! name.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -125,7 +125,7 @@ fn a_verbose_run_leaks_no_identity_or_name() {
         b"<!DOCTYPE x [<!ENTITY a \"010101-900R\">]><x>&a;</x>",
     )
     .expect("write");
-    if let Some(data) = common::shared_data() {
+    if let Some(data) = common::shared_data_if_present() {
         // A real document whose patient has a wrong check character.
         let f02 =
             std::fs::read_to_string(data.join("fixtures/f02-visit-decorated-and-negated.xml"))

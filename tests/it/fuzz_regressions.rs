@@ -5,8 +5,6 @@
 //! To keep a new finding: copy `fuzz/artifacts/<target>/crash-*` to
 //! `tests/data/fuzz/<target>/` under a name that says what it found.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -113,6 +111,7 @@ fn config_parse() {
 /// `decode_archive` target reaches the CDA decoder and not only the
 /// packaging checks.
 #[test]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 fn the_archive_template_reaches_the_cda_decoder() {
     let dir = shared_or_skip!("fixtures");
     let doc = std::fs::read(dir.join("f03-lab-panel.xml")).expect("fixture");

@@ -2,8 +2,6 @@
 //! into the answer its expected JSON gives (fixtures/README.md says how to
 //! compare), and no personal data or narrative leaks into the output.
 
-mod common;
-
 use std::path::Path;
 
 use regfeed::decode::{Limits, decode};
@@ -110,6 +108,7 @@ fn assert_no_leaks(name: &str, got: &DecodedDocument) {
 }
 
 #[test]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 fn fixtures_decode_to_their_expected_records() {
     let dir = shared_or_skip!("fixtures");
     let expected = load(&dir.join("expected-records.json"));
@@ -125,6 +124,7 @@ fn fixtures_decode_to_their_expected_records() {
 }
 
 #[test]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 fn fixture_details_beyond_the_expected_keys() {
     let dir = shared_or_skip!("fixtures");
     let f02 = decode_file(&dir.join("f02-visit-decorated-and-negated.xml"));
@@ -148,6 +148,7 @@ fn fixture_details_beyond_the_expected_keys() {
 }
 
 #[test]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 fn kanta_documents_decode_to_their_expected_answer() {
     let dir = shared_or_skip!("kanta");
     let expected = load(&dir.join("expected.json"));
@@ -173,6 +174,7 @@ fn kanta_documents_decode_to_their_expected_answer() {
 }
 
 #[test]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 fn the_archive_messages_patient_id_is_not_validated_as_a_hetu() {
     let dir = shared_or_skip!("kanta");
     let got = decode_file(&dir.join("RCMR_IN100002FI01.xml"));

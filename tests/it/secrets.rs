@@ -5,9 +5,8 @@
 //! app, an HTTP sink built with a token and a client certificate, and key
 //! errors. A database URL's password is redacted too.
 
-#[path = "common/delivery.rs"]
-mod helpers;
-mod receiver;
+use crate::common::delivery as helpers;
+use crate::receiver;
 
 use std::os::unix::fs::PermissionsExt;
 

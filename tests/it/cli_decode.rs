@@ -7,8 +7,6 @@
 //! Tests in `with_real_decoder` need the real CDA decoder (they expect every
 //! fixture to decode); the others hold whatever the decoder does.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -291,6 +289,7 @@ fn refused_and_unreadable_files_are_named_by_position_and_digest_never_by_path()
 }
 
 #[test]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 fn hostile_xml_is_refused_line_by_line() {
     let bad = shared_or_skip!("external/bad-xml");
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&bad)
@@ -343,6 +342,7 @@ mod with_real_decoder {
     use super::*;
 
     #[test]
+    #[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
     fn every_shipped_document_yields_a_document_line_without_ids_or_names() {
         let shared = shared_or_skip!("");
         let docs = shipped_documents(&shared);
@@ -417,6 +417,7 @@ mod with_real_decoder {
     }
 
     #[test]
+    #[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
     fn pseudonyms_are_stable_within_a_call_and_differ_between_calls() {
         let shared = shared_or_skip!("");
         let docs = shipped_documents(&shared);
@@ -482,6 +483,7 @@ mod with_real_decoder {
     }
 
     #[test]
+    #[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
     fn a_refused_file_among_decoded_ones_keeps_its_position_and_the_exit_code_is_1() {
         let fixtures = shared_or_skip!("fixtures");
         let dir = tempfile::tempdir().expect("tempdir");

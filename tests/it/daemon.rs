@@ -4,7 +4,7 @@
 //! restart catching up the missed run once. Also `regfeed once` refused
 //! while another process holds the feed's lease, and `regfeed status`.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -10,7 +10,7 @@
 //! Needs `REGFEED_TEST_DATABASE_URL` (skips with a notice without it; fails
 //! under CI). `REGFEED_LONG_TESTS=1` runs it for longer.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -134,6 +134,7 @@ fn folded(dir: &Path, cfg: &Config, feed_name: &str) -> (BTreeMap<String, String
 }
 
 #[test]
+#[cfg_attr(no_pg, ignore = "needs REGFEED_TEST_DATABASE_URL")]
 fn three_replicas_share_the_work_exactly_once() {
     let Some(db) = common::PgDb::create("replicas") else {
         return;
@@ -499,6 +500,7 @@ fn three_replicas_share_the_work_exactly_once() {
 /// each fire goes to exactly one of them. (On PostgreSQL a take-over that
 /// waited on another's row lock must see that the fire changed hands.)
 #[test]
+#[cfg_attr(no_pg, ignore = "needs REGFEED_TEST_DATABASE_URL")]
 fn concurrent_take_overs_have_one_winner_per_fire() {
     use regfeed::store::Store;
     let Some(db) = common::PgDb::create("takeover") else {

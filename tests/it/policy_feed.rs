@@ -4,10 +4,9 @@
 //! retractions; a dead batch retried later is re-checked and re-sealed; the
 //! exempt register feed keeps delivering, audited as exempt.
 
-mod common;
-#[path = "common/delivery.rs"]
-mod helpers;
-mod receiver;
+use crate::common;
+use crate::common::delivery as helpers;
+use crate::receiver;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -132,6 +131,7 @@ async fn audit_kinds(app: &App) -> Vec<(String, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 async fn an_objection_between_staging_and_sealing_removes_the_rows_at_sealing() {
     let Some(w) = world().await else { return };
     let staged = stage_only(&w.app, RESEARCH).await;
@@ -171,6 +171,7 @@ async fn an_objection_between_staging_and_sealing_removes_the_rows_at_sealing() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 async fn an_objection_after_sealing_recalls_nothing_is_audited_and_sends_no_retractions() {
     let Some(w) = world().await else { return };
     let first = w.app.once(RESEARCH).await.expect("first run");
@@ -241,6 +242,7 @@ async fn an_objection_after_sealing_recalls_nothing_is_audited_and_sends_no_retr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 async fn a_dead_batch_retried_after_an_objection_is_rechecked_and_resealed() {
     let Some(data) = common::shared_data() else {
         return;
@@ -389,11 +391,16 @@ fn manifest_of(dir: &Path, feed_name: &str, seq: u64) -> serde_json::Value {
 /// none of their rows go out (not K2's either), and the manifest and the
 /// audit say why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 async fn a_late_objection_to_the_only_cohort_evidence_takes_every_row_out_at_sealing() {
     a_late_objection_to_the_only_cohort_evidence_takes_every_row_out_at_sealing_on(None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    any(no_pg, no_shared_data),
+    ignore = "needs REGFEED_TEST_DATABASE_URL and ../shared/data"
+)]
 async fn a_late_objection_to_the_only_cohort_evidence_takes_every_row_out_at_sealing_on_postgresql()
 {
     let Some(db) = common::PgDb::create("policy") else {
@@ -491,12 +498,17 @@ async fn held_rows(app: &App, feed_name: &str) -> Vec<(String, String, String)> 
 /// that person, re-evaluates the held rows and releases them into its batch.
 /// While they stay held, a re-evaluation keeps the time the hold began.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 async fn held_records_are_released_by_a_run_without_new_documents_once_the_restriction_ends() {
     held_records_are_released_by_a_run_without_new_documents_once_the_restriction_ends_on(None)
         .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    any(no_pg, no_shared_data),
+    ignore = "needs REGFEED_TEST_DATABASE_URL and ../shared/data"
+)]
 async fn held_records_are_released_by_a_run_without_new_documents_once_the_restriction_ends_on_postgresql()
  {
     let Some(db) = common::PgDb::create("policy") else {
@@ -578,11 +590,16 @@ async fn held_records_are_released_by_a_run_without_new_documents_once_the_restr
 /// of the person's records, none for the exempt statutory feed; one for the
 /// research feed, naming its batch and rule.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 async fn objection_after_sealing_is_audited_only_for_the_feeds_it_binds() {
     objection_after_sealing_is_audited_only_for_the_feeds_it_binds_on(None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    any(no_pg, no_shared_data),
+    ignore = "needs REGFEED_TEST_DATABASE_URL and ../shared/data"
+)]
 async fn objection_after_sealing_is_audited_only_for_the_feeds_it_binds_on_postgresql() {
     let Some(db) = common::PgDb::create("policy") else {
         return;
@@ -662,6 +679,7 @@ async fn objection_after_sealing_is_audited_only_for_the_feeds_it_binds_on(
 /// disclosure of K1's and K2's records. K1's records reach K1's own feed (a
 /// denial does not restrict use within the same controller); K2's do not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 async fn a_denial_of_disclosure_does_not_block_a_feed_to_the_records_own_controller() {
     let Some(fixtures) = common::shared_data().map(|d| d.join("fixtures")) else {
         return;
@@ -866,11 +884,16 @@ fn assert_golden(name: &str, actual: &str) {
 /// between staging and sealing); left out for lack of usable cohort
 /// evidence; an objection after sealing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 async fn audit_subject_tells_six_stories_exactly() {
     audit_subject_tells_six_stories_exactly_on(None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    any(no_pg, no_shared_data),
+    ignore = "needs REGFEED_TEST_DATABASE_URL and ../shared/data"
+)]
 async fn audit_subject_tells_six_stories_exactly_on_postgresql() {
     let Some(db) = common::PgDb::create("policy") else {
         return;

@@ -8,7 +8,7 @@
 //! A digest that changes on purpose (a format change an issue asks for) is
 //! updated here in the same commit, with the reason in its message.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -193,6 +193,7 @@ async fn batches_are_byte_identical_on_sqlite_with_any_number_of_workers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_pg, ignore = "needs REGFEED_TEST_DATABASE_URL")]
 async fn batches_are_byte_identical_on_postgres() {
     let Some(db) = common::PgDb::create("golden") else {
         return;

@@ -4,9 +4,8 @@
 //! alerted, never overwritten; mTLS refuses the wrong client; the operator
 //! retries and replays.
 
-#[path = "common/delivery.rs"]
-mod helpers;
-mod receiver;
+use crate::common::delivery as helpers;
+use crate::receiver;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,8 +1,6 @@
 //! The first feed end to end on the embedded default: the reference fixtures
 //! through `once` agree with `fixtures/expected-diabetes.json`.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -56,6 +54,7 @@ fn text(v: &Value) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 async fn fixtures_through_once_agree_with_expected_diabetes() {
     let fixtures = shared_or_skip!("fixtures");
     let expected: serde_json::Value = serde_json::from_slice(

@@ -8,8 +8,6 @@
 //! held or excluded, each with its reason (also on a generated corpus; a
 //! 20,000-patient run sits behind `REGFEED_LONG_TESTS=1`).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -295,6 +293,7 @@ fn section_with(text: &str, marker: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 async fn outside_documents_keep_their_values_through_the_feed() {
     let cda = shared_or_skip!("external/cda");
     let read = |name: &str| std::fs::read_to_string(cda.join(name)).expect("outside document");
@@ -332,7 +331,7 @@ async fn outside_documents_keep_their_values_through_the_feed() {
     // look-back that reaches their dates (2013-2014).
     let mapping = format!(
         "{}\n{}",
-        include_str!("../mappings/diabetes.toml")
+        include_str!("../../mappings/diabetes.toml")
             .replace("lookback_years = 10", "lookback_years = 30"),
         r#"
 [[select]]

@@ -19,10 +19,9 @@
 //! A `/metrics` scrape taken during the outage is written to
 //! `$CARGO_TARGET_TMPDIR/outage-scrape.txt`.
 
-mod common;
-#[path = "common/delivery.rs"]
-mod helpers;
-mod receiver;
+use crate::common;
+use crate::common::delivery as helpers;
+use crate::receiver;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

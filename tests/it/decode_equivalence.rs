@@ -12,7 +12,7 @@
 //! `REGFEED_EQUIVALENCE_DUMP=<file>` to write one line per input and diff
 //! it against a dump from the previous commit.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -246,6 +246,7 @@ impl Section {
 }
 
 #[test]
+#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]
 fn decode_answers_match_the_pinned_digests() {
     let Some(shared) = common::shared_data() else {
         return;

@@ -1,11 +1,36 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
+pub mod delivery;
+pub mod hostile;
+
 use std::path::{Path, PathBuf};
 
-/// `../shared/data` beside the clone, when present. Absent, the test skips
-/// with a visible notice, except under CI (`CI` set), where absence fails.
+/// `../shared/data` beside the clone, for a test that needs it. Such a test
+/// is marked `#[cfg_attr(no_shared_data, ignore = "needs ../shared/data")]`:
+/// `build.rs` sets `no_shared_data` when the data is absent (never under
+/// CI), so libtest reports the test as ignored. Reaching this without the
+/// data fails the test (under CI, or an unmarked test), except when the data
+/// went away after the build (a binary run by hand): then `None`, with a
+/// notice.
 pub fn shared_data() -> Option<PathBuf> {
+    if let Some(p) = shared_data_if_present() {
+        return Some(p);
+    }
+    if cfg!(no_shared_data) {
+        panic!(
+            "../shared/data is absent: a test that needs it is marked \
+             #[cfg_attr(no_shared_data, ignore = \"needs ../shared/data\")] so that it is \
+             reported as ignored (a test that only partly needs it uses shared_data_if_present)"
+        );
+    }
+    eprintln!("NOTICE: ../shared/data is absent; skipping a test that needs the reference data");
+    None
+}
+
+/// `../shared/data` if present, for the part of a test that uses it when
+/// it is there (the rest runs either way). Absent under CI fails.
+pub fn shared_data_if_present() -> Option<PathBuf> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
     if p.is_dir() {
         return Some(p);
@@ -13,11 +38,11 @@ pub fn shared_data() -> Option<PathBuf> {
     if std::env::var_os("CI").is_some() {
         panic!("CI is set but ../shared/data is missing: the reference data must be present in CI");
     }
-    eprintln!("NOTICE: ../shared/data is absent; skipping a test that needs the reference data");
     None
 }
 
-/// Shorthand: the directory `sub` of the shared data, or return from the test.
+/// Shorthand: the directory `sub` of the shared data, or return from the
+/// test (see [`shared_data`]: only when the data went away after the build).
 #[macro_export]
 macro_rules! shared_or_skip {
     ($sub:expr) => {
@@ -37,8 +62,14 @@ pub struct PgDb {
     name: String,
 }
 
-/// The PostgreSQL test server's URL. Unset, the test skips with a visible
-/// notice, except under CI (`CI` set), where that fails.
+/// The PostgreSQL test server's URL (`REGFEED_TEST_DATABASE_URL`). A test
+/// that needs it is marked
+/// `#[cfg_attr(no_pg, ignore = "needs REGFEED_TEST_DATABASE_URL")]`:
+/// `build.rs` sets `no_pg` when the variable is unset (never under CI), so
+/// libtest reports the test as ignored. Reaching this without it fails the
+/// test (under CI, or an unmarked test), except when the variable was set
+/// at build time and is not now (a binary run by hand): then `None`, with a
+/// notice.
 pub fn pg_server() -> Option<String> {
     match std::env::var("REGFEED_TEST_DATABASE_URL") {
         Ok(u) if !u.is_empty() => Some(u),
@@ -46,6 +77,13 @@ pub fn pg_server() -> Option<String> {
             if std::env::var_os("CI").is_some() {
                 panic!(
                     "CI is set but REGFEED_TEST_DATABASE_URL is not: the PostgreSQL tests must run in CI"
+                );
+            }
+            if cfg!(no_pg) {
+                panic!(
+                    "REGFEED_TEST_DATABASE_URL is unset: a test that needs PostgreSQL is marked \
+                     #[cfg_attr(no_pg, ignore = \"needs REGFEED_TEST_DATABASE_URL\")] so that it \
+                     is reported as ignored"
                 );
             }
             eprintln!("NOTICE: REGFEED_TEST_DATABASE_URL is unset; skipping a PostgreSQL test");
@@ -79,7 +117,7 @@ fn pg_admin(admin: &str, sql: String) -> Result<(), String> {
 }
 
 impl PgDb {
-    /// A fresh database, or `None` (with the notice) when no server is set.
+    /// A fresh database; `None` only as [`pg_server`] says.
     pub fn create(tag: &str) -> Option<PgDb> {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
@@ -150,4 +188,31 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         .expect("status line");
     let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
     (code, body.to_owned())
+}
+
+/// Whether the test `name` (its path in this binary, such as
+/// `decode_hostile::nesting_past_max_depth`) was just run, and passed, alone
+/// in a fresh process of this test binary: `true` here (the caller returns;
+/// a failure there fails it here), `false` in that fresh process (the
+/// caller goes on with the test). For a test that measures peak RSS: this
+/// process's own, or a child's (Linux folds the parent's peak into a
+/// child's at `execve`); here the other tests run in the same process, in
+/// parallel, and would inflate it.
+pub fn ran_in_a_fresh_process(name: &str) -> bool {
+    const ENV: &str = "REGFEED_TEST_FRESH_PROCESS";
+    if std::env::var_os(ENV).is_some_and(|v| v == name) {
+        return false;
+    }
+    let out = std::process::Command::new(std::env::current_exe().expect("the test binary's path"))
+        .args([name, "--exact", "--test-threads=1", "--nocapture"])
+        .env(ENV, name)
+        .output()
+        .expect("run the test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(" 1 passed;"),
+        "{name}, alone in a fresh process:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
 }

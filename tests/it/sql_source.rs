@@ -9,7 +9,7 @@
 //! without it each database test skips with a notice, and fails under CI.
 //! Each test makes its own schema and drops it afterwards.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -402,6 +402,7 @@ fn config_validates_sql_sources_and_never_echoes_a_password() {
 /// follow-ups (replacement, withdrawal, invalidation, correction, a late
 /// cohort entry whose earlier documents are re-read through the locator).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_pg, ignore = "needs REGFEED_TEST_DATABASE_URL")]
 async fn generated_corpus_from_a_table_equals_the_same_corpus_from_a_folder() {
     let url = database_or_skip!();
     let db = TestSchema::create(&url, "equal").await;
@@ -539,6 +540,7 @@ async fn out_of_order_writer(
 /// (b) Rows with equal timestamps, committed out of order while the source
 /// reads repeatedly, are each read exactly once (source API, page size 3).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_pg, ignore = "needs REGFEED_TEST_DATABASE_URL")]
 async fn rows_tied_or_committed_out_of_order_are_read_exactly_once() {
     let url = database_or_skip!();
     let db = TestSchema::create(&url, "order").await;
@@ -594,6 +596,7 @@ async fn rows_tied_or_committed_out_of_order_are_read_exactly_once() {
 /// writer while `once` runs repeatedly are each decoded exactly once, and
 /// the store has seen every row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_pg, ignore = "needs REGFEED_TEST_DATABASE_URL")]
 async fn documents_committed_out_of_order_go_through_once_exactly_once() {
     let url = database_or_skip!();
     let db = TestSchema::create(&url, "once").await;
@@ -649,6 +652,7 @@ async fn documents_committed_out_of_order_go_through_once_exactly_once() {
 /// (c) The locator re-reads a row by id; a missing or malformed id is an
 /// error, not a panic. A table the source cannot trust is refused by name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_pg, ignore = "needs REGFEED_TEST_DATABASE_URL")]
 async fn the_locator_rereads_rows_and_a_table_without_a_unique_id_is_refused() {
     let url = database_or_skip!();
     let db = TestSchema::create(&url, "locate").await;
