@@ -2,9 +2,14 @@
 //! converted once into a validated [`Config`] that the rest of the crate
 //! takes. Every problem is reported with the file, line and field it is in.
 //!
-//! Single keys can be overridden from the environment as
-//! `REGFEED_<SECTION>__<KEY>` (see [`ENV_OVERRIDES`]). This module reads files
-//! and the environment; it opens no database and loads no key.
+//! Every key can be overridden from the environment by one rule (see
+//! [`env_overrides`]): `REGFEED_<SECTION>__<KEY>`, a nested table by a
+//! further `__<KEY>`, an entry of `[[feeds]]`, `[[sources]]` or
+//! `[[recipients]]` by its name and one of `[[controllers]]` by its id. The
+//! overrides are applied to the parsed TOML tree before it is read into the
+//! typed shape, so a wrong value or an unknown key is reported like one in
+//! the file, naming the variable. This module reads files and the
+//! environment; it opens no database and loads no key.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -21,21 +26,32 @@ pub use crate::feed::manifest::{Art6, Art9, IdentityKind, Purpose};
 use crate::identity::KeySource;
 use crate::mapping::{self, Mapping};
 
+mod env;
+
 /// Default config path.
 pub const DEFAULT_PATH: &str = "/etc/regfeed/regfeed.toml";
 
-/// The keys that `REGFEED_<SECTION>__<KEY>` may override.
-pub const ENV_OVERRIDES: &[&str] = &[
-    "REGFEED_DAEMON__STATE_DIR",
-    "REGFEED_DAEMON__WORKERS",
-    "REGFEED_DATABASE__URL",
-    "REGFEED_KEYS__INDEX",
-    "REGFEED_KEYS__AUDIT",
-    "REGFEED_LOG__LEVEL",
-    "REGFEED_LOG__FORMAT",
-    "REGFEED_TELEMETRY__LISTEN",
-    "REGFEED_TELEMETRY__UNREADY_AFTER_DELIVERY_FAILING",
-];
+/// The prefix of every environment override (`REGFEED_<SECTION>__<KEY>`).
+pub const ENV_PREFIX: &str = "REGFEED_";
+
+/// Whether an environment variable is a config override: `REGFEED_` followed
+/// by a path with at least one `__` (`REGFEED_LOG`, `REGFEED_CONFIG` and
+/// the like are not).
+pub fn is_env_override(name: &str) -> bool {
+    name.strip_prefix(ENV_PREFIX)
+        .is_some_and(|rest| rest.contains("__"))
+}
+
+/// The config overrides in this process's environment, by name.
+pub fn env_overrides() -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v)))
+        .filter(|(k, _)| is_env_override(k))
+        .map(|(k, v)| (k, v.to_string_lossy().into_owned()))
+        .collect();
+    vars.sort();
+    vars
+}
 
 // ---------------------------------------------------------------- raw shape
 
@@ -114,7 +130,7 @@ struct RawKeys {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLog {
-    level: Option<String>,
+    level: Option<Spanned<String>>,
     format: Option<Spanned<String>>,
 }
 
@@ -210,8 +226,8 @@ struct RawSink {
     retry: Option<Spanned<RawRetry>>,
 }
 
-/// Retry timings of a sink, as durations like `"250ms"`, `"1s"`, `"10m"`,
-/// `"24h"` (see [`crate::deliver::retry`]).
+/// Retry timings of a sink, as durations like `"250ms"`, `"1s"`, `"1min"`,
+/// `"1h30m"` (the grammar of [`crate::schedule::parse_duration`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRetry {
@@ -571,10 +587,34 @@ pub(crate) struct Collector<'a> {
     pub(crate) file: &'a Path,
     pub(crate) text: &'a str,
     pub(crate) problems: Vec<Problem>,
+    /// Where environment overrides were placed (past the end of `text`).
+    env: Vec<env::Placed>,
 }
 
-impl Collector<'_> {
+impl<'a> Collector<'a> {
+    pub(crate) fn new(file: &'a Path, text: &'a str) -> Self {
+        Collector {
+            file,
+            text,
+            problems: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// A problem at `span` of the text; one in a value set from the
+    /// environment is the variable's (no line, the variable as the field).
     pub(crate) fn at(&mut self, span: Range<usize>, field: &str, message: impl Into<String>) {
+        if span.start > self.text.len()
+            && let Some(p) = self.env.iter().find(|p| p.span.contains(&span.start))
+        {
+            self.problems.push(Problem {
+                file: self.file.to_path_buf(),
+                line: 0,
+                field: p.var.clone(),
+                message: message.into(),
+            });
+            return;
+        }
         self.problems.push(Problem {
             file: self.file.to_path_buf(),
             line: line_of(self.text, span.start),
@@ -607,6 +647,82 @@ fn resolve(base: &Path, raw: &str) -> PathBuf {
     }
 }
 
+/// Parses `text`, applies the environment overrides in `env` to its tree and
+/// reads the result into `T`; problems go to `c`.
+fn parse_with_env<T: serde::de::DeserializeOwned>(
+    text: &str,
+    env: &[(String, String)],
+    c: &mut Collector<'_>,
+) -> Option<T> {
+    let doc = match toml_edit::ImDocument::parse(text) {
+        Ok(d) => d,
+        Err(e) => {
+            c.at(e.span().unwrap_or(0..0), "-", e.message().to_owned());
+            return None;
+        }
+    };
+    let mut root = doc.into_item().into_table().ok()?;
+    let (placed, refused) = env::apply(&mut root, text.len(), env);
+    c.env = placed;
+    for r in refused {
+        c.problems.push(Problem {
+            file: c.file.to_path_buf(),
+            line: 0,
+            field: r.var,
+            message: r.message,
+        });
+    }
+    if !c.problems.is_empty() {
+        return None;
+    }
+    match toml_edit::de::from_document(toml_edit::DocumentMut::from(root)) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            c.at(e.span().unwrap_or(0..0), "-", e.message().to_owned());
+            None
+        }
+    }
+}
+
+/// The `[log]` settings of the config at `path` (none: no config) with the
+/// environment's overrides applied, read to start logging before the config
+/// is loaded. Best effort: a file that cannot be read or parsed gives none of
+/// them (its problems are reported when the command loads it).
+pub fn log_settings(path: Option<&Path>, env: &[(String, String)]) -> LogSettings {
+    #[derive(Default, Deserialize)]
+    struct OnlyLog {
+        #[serde(default)]
+        log: AnyLog,
+    }
+    #[derive(Default, Deserialize)]
+    struct AnyLog {
+        level: Option<String>,
+        format: Option<String>,
+    }
+    let text = path
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    let mut c = Collector::new(path.unwrap_or(Path::new("-")), &text);
+    let log = parse_with_env::<OnlyLog>(&text, env, &mut c)
+        .unwrap_or_default()
+        .log;
+    LogSettings {
+        format: match log.format.as_deref() {
+            Some("plain") => Some(LogFormat::Plain),
+            Some("json") => Some(LogFormat::Json),
+            _ => None,
+        },
+        level: log.level.filter(|l| !l.trim().is_empty()),
+    }
+}
+
+/// `[log]` as read by [`log_settings`]: what the file (or its overrides) set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogSettings {
+    pub format: Option<LogFormat>,
+    pub level: Option<String>,
+}
+
 impl Config {
     /// Where the config is: `--config`, else `REGFEED_CONFIG`, else the default.
     pub fn locate(flag: Option<&Path>) -> PathBuf {
@@ -629,25 +745,20 @@ impl Config {
                 message: format!("cannot read: {e}"),
             }],
         })?;
-        Config::from_str_at(&text, path, |k| std::env::var(k).ok())
+        Config::from_str_at(&text, path, &env_overrides())
     }
 
-    /// Parses `text` as if read from `path`, with `env` answering overrides.
+    /// Parses `text` as if read from `path`, with `env` the environment's
+    /// variables (those that are not overrides are ignored).
     pub fn from_str_at(
         text: &str,
         path: &Path,
-        env: impl Fn(&str) -> Option<String>,
+        env: &[(String, String)],
     ) -> Result<Config, ConfigError> {
-        let mut c = Collector {
-            file: path,
-            text,
-            problems: Vec::new(),
-        };
-        let raw: RawConfig = match toml::from_str(text) {
-            Ok(r) => r,
-            Err(e) => {
-                let span = e.span().unwrap_or(0..0);
-                c.at(span, "-", e.message().to_owned());
+        let mut c = Collector::new(path, text);
+        let raw: RawConfig = match parse_with_env(text, env, &mut c) {
+            Some(r) => r,
+            None => {
                 return Err(ConfigError {
                     problems: c.problems,
                 });
@@ -655,8 +766,7 @@ impl Config {
         };
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
 
-        let state_dir = env("REGFEED_DAEMON__STATE_DIR")
-            .unwrap_or_else(|| raw.daemon.state_dir.get_ref().clone());
+        let state_dir = raw.daemon.state_dir.get_ref().clone();
         if state_dir.is_empty() {
             c.at(
                 raw.daemon.state_dir.span(),
@@ -665,9 +775,7 @@ impl Config {
             );
         }
         let state_dir = resolve(&base, &state_dir);
-        let database_url = match env("REGFEED_DATABASE__URL")
-            .or_else(|| raw.database.url.as_ref().map(|u| u.get_ref().clone()))
-        {
+        let database_url = match raw.database.url.as_ref().map(|u| u.get_ref().clone()) {
             Some(u) => u,
             None => format!("sqlite://{}", state_dir.join("regfeed.db").display()),
         };
@@ -685,13 +793,8 @@ impl Config {
             ),
             Some(_) => {}
         }
-        let index_key = key_ref(
-            &env("REGFEED_KEYS__INDEX").unwrap_or_else(|| raw.keys.index.get_ref().clone()),
-            &base,
-        );
-        let audit_key = match env("REGFEED_KEYS__AUDIT")
-            .or_else(|| raw.keys.audit.as_ref().map(|a| a.get_ref().clone()))
-        {
+        let index_key = key_ref(raw.keys.index.get_ref(), &base);
+        let audit_key = match raw.keys.audit.as_ref().map(|a| a.get_ref().clone()) {
             Some(a) => key_ref(&a, &base),
             None => {
                 c.at(
@@ -702,13 +805,21 @@ impl Config {
                 KeySource::File(PathBuf::new())
             }
         };
-        let log_level = env("REGFEED_LOG__LEVEL")
-            .or(raw.log.level.clone())
-            .unwrap_or_else(|| "info".into());
-        let log_format = match env("REGFEED_LOG__FORMAT")
-            .or_else(|| raw.log.format.as_ref().map(|f| f.get_ref().clone()))
-            .as_deref()
+        let log_level = raw
+            .log
+            .level
+            .as_ref()
+            .map_or_else(|| "info".to_owned(), |l| l.get_ref().clone());
+        if let Some(l) = &raw.log.level
+            && let Err(e) = tracing_subscriber::EnvFilter::try_new(l.get_ref())
         {
+            c.at(
+                l.span(),
+                "log.level",
+                format!("not a log level or filter: {e}"),
+            );
+        }
+        let log_format = match raw.log.format.as_ref().map(|f| f.get_ref().as_str()) {
             None | Some("plain") => LogFormat::Plain,
             Some("json") => LogFormat::Json,
             Some(_) => {
@@ -725,7 +836,7 @@ impl Config {
             );
         }
 
-        let daemon = validate_daemon(&raw, &env, &mut c);
+        let daemon = validate_daemon(&raw, &mut c);
 
         let mut controllers = Vec::new();
         let mut ids = BTreeSet::new();
@@ -1134,11 +1245,7 @@ fn validate_feed(
     })
 }
 
-fn validate_daemon(
-    raw: &RawConfig,
-    env: &impl Fn(&str) -> Option<String>,
-    c: &mut Collector<'_>,
-) -> DaemonSettings {
+fn validate_daemon(raw: &RawConfig, c: &mut Collector<'_>) -> DaemonSettings {
     let mut duration = |v: &Option<Spanned<String>>, field: &str, default: u64| match v {
         None => std::time::Duration::from_secs(default),
         Some(s) => crate::schedule::parse_duration(s.get_ref()).unwrap_or_else(|e| {
@@ -1175,9 +1282,10 @@ fn validate_daemon(
         .as_ref()
         .map(|s| s.span())
         .unwrap_or(0..0);
-    let listen = env("REGFEED_TELEMETRY__LISTEN")
-        .or_else(|| raw.telemetry.listen.as_ref().map(|s| s.get_ref().clone()))
-        .unwrap_or_else(|| DEFAULT_TELEMETRY_LISTEN.to_owned());
+    let listen = raw.telemetry.listen.as_ref().map_or_else(
+        || DEFAULT_TELEMETRY_LISTEN.to_owned(),
+        |s| s.get_ref().clone(),
+    );
     let telemetry_listen = listen.parse().unwrap_or_else(|_| {
         c.at(
             span,
@@ -1186,35 +1294,18 @@ fn validate_daemon(
         );
         std::net::SocketAddr::from(([127, 0, 0, 1], 9464))
     });
-    let unready_after_delivery_failing =
-        match env("REGFEED_TELEMETRY__UNREADY_AFTER_DELIVERY_FAILING") {
-            Some(v) => crate::schedule::parse_duration(&v).unwrap_or_else(|e| {
-                c.at(0..0, "REGFEED_TELEMETRY__UNREADY_AFTER_DELIVERY_FAILING", e);
-                DEFAULT_UNREADY_AFTER_DELIVERY_FAILING
-            }),
-            None => match &raw.telemetry.unready_after_delivery_failing {
-                None => DEFAULT_UNREADY_AFTER_DELIVERY_FAILING,
-                Some(s) => crate::schedule::parse_duration(s.get_ref()).unwrap_or_else(|e| {
-                    c.at(s.span(), "telemetry.unready_after_delivery_failing", e);
-                    DEFAULT_UNREADY_AFTER_DELIVERY_FAILING
-                }),
-            },
-        };
-    let workers = match env("REGFEED_DAEMON__WORKERS") {
-        Some(v) => v.trim().parse::<i64>().unwrap_or_else(|_| {
-            c.at(
-                0..0,
-                "REGFEED_DAEMON__WORKERS",
-                format!("{v:?} is not a whole number"),
-            );
-            1
+    let unready_after_delivery_failing = match &raw.telemetry.unready_after_delivery_failing {
+        None => DEFAULT_UNREADY_AFTER_DELIVERY_FAILING,
+        Some(s) => crate::schedule::parse_duration(s.get_ref()).unwrap_or_else(|e| {
+            c.at(s.span(), "telemetry.unready_after_delivery_failing", e);
+            DEFAULT_UNREADY_AFTER_DELIVERY_FAILING
         }),
-        None => raw
-            .daemon
-            .workers
-            .as_ref()
-            .map_or(default_workers() as i64, |w| *w.get_ref()),
     };
+    let workers = raw
+        .daemon
+        .workers
+        .as_ref()
+        .map_or(default_workers() as i64, |w| *w.get_ref());
     let workers = if (1..=MAX_WORKERS as i64).contains(&workers) {
         workers as usize
     } else {
@@ -1352,13 +1443,10 @@ fn validate_retry(r: Option<&Spanned<RawRetry>>, c: &mut Collector<'_>) -> Retry
         ),
     ] {
         if let Some(v) = raw {
-            match crate::deliver::retry::parse_duration(v.get_ref()) {
-                Some(d) if !d.is_zero() => *slot = d,
-                _ => c.at(
-                    v.span(),
-                    field,
-                    "must be a positive duration such as \"250ms\", \"1s\", \"10m\" or \"24h\"",
-                ),
+            match crate::schedule::parse_duration(v.get_ref()) {
+                Ok(d) if !d.is_zero() => *slot = d,
+                Ok(_) => c.at(v.span(), field, "must be more than zero"),
+                Err(e) => c.at(v.span(), field, e),
             }
         }
     }
@@ -1503,3 +1591,6 @@ fn validate_legal_basis(
         discloses_to_other_controller: lb.discloses_to_other_controller?,
     })
 }
+
+#[cfg(test)]
+mod tests;

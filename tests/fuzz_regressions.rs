@@ -103,7 +103,7 @@ fn config_parse() {
             let _ = regfeed::config::Config::from_str_at(
                 text,
                 Path::new("/etc/regfeed/regfeed.toml"),
-                |_| None,
+                &[],
             );
         }
     });
