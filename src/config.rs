@@ -581,6 +581,34 @@ pub fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
+/// The 1-based line of a key in config text, by its path: table keys, and
+/// array entries by position (`["feeds", "0", "sink", "dir"]`); 0 when the
+/// key is not in the text (a default, or set from the environment).
+pub fn line_of_key(text: &str, path: &[&str]) -> usize {
+    fn walk(t: &dyn toml_edit::TableLike, path: &[&str]) -> Option<Range<usize>> {
+        let (seg, rest) = path.split_first()?;
+        let (k, v) = t.get_key_value(seg)?;
+        if rest.is_empty() {
+            return k.span();
+        }
+        match v {
+            toml_edit::Item::ArrayOfTables(a) => {
+                let (i, rest) = rest.split_first()?;
+                let entry = a.get(i.parse().ok()?)?;
+                if rest.is_empty() {
+                    return entry.span();
+                }
+                walk(entry, rest)
+            }
+            other => walk(other.as_table_like()?, rest),
+        }
+    }
+    let Ok(doc) = toml_edit::ImDocument::parse(text) else {
+        return 0;
+    };
+    walk(doc.as_table(), path).map_or(0, |s| line_of(text, s.start))
+}
+
 /// Gathers located problems while a file is validated (config and
 /// mappings alike).
 pub(crate) struct Collector<'a> {

@@ -17,6 +17,8 @@
 //!   held records, runs, the outbox.
 //! - [`policy`]: the objection/exception decision table, one pure function.
 //! - [`pipeline`]: one feed run, source to staged batch.
+//! - [`preflight`]: what a run will need (sources readable, sinks writable
+//!   or resolvable, keys safe), for `validate` and `/readyz`.
 //! - [`feed`]: batch data files (CSV, JSON Lines) and manifests, sealed to disk.
 //! - [`deliver`]: getting sealed batches to registers: outbox, retry, file
 //!   drop and HTTP sinks.
@@ -51,6 +53,7 @@ pub mod identity;
 pub mod mapping;
 pub mod pipeline;
 pub mod policy;
+pub mod preflight;
 pub mod record;
 pub mod schedule;
 pub mod source;

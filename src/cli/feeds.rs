@@ -46,6 +46,14 @@ pub fn validate(config: Option<&Path>) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // What a run will need: sources, sinks, keys; one problem a line.
+    let problems = crate::preflight::check(&cfg);
+    for p in &problems {
+        eprintln!("{p}");
+    }
+    if !problems.is_empty() {
+        return ExitCode::from(EXIT_CONFIG);
+    }
     if let Err(e) = app::load_keys(&cfg) {
         eprintln!("{}: keys: {e:#}", cfg.path.display());
         return ExitCode::from(EXIT_CONFIG);
