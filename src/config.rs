@@ -24,7 +24,6 @@ pub use crate::deliver::http::HttpSinkConfig;
 pub use crate::deliver::retry::RetryPolicy;
 pub use crate::feed::manifest::{Art6, Art9, IdentityKind, Purpose};
 use crate::identity::KeySource;
-use crate::mapping::{self, Mapping};
 
 mod env;
 
@@ -246,7 +245,7 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone)]
-pub struct Config {
+pub struct Config<M> {
     /// The file it was read from.
     pub path: PathBuf,
     pub state_dir: PathBuf,
@@ -264,7 +263,9 @@ pub struct Config {
     pub controllers: Vec<Controller>,
     pub sources: Vec<SourceConfig>,
     pub recipients: Vec<Recipient>,
-    pub feeds: Vec<FeedConfig>,
+    /// Each feed with its mapping as the layer above compiled it
+    /// (`crate::loaded`); this module does not know the mapping compiler.
+    pub feeds: Vec<FeedConfig<M>>,
 }
 
 /// The store's URL. A URL may carry a password (`postgres://u:pw@host/db`,
@@ -467,21 +468,6 @@ pub struct LegalBasis {
     pub recipient_controller: Option<String>,
 }
 
-impl LegalBasis {
-    /// What the policy gate needs of it.
-    pub fn policy(&self) -> crate::policy::FeedPolicy {
-        crate::policy::FeedPolicy {
-            purpose: self.purpose,
-            art6: self.art6,
-            statute: self.statute.clone(),
-            derogation: self.derogation.clone(),
-            channel: self.channel,
-            discloses_to_other_controller: self.discloses_to_other_controller,
-            recipient_controller: self.recipient_controller.clone(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SinkConfig {
     /// Write sealed batches into a folder (temporary name, fsync, rename).
@@ -502,11 +488,11 @@ impl SinkConfig {
 }
 
 #[derive(Debug, Clone)]
-pub struct FeedConfig {
+pub struct FeedConfig<M> {
     pub name: String,
     pub register: String,
     pub mapping_path: PathBuf,
-    pub mapping: Mapping,
+    pub mapping: M,
     pub source: String,
     /// The recipient whose pseudonym key this feed uses (pseudonym feeds).
     pub recipient: Option<String>,
@@ -751,20 +737,35 @@ pub struct LogSettings {
     pub level: Option<String>,
 }
 
-impl Config {
+/// Where the config is: `--config`, else `REGFEED_CONFIG`, else the default.
+pub fn locate(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    match std::env::var_os("REGFEED_CONFIG") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(DEFAULT_PATH),
+    }
+}
+
+/// What compiles a feed's mapping file, given its path (the layer above
+/// passes the mapping compiler; `|_| Ok(())` checks the config alone).
+pub trait CompileMapping<M>: FnMut(&Path) -> Result<M, Vec<Problem>> {}
+
+impl<M, F: FnMut(&Path) -> Result<M, Vec<Problem>>> CompileMapping<M> for F {}
+
+impl<M> Config<M> {
     /// Where the config is: `--config`, else `REGFEED_CONFIG`, else the default.
     pub fn locate(flag: Option<&Path>) -> PathBuf {
-        if let Some(p) = flag {
-            return p.to_path_buf();
-        }
-        match std::env::var_os("REGFEED_CONFIG") {
-            Some(p) => PathBuf::from(p),
-            None => PathBuf::from(DEFAULT_PATH),
-        }
+        locate(flag)
     }
 
-    /// Reads, parses and validates a config file and every mapping it names.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    /// Reads, parses and validates a config file, compiling every mapping it
+    /// names with `compile`.
+    pub fn load_with(
+        path: &Path,
+        compile: impl CompileMapping<M>,
+    ) -> Result<Config<M>, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             problems: vec![Problem {
                 file: path.to_path_buf(),
@@ -773,16 +774,17 @@ impl Config {
                 message: format!("cannot read: {e}"),
             }],
         })?;
-        Config::from_str_at(&text, path, &env_overrides())
+        Config::from_str_with(&text, path, &env_overrides(), compile)
     }
 
     /// Parses `text` as if read from `path`, with `env` the environment's
     /// variables (those that are not overrides are ignored).
-    pub fn from_str_at(
+    pub fn from_str_with(
         text: &str,
         path: &Path,
         env: &[(String, String)],
-    ) -> Result<Config, ConfigError> {
+        mut compile: impl CompileMapping<M>,
+    ) -> Result<Config<M>, ConfigError> {
         let mut c = Collector::new(path, text);
         let raw: RawConfig = match parse_with_env(text, env, &mut c) {
             Some(r) => r,
@@ -960,9 +962,16 @@ impl Config {
 
         let mut feeds = Vec::new();
         for f in &raw.feeds {
-            if let Some(feed) = validate_feed(f, &base, &sources, &recipients, &controllers, &mut c)
-            {
-                if feeds.iter().any(|x: &FeedConfig| x.name == feed.name) {
+            if let Some(feed) = validate_feed(
+                f,
+                &base,
+                &sources,
+                &recipients,
+                &controllers,
+                &mut compile,
+                &mut c,
+            ) {
+                if feeds.iter().any(|x: &FeedConfig<M>| x.name == feed.name) {
                     c.at(f.name.span(), "feeds.name", "duplicate feed name");
                 }
                 feeds.push(feed);
@@ -993,7 +1002,7 @@ impl Config {
         })
     }
 
-    pub fn feed(&self, name: &str) -> Option<&FeedConfig> {
+    pub fn feed(&self, name: &str) -> Option<&FeedConfig<M>> {
         self.feeds.iter().find(|f| f.name == name)
     }
 
@@ -1146,14 +1155,15 @@ fn feed_name_ok(name: &str) -> bool {
             .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
 }
 
-fn validate_feed(
+fn validate_feed<M>(
     f: &RawFeed,
     base: &Path,
     sources: &[SourceConfig],
     recipients: &[Recipient],
     controllers: &[Controller],
+    compile: &mut impl CompileMapping<M>,
     c: &mut Collector<'_>,
-) -> Option<FeedConfig> {
+) -> Option<FeedConfig<M>> {
     let name = f.name.get_ref().clone();
     let before = c.problems.len();
     if !feed_name_ok(&name) {
@@ -1243,7 +1253,7 @@ fn validate_feed(
     };
 
     let mapping_path = resolve(base, f.mapping.get_ref());
-    let mapping = match mapping::load(&mapping_path) {
+    let mapping = match compile(&mapping_path) {
         Ok(m) => Some(m),
         Err(problems) => {
             if problems.is_empty() {

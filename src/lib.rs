@@ -8,6 +8,8 @@
 //! - [`decode`]: CDA R2 and RCMR archive messages → records; hetu;
 //!   well-formedness and limits.
 //! - [`config`]: the TOML shape → validated config, with file/line/field errors.
+//! - [`loaded`]: the validated config with every feed's mapping compiled (what
+//!   a run takes); above `config` and `mapping`.
 //! - [`source`]: where documents come from (`archive_dir`, `sql`); every
 //!   source is also a locator that re-reads what it yielded.
 //! - [`mapping`]: register feeds as data — cohort, selection, columns.
@@ -50,6 +52,7 @@ pub mod demo;
 pub mod failpoint;
 pub mod feed;
 pub mod identity;
+pub mod loaded;
 pub mod mapping;
 pub mod pipeline;
 pub mod policy;

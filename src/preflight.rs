@@ -12,8 +12,9 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::config::{Config, Problem, SinkConfig, SourceKind};
+use crate::config::{Problem, SinkConfig, SourceKind};
 use crate::identity::{Key, KeyRole, KeySource};
+use crate::loaded::Config;
 
 /// How long a host name may take to resolve.
 pub const DNS_TIMEOUT: Duration = Duration::from_secs(3);

@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use regfeed::app::App;
-use regfeed::config::{Config, SourceConfig, SourceKind, SqlSourceConfig};
+use regfeed::config::{SourceConfig, SourceKind, SqlSourceConfig};
 use regfeed::feed;
+use regfeed::loaded::Config;
 use regfeed::source::Source;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::app::{self, App};
-use crate::config::{Config, ConfigError, IdentityKind};
+use crate::config::{ConfigError, IdentityKind};
+use crate::loaded::Config;
 
 /// Exit status for an invalid configuration (sysexits EX_CONFIG).
 pub const EXIT_CONFIG: u8 = 78;

@@ -40,14 +40,14 @@ pub struct Cli {
 
 /// The config a command will read, for the log settings read before it runs:
 /// `None` when the command takes no `--config`, else where it is
-/// ([`crate::config::Config::locate`]).
+/// ([`crate::loaded::Config::locate`]).
 pub fn config_of(matches: &clap::ArgMatches) -> Option<PathBuf> {
     let mut m = matches;
     while let Some((_, sub)) = m.subcommand() {
         m = sub;
     }
     let flag = m.try_get_one::<PathBuf>("config").ok()?;
-    Some(crate::config::Config::locate(flag.map(PathBuf::as_path)))
+    Some(crate::config::locate(flag.map(PathBuf::as_path)))
 }
 
 #[derive(Debug, Subcommand)]
