@@ -234,3 +234,44 @@ impl KeyAtPath {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sink_folder_is_writable_made_below_a_folder_or_refused_under_a_file() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        assert_eq!(sink_folder_writable(tmp.path()), Ok(()));
+        // Not there yet: delivery makes it below the existing folder.
+        assert_eq!(sink_folder_writable(&tmp.path().join("a/b/c")), Ok(()));
+        let file = tmp.path().join("file");
+        std::fs::write(&file, "x").expect("file");
+        let e = sink_folder_writable(&file).expect_err("a file");
+        assert!(e.ends_with("is not a folder"), "{e}");
+        let e = sink_folder_writable(&file.join("below")).expect_err("under a file");
+        assert!(e.contains("Not a directory"), "{e}");
+        // The probe leaves nothing behind.
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).expect("ls").collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+    }
+
+    #[test]
+    fn a_source_folder_that_is_missing_cannot_be_read() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        assert!(folder_readable(tmp.path()).is_ok());
+        let e = folder_readable(&tmp.path().join("missing")).expect_err("missing");
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn keys_are_found_at_their_line_through_arrays_of_tables() {
+        let text = "[keys]\nindex = \"a\"\n\n[[feeds]]\nname = \"x\"\n\n[[feeds]]\nname = \"y\"\nrecord_key = \"k\"\n[feeds.sink]\ndir = \"d\"\n";
+        let line = crate::config::line_of_key;
+        assert_eq!(line(text, &["keys", "index"]), 2);
+        assert_eq!(line(text, &["feeds", "1", "record_key"]), 9);
+        assert_eq!(line(text, &["feeds", "1", "sink", "dir"]), 11);
+        assert_eq!(line(text, &["feeds", "0", "record_key"]), 0);
+        assert_eq!(line(text, &["feeds", "2", "name"]), 0);
+    }
+}
