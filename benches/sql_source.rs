@@ -210,7 +210,7 @@ async fn run(url: String, docs: usize, through_once: bool) {
             }
         }
         std::fs::write(&setup.config, out).expect("config");
-        let cfg = regfeed::config::Config::load(&setup.config).expect("config");
+        let cfg = regfeed::loaded::Config::load(&setup.config).expect("config");
         let app = regfeed::app::App::open(cfg).await.expect("app");
         let started = Instant::now();
         let r = app.once("thl-diabetes").await.expect("once");

@@ -572,7 +572,7 @@ fn tail(s: &str, lines: usize) -> String {
 /// this environment.
 fn regfeed_cmd(s: &Settings) -> Command {
     let mut c = Command::new(&s.bin);
-    for k in regfeed::config::ENV_OVERRIDES {
+    for (k, _) in regfeed::config::env_overrides() {
         c.env_remove(k);
     }
     c.env_remove("RUST_LOG").env("REGFEED_LOG", "warn");

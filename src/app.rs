@@ -9,10 +9,11 @@ use anyhow::{Context, bail};
 use chrono::Utc;
 
 use crate::audit::{self, Entry};
-use crate::config::{Config, FeedConfig, IdentityKind};
+use crate::config::IdentityKind;
 use crate::feed::manifest::{Counts, DataRef, Identity, LegalBasis, Manifest, MappingRef, Window};
 use crate::feed::{self, Op, Row};
 use crate::identity::{KeyRing, KeyRole};
+use crate::loaded::{Config, FeedConfig};
 use crate::pipeline::{self, FeedKeys, Mode, RunReport};
 use crate::store::{BatchInfo, SealRecord, Store};
 
@@ -761,7 +762,7 @@ fn binding_objection(
     service_event: Option<&str>,
     now: chrono::DateTime<Utc>,
 ) -> Option<crate::policy::Rule> {
-    let fp = feed.legal_basis.policy();
+    let fp = crate::policy::FeedPolicy::of(&feed.legal_basis);
     let controller = controller
         .and_then(|o| cfg.controller_of(o))
         .map(|c| c.id.as_str());

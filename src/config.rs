@@ -2,9 +2,14 @@
 //! converted once into a validated [`Config`] that the rest of the crate
 //! takes. Every problem is reported with the file, line and field it is in.
 //!
-//! Single keys can be overridden from the environment as
-//! `REGFEED_<SECTION>__<KEY>` (see [`ENV_OVERRIDES`]). This module reads files
-//! and the environment; it opens no database and loads no key.
+//! Every key can be overridden from the environment by one rule (see
+//! [`env_overrides`]): `REGFEED_<SECTION>__<KEY>`, a nested table by a
+//! further `__<KEY>`, an entry of `[[feeds]]`, `[[sources]]` or
+//! `[[recipients]]` by its name and one of `[[controllers]]` by its id. The
+//! overrides are applied to the parsed TOML tree before it is read into the
+//! typed shape, so a wrong value or an unknown key is reported like one in
+//! the file, naming the variable. This module reads files and the
+//! environment; it opens no database and loads no key.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -19,23 +24,33 @@ pub use crate::deliver::http::HttpSinkConfig;
 pub use crate::deliver::retry::RetryPolicy;
 pub use crate::feed::manifest::{Art6, Art9, IdentityKind, Purpose};
 use crate::identity::KeySource;
-use crate::mapping::{self, Mapping};
+
+mod env;
 
 /// Default config path.
 pub const DEFAULT_PATH: &str = "/etc/regfeed/regfeed.toml";
 
-/// The keys that `REGFEED_<SECTION>__<KEY>` may override.
-pub const ENV_OVERRIDES: &[&str] = &[
-    "REGFEED_DAEMON__STATE_DIR",
-    "REGFEED_DAEMON__WORKERS",
-    "REGFEED_DATABASE__URL",
-    "REGFEED_KEYS__INDEX",
-    "REGFEED_KEYS__AUDIT",
-    "REGFEED_LOG__LEVEL",
-    "REGFEED_LOG__FORMAT",
-    "REGFEED_TELEMETRY__LISTEN",
-    "REGFEED_TELEMETRY__UNREADY_AFTER_DELIVERY_FAILING",
-];
+/// The prefix of every environment override (`REGFEED_<SECTION>__<KEY>`).
+pub const ENV_PREFIX: &str = "REGFEED_";
+
+/// Whether an environment variable is a config override: `REGFEED_` followed
+/// by a path with at least one `__` (`REGFEED_LOG`, `REGFEED_CONFIG` and
+/// the like are not).
+pub fn is_env_override(name: &str) -> bool {
+    name.strip_prefix(ENV_PREFIX)
+        .is_some_and(|rest| rest.contains("__"))
+}
+
+/// The config overrides in this process's environment, by name.
+pub fn env_overrides() -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v)))
+        .filter(|(k, _)| is_env_override(k))
+        .map(|(k, v)| (k, v.to_string_lossy().into_owned()))
+        .collect();
+    vars.sort();
+    vars
+}
 
 // ---------------------------------------------------------------- raw shape
 
@@ -114,7 +129,7 @@ struct RawKeys {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLog {
-    level: Option<String>,
+    level: Option<Spanned<String>>,
     format: Option<Spanned<String>>,
 }
 
@@ -210,8 +225,8 @@ struct RawSink {
     retry: Option<Spanned<RawRetry>>,
 }
 
-/// Retry timings of a sink, as durations like `"250ms"`, `"1s"`, `"10m"`,
-/// `"24h"` (see [`crate::deliver::retry`]).
+/// Retry timings of a sink, as durations like `"250ms"`, `"1s"`, `"1min"`,
+/// `"1h30m"` (the grammar of [`crate::schedule::parse_duration`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRetry {
@@ -230,7 +245,7 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone)]
-pub struct Config {
+pub struct Config<M> {
     /// The file it was read from.
     pub path: PathBuf,
     pub state_dir: PathBuf,
@@ -248,7 +263,9 @@ pub struct Config {
     pub controllers: Vec<Controller>,
     pub sources: Vec<SourceConfig>,
     pub recipients: Vec<Recipient>,
-    pub feeds: Vec<FeedConfig>,
+    /// Each feed with its mapping as the layer above compiled it
+    /// (`crate::loaded`); this module does not know the mapping compiler.
+    pub feeds: Vec<FeedConfig<M>>,
 }
 
 /// The store's URL. A URL may carry a password (`postgres://u:pw@host/db`,
@@ -451,21 +468,6 @@ pub struct LegalBasis {
     pub recipient_controller: Option<String>,
 }
 
-impl LegalBasis {
-    /// What the policy gate needs of it.
-    pub fn policy(&self) -> crate::policy::FeedPolicy {
-        crate::policy::FeedPolicy {
-            purpose: self.purpose,
-            art6: self.art6,
-            statute: self.statute.clone(),
-            derogation: self.derogation.clone(),
-            channel: self.channel,
-            discloses_to_other_controller: self.discloses_to_other_controller,
-            recipient_controller: self.recipient_controller.clone(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SinkConfig {
     /// Write sealed batches into a folder (temporary name, fsync, rename).
@@ -486,11 +488,11 @@ impl SinkConfig {
 }
 
 #[derive(Debug, Clone)]
-pub struct FeedConfig {
+pub struct FeedConfig<M> {
     pub name: String,
     pub register: String,
     pub mapping_path: PathBuf,
-    pub mapping: Mapping,
+    pub mapping: M,
     pub source: String,
     /// The recipient whose pseudonym key this feed uses (pseudonym feeds).
     pub recipient: Option<String>,
@@ -565,16 +567,68 @@ pub fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
+/// The 1-based line of a key in config text, by its path: table keys, and
+/// array entries by position (`["feeds", "0", "sink", "dir"]`); 0 when the
+/// key is not in the text (a default, or set from the environment).
+pub fn line_of_key(text: &str, path: &[&str]) -> usize {
+    fn walk(t: &dyn toml_edit::TableLike, path: &[&str]) -> Option<Range<usize>> {
+        let (seg, rest) = path.split_first()?;
+        let (k, v) = t.get_key_value(seg)?;
+        if rest.is_empty() {
+            return k.span();
+        }
+        match v {
+            toml_edit::Item::ArrayOfTables(a) => {
+                let (i, rest) = rest.split_first()?;
+                let entry = a.get(i.parse().ok()?)?;
+                if rest.is_empty() {
+                    return entry.span();
+                }
+                walk(entry, rest)
+            }
+            other => walk(other.as_table_like()?, rest),
+        }
+    }
+    let Ok(doc) = toml_edit::ImDocument::parse(text) else {
+        return 0;
+    };
+    walk(doc.as_table(), path).map_or(0, |s| line_of(text, s.start))
+}
+
 /// Gathers located problems while a file is validated (config and
 /// mappings alike).
 pub(crate) struct Collector<'a> {
     pub(crate) file: &'a Path,
     pub(crate) text: &'a str,
     pub(crate) problems: Vec<Problem>,
+    /// Where environment overrides were placed (past the end of `text`).
+    env: Vec<env::Placed>,
 }
 
-impl Collector<'_> {
+impl<'a> Collector<'a> {
+    pub(crate) fn new(file: &'a Path, text: &'a str) -> Self {
+        Collector {
+            file,
+            text,
+            problems: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// A problem at `span` of the text; one in a value set from the
+    /// environment is the variable's (no line, the variable as the field).
     pub(crate) fn at(&mut self, span: Range<usize>, field: &str, message: impl Into<String>) {
+        if span.start > self.text.len()
+            && let Some(p) = self.env.iter().find(|p| p.span.contains(&span.start))
+        {
+            self.problems.push(Problem {
+                file: self.file.to_path_buf(),
+                line: 0,
+                field: p.var.clone(),
+                message: message.into(),
+            });
+            return;
+        }
         self.problems.push(Problem {
             file: self.file.to_path_buf(),
             line: line_of(self.text, span.start),
@@ -607,20 +661,111 @@ fn resolve(base: &Path, raw: &str) -> PathBuf {
     }
 }
 
-impl Config {
-    /// Where the config is: `--config`, else `REGFEED_CONFIG`, else the default.
-    pub fn locate(flag: Option<&Path>) -> PathBuf {
-        if let Some(p) = flag {
-            return p.to_path_buf();
+/// Parses `text`, applies the environment overrides in `env` to its tree and
+/// reads the result into `T`; problems go to `c`.
+fn parse_with_env<T: serde::de::DeserializeOwned>(
+    text: &str,
+    env: &[(String, String)],
+    c: &mut Collector<'_>,
+) -> Option<T> {
+    let doc = match toml_edit::ImDocument::parse(text) {
+        Ok(d) => d,
+        Err(e) => {
+            c.at(e.span().unwrap_or(0..0), "-", e.message().to_owned());
+            return None;
         }
-        match std::env::var_os("REGFEED_CONFIG") {
-            Some(p) => PathBuf::from(p),
-            None => PathBuf::from(DEFAULT_PATH),
+    };
+    let mut root = doc.into_item().into_table().ok()?;
+    let (placed, refused) = env::apply(&mut root, text.len(), env);
+    c.env = placed;
+    for r in refused {
+        c.problems.push(Problem {
+            file: c.file.to_path_buf(),
+            line: 0,
+            field: r.var,
+            message: r.message,
+        });
+    }
+    if !c.problems.is_empty() {
+        return None;
+    }
+    match toml_edit::de::from_document(toml_edit::DocumentMut::from(root)) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            c.at(e.span().unwrap_or(0..0), "-", e.message().to_owned());
+            None
         }
     }
+}
 
-    /// Reads, parses and validates a config file and every mapping it names.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+/// The `[log]` settings of the config at `path` (none: no config) with the
+/// environment's overrides applied, read to start logging before the config
+/// is loaded. Best effort: a file that cannot be read or parsed gives none of
+/// them (its problems are reported when the command loads it).
+pub fn log_settings(path: Option<&Path>, env: &[(String, String)]) -> LogSettings {
+    #[derive(Default, Deserialize)]
+    struct OnlyLog {
+        #[serde(default)]
+        log: AnyLog,
+    }
+    #[derive(Default, Deserialize)]
+    struct AnyLog {
+        level: Option<String>,
+        format: Option<String>,
+    }
+    let text = path
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    let mut c = Collector::new(path.unwrap_or(Path::new("-")), &text);
+    let log = parse_with_env::<OnlyLog>(&text, env, &mut c)
+        .unwrap_or_default()
+        .log;
+    LogSettings {
+        format: match log.format.as_deref() {
+            Some("plain") => Some(LogFormat::Plain),
+            Some("json") => Some(LogFormat::Json),
+            _ => None,
+        },
+        level: log.level.filter(|l| !l.trim().is_empty()),
+    }
+}
+
+/// `[log]` as read by [`log_settings`]: what the file (or its overrides) set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogSettings {
+    pub format: Option<LogFormat>,
+    pub level: Option<String>,
+}
+
+/// Where the config is: `--config`, else `REGFEED_CONFIG`, else the default.
+pub fn locate(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    match std::env::var_os("REGFEED_CONFIG") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(DEFAULT_PATH),
+    }
+}
+
+/// What compiles a feed's mapping file, given its path (the layer above
+/// passes the mapping compiler; `|_| Ok(())` checks the config alone).
+pub trait CompileMapping<M>: FnMut(&Path) -> Result<M, Vec<Problem>> {}
+
+impl<M, F: FnMut(&Path) -> Result<M, Vec<Problem>>> CompileMapping<M> for F {}
+
+impl<M> Config<M> {
+    /// Where the config is: `--config`, else `REGFEED_CONFIG`, else the default.
+    pub fn locate(flag: Option<&Path>) -> PathBuf {
+        locate(flag)
+    }
+
+    /// Reads, parses and validates a config file, compiling every mapping it
+    /// names with `compile`.
+    pub fn load_with(
+        path: &Path,
+        compile: impl CompileMapping<M>,
+    ) -> Result<Config<M>, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             problems: vec![Problem {
                 file: path.to_path_buf(),
@@ -629,25 +774,21 @@ impl Config {
                 message: format!("cannot read: {e}"),
             }],
         })?;
-        Config::from_str_at(&text, path, |k| std::env::var(k).ok())
+        Config::from_str_with(&text, path, &env_overrides(), compile)
     }
 
-    /// Parses `text` as if read from `path`, with `env` answering overrides.
-    pub fn from_str_at(
+    /// Parses `text` as if read from `path`, with `env` the environment's
+    /// variables (those that are not overrides are ignored).
+    pub fn from_str_with(
         text: &str,
         path: &Path,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
-        let mut c = Collector {
-            file: path,
-            text,
-            problems: Vec::new(),
-        };
-        let raw: RawConfig = match toml::from_str(text) {
-            Ok(r) => r,
-            Err(e) => {
-                let span = e.span().unwrap_or(0..0);
-                c.at(span, "-", e.message().to_owned());
+        env: &[(String, String)],
+        mut compile: impl CompileMapping<M>,
+    ) -> Result<Config<M>, ConfigError> {
+        let mut c = Collector::new(path, text);
+        let raw: RawConfig = match parse_with_env(text, env, &mut c) {
+            Some(r) => r,
+            None => {
                 return Err(ConfigError {
                     problems: c.problems,
                 });
@@ -655,8 +796,7 @@ impl Config {
         };
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
 
-        let state_dir = env("REGFEED_DAEMON__STATE_DIR")
-            .unwrap_or_else(|| raw.daemon.state_dir.get_ref().clone());
+        let state_dir = raw.daemon.state_dir.get_ref().clone();
         if state_dir.is_empty() {
             c.at(
                 raw.daemon.state_dir.span(),
@@ -665,9 +805,7 @@ impl Config {
             );
         }
         let state_dir = resolve(&base, &state_dir);
-        let database_url = match env("REGFEED_DATABASE__URL")
-            .or_else(|| raw.database.url.as_ref().map(|u| u.get_ref().clone()))
-        {
+        let database_url = match raw.database.url.as_ref().map(|u| u.get_ref().clone()) {
             Some(u) => u,
             None => format!("sqlite://{}", state_dir.join("regfeed.db").display()),
         };
@@ -685,13 +823,8 @@ impl Config {
             ),
             Some(_) => {}
         }
-        let index_key = key_ref(
-            &env("REGFEED_KEYS__INDEX").unwrap_or_else(|| raw.keys.index.get_ref().clone()),
-            &base,
-        );
-        let audit_key = match env("REGFEED_KEYS__AUDIT")
-            .or_else(|| raw.keys.audit.as_ref().map(|a| a.get_ref().clone()))
-        {
+        let index_key = key_ref(raw.keys.index.get_ref(), &base);
+        let audit_key = match raw.keys.audit.as_ref().map(|a| a.get_ref().clone()) {
             Some(a) => key_ref(&a, &base),
             None => {
                 c.at(
@@ -702,13 +835,21 @@ impl Config {
                 KeySource::File(PathBuf::new())
             }
         };
-        let log_level = env("REGFEED_LOG__LEVEL")
-            .or(raw.log.level.clone())
-            .unwrap_or_else(|| "info".into());
-        let log_format = match env("REGFEED_LOG__FORMAT")
-            .or_else(|| raw.log.format.as_ref().map(|f| f.get_ref().clone()))
-            .as_deref()
+        let log_level = raw
+            .log
+            .level
+            .as_ref()
+            .map_or_else(|| "info".to_owned(), |l| l.get_ref().clone());
+        if let Some(l) = &raw.log.level
+            && let Err(e) = tracing_subscriber::EnvFilter::try_new(l.get_ref())
         {
+            c.at(
+                l.span(),
+                "log.level",
+                format!("not a log level or filter: {e}"),
+            );
+        }
+        let log_format = match raw.log.format.as_ref().map(|f| f.get_ref().as_str()) {
             None | Some("plain") => LogFormat::Plain,
             Some("json") => LogFormat::Json,
             Some(_) => {
@@ -725,7 +866,7 @@ impl Config {
             );
         }
 
-        let daemon = validate_daemon(&raw, &env, &mut c);
+        let daemon = validate_daemon(&raw, &mut c);
 
         let mut controllers = Vec::new();
         let mut ids = BTreeSet::new();
@@ -821,9 +962,16 @@ impl Config {
 
         let mut feeds = Vec::new();
         for f in &raw.feeds {
-            if let Some(feed) = validate_feed(f, &base, &sources, &recipients, &controllers, &mut c)
-            {
-                if feeds.iter().any(|x: &FeedConfig| x.name == feed.name) {
+            if let Some(feed) = validate_feed(
+                f,
+                &base,
+                &sources,
+                &recipients,
+                &controllers,
+                &mut compile,
+                &mut c,
+            ) {
+                if feeds.iter().any(|x: &FeedConfig<M>| x.name == feed.name) {
                     c.at(f.name.span(), "feeds.name", "duplicate feed name");
                 }
                 feeds.push(feed);
@@ -854,7 +1002,7 @@ impl Config {
         })
     }
 
-    pub fn feed(&self, name: &str) -> Option<&FeedConfig> {
+    pub fn feed(&self, name: &str) -> Option<&FeedConfig<M>> {
         self.feeds.iter().find(|f| f.name == name)
     }
 
@@ -1007,14 +1155,15 @@ fn feed_name_ok(name: &str) -> bool {
             .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
 }
 
-fn validate_feed(
+fn validate_feed<M>(
     f: &RawFeed,
     base: &Path,
     sources: &[SourceConfig],
     recipients: &[Recipient],
     controllers: &[Controller],
+    compile: &mut impl CompileMapping<M>,
     c: &mut Collector<'_>,
-) -> Option<FeedConfig> {
+) -> Option<FeedConfig<M>> {
     let name = f.name.get_ref().clone();
     let before = c.problems.len();
     if !feed_name_ok(&name) {
@@ -1104,7 +1253,7 @@ fn validate_feed(
     };
 
     let mapping_path = resolve(base, f.mapping.get_ref());
-    let mapping = match mapping::load(&mapping_path) {
+    let mapping = match compile(&mapping_path) {
         Ok(m) => Some(m),
         Err(problems) => {
             if problems.is_empty() {
@@ -1134,11 +1283,7 @@ fn validate_feed(
     })
 }
 
-fn validate_daemon(
-    raw: &RawConfig,
-    env: &impl Fn(&str) -> Option<String>,
-    c: &mut Collector<'_>,
-) -> DaemonSettings {
+fn validate_daemon(raw: &RawConfig, c: &mut Collector<'_>) -> DaemonSettings {
     let mut duration = |v: &Option<Spanned<String>>, field: &str, default: u64| match v {
         None => std::time::Duration::from_secs(default),
         Some(s) => crate::schedule::parse_duration(s.get_ref()).unwrap_or_else(|e| {
@@ -1175,9 +1320,10 @@ fn validate_daemon(
         .as_ref()
         .map(|s| s.span())
         .unwrap_or(0..0);
-    let listen = env("REGFEED_TELEMETRY__LISTEN")
-        .or_else(|| raw.telemetry.listen.as_ref().map(|s| s.get_ref().clone()))
-        .unwrap_or_else(|| DEFAULT_TELEMETRY_LISTEN.to_owned());
+    let listen = raw.telemetry.listen.as_ref().map_or_else(
+        || DEFAULT_TELEMETRY_LISTEN.to_owned(),
+        |s| s.get_ref().clone(),
+    );
     let telemetry_listen = listen.parse().unwrap_or_else(|_| {
         c.at(
             span,
@@ -1186,35 +1332,18 @@ fn validate_daemon(
         );
         std::net::SocketAddr::from(([127, 0, 0, 1], 9464))
     });
-    let unready_after_delivery_failing =
-        match env("REGFEED_TELEMETRY__UNREADY_AFTER_DELIVERY_FAILING") {
-            Some(v) => crate::schedule::parse_duration(&v).unwrap_or_else(|e| {
-                c.at(0..0, "REGFEED_TELEMETRY__UNREADY_AFTER_DELIVERY_FAILING", e);
-                DEFAULT_UNREADY_AFTER_DELIVERY_FAILING
-            }),
-            None => match &raw.telemetry.unready_after_delivery_failing {
-                None => DEFAULT_UNREADY_AFTER_DELIVERY_FAILING,
-                Some(s) => crate::schedule::parse_duration(s.get_ref()).unwrap_or_else(|e| {
-                    c.at(s.span(), "telemetry.unready_after_delivery_failing", e);
-                    DEFAULT_UNREADY_AFTER_DELIVERY_FAILING
-                }),
-            },
-        };
-    let workers = match env("REGFEED_DAEMON__WORKERS") {
-        Some(v) => v.trim().parse::<i64>().unwrap_or_else(|_| {
-            c.at(
-                0..0,
-                "REGFEED_DAEMON__WORKERS",
-                format!("{v:?} is not a whole number"),
-            );
-            1
+    let unready_after_delivery_failing = match &raw.telemetry.unready_after_delivery_failing {
+        None => DEFAULT_UNREADY_AFTER_DELIVERY_FAILING,
+        Some(s) => crate::schedule::parse_duration(s.get_ref()).unwrap_or_else(|e| {
+            c.at(s.span(), "telemetry.unready_after_delivery_failing", e);
+            DEFAULT_UNREADY_AFTER_DELIVERY_FAILING
         }),
-        None => raw
-            .daemon
-            .workers
-            .as_ref()
-            .map_or(default_workers() as i64, |w| *w.get_ref()),
     };
+    let workers = raw
+        .daemon
+        .workers
+        .as_ref()
+        .map_or(default_workers() as i64, |w| *w.get_ref());
     let workers = if (1..=MAX_WORKERS as i64).contains(&workers) {
         workers as usize
     } else {
@@ -1352,13 +1481,10 @@ fn validate_retry(r: Option<&Spanned<RawRetry>>, c: &mut Collector<'_>) -> Retry
         ),
     ] {
         if let Some(v) = raw {
-            match crate::deliver::retry::parse_duration(v.get_ref()) {
-                Some(d) if !d.is_zero() => *slot = d,
-                _ => c.at(
-                    v.span(),
-                    field,
-                    "must be a positive duration such as \"250ms\", \"1s\", \"10m\" or \"24h\"",
-                ),
+            match crate::schedule::parse_duration(v.get_ref()) {
+                Ok(d) if !d.is_zero() => *slot = d,
+                Ok(_) => c.at(v.span(), field, "must be more than zero"),
+                Err(e) => c.at(v.span(), field, e),
             }
         }
     }
@@ -1503,3 +1629,6 @@ fn validate_legal_basis(
         discloses_to_other_controller: lb.discloses_to_other_controller?,
     })
 }
+
+#[cfg(test)]
+mod tests;

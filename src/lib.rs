@@ -8,6 +8,8 @@
 //! - [`decode`]: CDA R2 and RCMR archive messages → records; hetu;
 //!   well-formedness and limits.
 //! - [`config`]: the TOML shape → validated config, with file/line/field errors.
+//! - [`loaded`]: the validated config with every feed's mapping compiled (what
+//!   a run takes); above `config` and `mapping`.
 //! - [`source`]: where documents come from (`archive_dir`, `sql`); every
 //!   source is also a locator that re-reads what it yielded.
 //! - [`mapping`]: register feeds as data — cohort, selection, columns.
@@ -17,6 +19,8 @@
 //!   held records, runs, the outbox.
 //! - [`policy`]: the objection/exception decision table, one pure function.
 //! - [`pipeline`]: one feed run, source to staged batch.
+//! - [`preflight`]: what a run will need (sources readable, sinks writable
+//!   or resolvable, keys safe), for `validate` and `/readyz`.
 //! - [`feed`]: batch data files (CSV, JSON Lines) and manifests, sealed to disk.
 //! - [`deliver`]: getting sealed batches to registers: outbox, retry, file
 //!   drop and HTTP sinks.
@@ -48,9 +52,11 @@ pub mod demo;
 pub mod failpoint;
 pub mod feed;
 pub mod identity;
+pub mod loaded;
 pub mod mapping;
 pub mod pipeline;
 pub mod policy;
+pub mod preflight;
 pub mod record;
 pub mod schedule;
 pub mod source;

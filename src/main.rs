@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 // mimalloc, not glibc's malloc: a feed run allocates and frees small
 // strings by the million, across the decoding and store threads, and glibc's
@@ -27,10 +27,15 @@ fn main() -> ExitCode {
     unsafe {
         libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
     }
-    let cli = regfeed::cli::Cli::parse();
+    let matches = regfeed::cli::Cli::command().get_matches();
+    let cli = regfeed::cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     regfeed::deliver::http::install_crypto_provider();
-    if let Err(e) = regfeed::telemetry::init(cli.log_format, &regfeed::telemetry::filter_from_env())
-    {
+    // The config's [log] settings, under the command line's and RUST_LOG's.
+    let config = regfeed::cli::config_of(&matches);
+    let log = regfeed::config::log_settings(config.as_deref(), &regfeed::config::env_overrides());
+    let format = regfeed::telemetry::format_or(cli.log_format, log.format);
+    let filter = regfeed::telemetry::filter_or(log.level.as_deref());
+    if let Err(e) = regfeed::telemetry::init(format, &filter) {
         eprintln!("regfeed: {e}");
         // The same code clap uses for a usage error: the invocation is wrong.
         return ExitCode::from(2);

@@ -22,10 +22,11 @@ use chrono::{DateTime, Months, NaiveDate, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::codes::PatientIdKind;
-use crate::config::{Config, FeedConfig, IdentityKind};
+use crate::config::IdentityKind;
 use crate::decode::{self, hetu::Hetu};
 use crate::feed::{ColumnType, Value};
 use crate::identity::{self, Key, KeyRing};
+use crate::loaded::{Config, FeedConfig};
 use crate::mapping::Mapping;
 use crate::mapping::eval::Person;
 use crate::policy::{self, PersonPolicy};
@@ -877,7 +878,7 @@ pub async fn recheck_batch(
         }
         replan.push(p.clone());
     }
-    let feed_policy = feed.legal_basis.policy();
+    let feed_policy = crate::policy::FeedPolicy::of(&feed.legal_basis);
     let cutoff = lookback_cutoff(feed, staged_at);
     for group in replan.chunks(PERSON_GROUP) {
         let docs = tx.person_docs(&feed.name, group, upto).await?;
@@ -968,7 +969,7 @@ pub async fn stage(
         cutoff,
         mode,
         at,
-        feed_policy: feed.legal_basis.policy(),
+        feed_policy: crate::policy::FeedPolicy::of(&feed.legal_basis),
         safety_columns: feed.mapping.safety_columns(),
         held_pending: std::sync::atomic::AtomicBool::new(true),
     };

@@ -101,6 +101,21 @@ pub struct FeedPolicy {
     pub recipient_controller: Option<String>,
 }
 
+impl FeedPolicy {
+    /// What the gate needs of a feed's declared legal basis.
+    pub fn of(lb: &crate::config::LegalBasis) -> FeedPolicy {
+        FeedPolicy {
+            purpose: lb.purpose,
+            art6: lb.art6,
+            statute: lb.statute.clone(),
+            derogation: lb.derogation.clone(),
+            channel: lb.channel,
+            discloses_to_other_controller: lb.discloses_to_other_controller,
+            recipient_controller: lb.recipient_controller.clone(),
+        }
+    }
+}
+
 /// What the gate needs of a record: its document's controller (the
 /// configured controller id, when the custodian OID is configured) and
 /// service event.

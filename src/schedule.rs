@@ -328,39 +328,20 @@ pub fn next_fire(schedule: &Schedule, tz: Tz, after: DateTime<Utc>) -> Option<Da
     }
 }
 
-/// Parses a duration such as `30s`, `500ms`, `2m`, `1h` or `1h30m`.
+/// Parses a duration: the one grammar of every duration in the config and
+/// on the command line (humantime's). One or more parts, each a whole number
+/// and a unit, optionally separated by spaces: `250ms`, `30s`, `1min` (or
+/// `1m`), `1h30m`, `2h 15min`, `1day`. Units: `ms`; `s`, `sec`, `second`; `m`,
+/// `min`, `minute`; `h`, `hr`, `hour`; `d`, `day`; `w`, `week` (and their
+/// plurals). A bare number has no unit and is refused.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     if s.is_empty() {
-        return Err("empty duration".into());
+        return Err("empty duration (write e.g. 30s, 1min, 1h30m, 250ms)".into());
     }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(format!(
-                "{text:?} is not a duration (write e.g. 30s, 500ms, 2m, 1h)"
-            ));
-        }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("{text:?}: number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let part = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            _ => {
-                return Err(format!("{text:?} is not a duration (units: ms, s, m, h)"));
-            }
-        };
-        total = total.saturating_add(part);
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
+    humantime::parse_duration(s).map_err(|e| {
+        format!("{text:?} is not a duration: {e} (write e.g. 30s, 1min, 1h30m, 250ms)")
+    })
 }
 
 #[cfg(test)]
@@ -555,8 +536,16 @@ mod tests {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert!(parse_duration("30").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("3 days").is_err());
+        // The two examples of issue 15, refused by one parser or the other
+        // before there was one grammar.
+        assert_eq!(parse_duration("1min"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("2days"), Ok(Duration::from_secs(2 * 86400)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        for bad in ["", "30", "s", "-1s", "ms5", "a while", "3 fortnights"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -42,11 +42,30 @@ impl fmt::Display for LogFormat {
 /// The log filter directive from the environment (`REGFEED_LOG`, then
 /// `RUST_LOG`), or [`DEFAULT_FILTER`].
 pub fn filter_from_env() -> String {
+    filter_or(None)
+}
+
+/// The log filter: `REGFEED_LOG`, then `RUST_LOG`, then `config_level` (the
+/// config's `[log] level`, with its `REGFEED_LOG__LEVEL` override), then
+/// [`DEFAULT_FILTER`].
+pub fn filter_or(config_level: Option<&str>) -> String {
     FILTER_ENV
         .iter()
         .filter_map(|name| std::env::var(name).ok())
         .find(|v| !v.trim().is_empty())
+        .or_else(|| config_level.map(str::to_owned))
         .unwrap_or_else(|| DEFAULT_FILTER.to_owned())
+}
+
+/// The log format: the command line's `--log-format` (or
+/// `REGFEED_LOG_FORMAT`), then the config's `[log] format` (with its
+/// `REGFEED_LOG__FORMAT` override), then plain.
+pub fn format_or(flag: Option<LogFormat>, config: Option<crate::config::LogFormat>) -> LogFormat {
+    flag.or(config.map(|f| match f {
+        crate::config::LogFormat::Plain => LogFormat::Plain,
+        crate::config::LogFormat::Json => LogFormat::Json,
+    }))
+    .unwrap_or_default()
 }
 
 /// Why telemetry could not start.

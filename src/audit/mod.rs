@@ -26,8 +26,8 @@ pub use chain::{
     BadEntry, GENESIS, Head, Problem, StoredEntry, VerifyReport, append, head, record, verify,
 };
 
-use crate::config::{Config, FeedConfig};
 use crate::identity::{Key, KeyRing};
+use crate::loaded::{Config, FeedConfig};
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]

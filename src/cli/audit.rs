@@ -12,9 +12,9 @@ use clap::Subcommand;
 
 use crate::app;
 use crate::audit::{self, chain, fhir, subject};
-use crate::config::Config;
 use crate::decode::hetu::Hetu;
 use crate::identity::{self, KeyRing};
+use crate::loaded::Config;
 use crate::store::Store;
 
 /// Exit status of `audit verify` on a damaged trail (sysexits EX_DATAERR).

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::app::{self, App};
-use crate::config::{Config, ConfigError, IdentityKind};
+use crate::config::{ConfigError, IdentityKind};
+use crate::loaded::Config;
 
 /// Exit status for an invalid configuration (sysexits EX_CONFIG).
 pub const EXIT_CONFIG: u8 = 78;
@@ -46,6 +47,14 @@ pub fn validate(config: Option<&Path>) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // What a run will need: sources, sinks, keys; one problem a line.
+    let problems = crate::preflight::check(&cfg);
+    for p in &problems {
+        eprintln!("{p}");
+    }
+    if !problems.is_empty() {
+        return ExitCode::from(EXIT_CONFIG);
+    }
     if let Err(e) = app::load_keys(&cfg) {
         eprintln!("{}: keys: {e:#}", cfg.path.display());
         return ExitCode::from(EXIT_CONFIG);

@@ -24,22 +24,30 @@ use crate::telemetry::LogFormat;
     name = "regfeed",
     version,
     about = "Feeds national health registers from Kanta records",
-    after_help = "Logs go to standard error; their filter is read from REGFEED_LOG, else RUST_LOG \
-                  (default: info)."
+    after_help = "Logs go to standard error. Format: --log-format (or REGFEED_LOG_FORMAT), else the \
+                  config's [log] format (REGFEED_LOG__FORMAT), else plain. Filter: REGFEED_LOG, \
+                  else RUST_LOG, else the config's [log] level (REGFEED_LOG__LEVEL), else info."
 )]
 pub struct Cli {
-    /// How log lines on standard error are written.
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value_t,
-        env = "REGFEED_LOG_FORMAT"
-    )]
-    pub log_format: LogFormat,
+    /// How log lines on standard error are written (default: the config's
+    /// `[log] format`, else plain).
+    #[arg(long, global = true, value_enum, env = "REGFEED_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The config a command will read, for the log settings read before it runs:
+/// `None` when the command takes no `--config`, else where it is
+/// ([`crate::loaded::Config::locate`]).
+pub fn config_of(matches: &clap::ArgMatches) -> Option<PathBuf> {
+    let mut m = matches;
+    while let Some((_, sub)) = m.subcommand() {
+        m = sub;
+    }
+    let flag = m.try_get_one::<PathBuf>("config").ok()?;
+    Some(crate::config::locate(flag.map(PathBuf::as_path)))
 }
 
 #[derive(Debug, Subcommand)]

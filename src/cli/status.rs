@@ -11,7 +11,8 @@ use chrono::Utc;
 use serde::Serialize;
 
 use super::feeds::{load, runtime};
-use crate::config::{CatchUp, Config};
+use crate::config::CatchUp;
+use crate::loaded::Config;
 use crate::schedule::{HELSINKI, next_fire};
 use crate::store::{RunSummary, Store};
 

@@ -3,7 +3,9 @@
 //!
 //! Ready means: the config is loaded, the scheduler runs, the store takes a
 //! write (a one-row transaction, committed like any other) and the state
-//! directory a file, every source can be read, and no feed's delivery has
+//! directory a file, every source can be read and every file-drop sink's
+//! folder takes a file (the probes of [`crate::preflight`], which `regfeed
+//! validate` runs too), and no feed's delivery has
 //! failed continuously for longer than `telemetry.unready_after_delivery_failing`.
 //! The same probes set `regfeed_store_up` and `regfeed_source_up`. Answers
 //! name the store, a source or a feed, never a person or a source path.
@@ -45,6 +47,8 @@ struct Probed {
     /// The store and the state directory: `Err` says what is wrong.
     store: Result<(), String>,
     sources: Vec<(String, Result<(), String>)>,
+    /// What is wrong with file-drop sink folders.
+    sinks: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -170,11 +174,24 @@ impl Health {
             };
             (s.name().to_owned(), r)
         }));
-        let (store, probed_sources) = tokio::join!(store, sources);
+        // File-drop sinks take a file (the check `regfeed validate` makes;
+        // the folder is the operator's configuration, not a source path).
+        let sinks = futures_util::future::join_all(app.cfg.feeds.iter().filter_map(|f| {
+            let crate::config::SinkConfig::FileDrop { dir, .. } = &f.sink else {
+                return None;
+            };
+            let (dir, feed) = (dir.clone(), f.name.clone());
+            Some(probe_blocking("a sink folder", move || {
+                crate::preflight::sink_folder_writable(&dir)
+                    .map_err(|e| format!("the sink of feed {feed}: {e}"))
+            }))
+        }));
+        let (store, probed_sources, sinks) = tokio::join!(store, sources, sinks);
         let p = Probed {
             at: Instant::now(),
             store,
             sources: probed_sources,
+            sinks: sinks.into_iter().filter_map(Result::err).collect(),
         };
         self.lock().probed = Some(p.clone());
         Some(p)
@@ -195,6 +212,7 @@ impl Health {
             why.push(e.clone());
         }
         why.extend(p.sources.iter().filter_map(|(_, r)| r.clone().err()));
+        why.extend(p.sinks.iter().cloned());
         let (limit, failing) = {
             let i = self.lock();
             let limit = i.app.as_ref().map_or(Duration::ZERO, |a| {
@@ -267,20 +285,24 @@ impl Checks for Health {
 /// Writes, syncs and removes a small file in the state directory (where
 /// sealed batches are written).
 async fn probe_state_dir(dir: &std::path::Path) -> Result<(), String> {
-    let path = dir.join(".regfeed-probe");
-    let probe = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        use std::io::Write as _;
-        let mut f = std::fs::File::create(&path)?;
-        f.write_all(b"regfeed\n")?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::remove_file(&path)
-    });
-    match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
-        Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(e))) => Err(format!("the state directory is not writable: {e}")),
-        Ok(Err(e)) => Err(format!("the state directory probe failed: {e}")),
-        Err(_) => Err("the state directory does not answer".into()),
+    let dir = dir.to_path_buf();
+    probe_blocking("the state directory", move || {
+        crate::preflight::folder_writable(&dir)
+            .map_err(|e| format!("the state directory is not writable: {e}"))
+    })
+    .await
+}
+
+/// Runs a blocking probe within [`PROBE_TIMEOUT`]; `what` names what it
+/// probes when it fails to answer.
+async fn probe_blocking(
+    what: &str,
+    probe: impl FnOnce() -> Result<(), String> + Send + 'static,
+) -> Result<(), String> {
+    match tokio::time::timeout(PROBE_TIMEOUT, tokio::task::spawn_blocking(probe)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(format!("{what} probe failed: {e}")),
+        Err(_) => Err(format!("{what} does not answer")),
     }
 }
 

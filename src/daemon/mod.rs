@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::app::{self, App};
-use crate::config::Config;
+use crate::loaded::Config;
 use crate::telemetry::http;
 use crate::telemetry::metrics;
 use health::Health;

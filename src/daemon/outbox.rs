@@ -24,8 +24,8 @@ use tokio::sync::Notify;
 use super::lease::{Leased, acquire, under_lease};
 use super::scheduler::{Ctx, describe};
 use crate::app::App;
-use crate::config::FeedConfig;
 use crate::deliver::outbox::Backoff;
+use crate::loaded::FeedConfig;
 
 /// The lease row a feed's outbox loop holds while it delivers.
 pub fn outbox_lease(feed: &str) -> String {

@@ -27,9 +27,10 @@ use super::DeliverError;
 use super::file_drop::{FileDrop, SealedBatch};
 use super::http::{HttpSink, Upload};
 use crate::app::App;
-use crate::config::{FeedConfig, SinkConfig};
+use crate::config::SinkConfig;
 use crate::failpoint;
 use crate::feed;
+use crate::loaded::FeedConfig;
 use crate::store::{AttemptEnd, BatchInfo};
 use crate::telemetry::metrics;
 

@@ -69,22 +69,6 @@ impl RetryPolicy {
     }
 }
 
-/// Parses `250ms`, `1s`, `10m`, `24h` (a whole number and a unit).
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    let secs = |k: u64| n.checked_mul(k).map(Duration::from_secs);
-    match unit.trim() {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => secs(1),
-        "m" | "min" => secs(60),
-        "h" => secs(3600),
-        _ => None,
-    }
-}
-
 /// A `Retry-After` value (RFC 9110 §10.2.3): delay-seconds, or an HTTP-date
 /// (a date in the past means now). `None` when it is neither.
 pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
@@ -100,17 +84,6 @@ pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Dura
 mod tests {
     use super::*;
     use std::time::SystemTime;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1s"), Some(Duration::from_secs(1)));
-        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
-        assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86400)));
-        for bad in ["", "s", "1", "1d", "-1s", "1.5s", "ms5"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn retry_after_reads_seconds_and_http_dates() {

@@ -538,11 +538,7 @@ fn column_type(s: &str) -> Option<ColumnType> {
 
 /// Parses and validates mapping text (as if read from `path`).
 pub fn parse(text: &str, path: &Path) -> Result<Mapping, Vec<Problem>> {
-    let mut cx = Ctx {
-        file: path,
-        text,
-        problems: Vec::new(),
-    };
+    let mut cx = Ctx::new(path, text);
     let raw: RawMapping = match toml::from_str(text) {
         Ok(r) => r,
         Err(e) => {

@@ -33,7 +33,8 @@ use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use proptest::prelude::*;
 
 use super::{Gate, PersonPlan, plan_person, seal_verdict};
-use crate::config::{Art6, Channel, Config, Purpose};
+use crate::config::{Art6, Channel, Purpose};
+use crate::loaded::Config;
 use crate::policy::FeedPolicy;
 use crate::store::{self, DocRow, PolicyRows};
 

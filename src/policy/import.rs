@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::config::{Config, Purpose};
+use crate::config::{Config, Controller, Purpose};
 use crate::decode::hetu::Hetu;
 use crate::identity::{self, Key};
 use crate::store::{DenialRow, DenialSnapshot, FlagRow, ObjectionRow, RestrictionRow};
@@ -122,7 +122,7 @@ fn identifier_only(v: &str) -> bool {
 }
 
 struct RowCx<'a> {
-    cfg: &'a Config,
+    controllers: &'a [Controller],
     index_key: &'a Key,
 }
 
@@ -162,7 +162,7 @@ fn parse_row(
     let controller = |k: &str| -> Result<Option<String>, String> {
         match get(f, k) {
             None => Ok(None),
-            Some(id) if cx.cfg.controllers.iter().any(|c| c.id == id.trim()) => {
+            Some(id) if cx.controllers.iter().any(|c| c.id == id.trim()) => {
                 Ok(Some(id.trim().to_owned()))
             }
             Some(_) => Err(format!("{k} is not a configured controller id")),
@@ -279,8 +279,11 @@ fn parse_row(
 /// Parses an import file's text: JSON Lines when the first non-blank
 /// character is `{`, else CSV with a header row. Every bad row is reported;
 /// nothing is returned unless every row is good.
-pub fn parse(text: &str, cfg: &Config, index_key: &Key) -> Result<Parsed, Vec<LineError>> {
-    let cx = RowCx { cfg, index_key };
+pub fn parse<M>(text: &str, cfg: &Config<M>, index_key: &Key) -> Result<Parsed, Vec<LineError>> {
+    let cx = RowCx {
+        controllers: &cfg.controllers,
+        index_key,
+    };
     let mut out = Parsed::default();
     let mut errors = Vec::new();
     let mut snapshots = BTreeMap::new();
@@ -379,7 +382,7 @@ pub fn parse(text: &str, cfg: &Config, index_key: &Key) -> Result<Parsed, Vec<Li
 mod tests {
     use super::*;
 
-    fn cfg() -> (tempfile::TempDir, Config) {
+    fn cfg() -> (tempfile::TempDir, crate::loaded::Config) {
         let tmp = tempfile::tempdir().expect("tmp");
         let corpus = tmp.path().join("corpus");
         std::fs::create_dir_all(&corpus).expect("corpus");

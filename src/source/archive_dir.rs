@@ -40,11 +40,7 @@ impl ArchiveDir {
 
     /// Whether the folder can be listed (readiness): its first entry is read.
     pub fn probe(&self) -> io::Result<()> {
-        let mut dir = std::fs::read_dir(&self.root)?;
-        match dir.next() {
-            Some(Err(e)) => Err(e),
-            _ => Ok(()),
-        }
+        crate::preflight::folder_readable(&self.root)
     }
 
     pub fn name(&self) -> &str {

@@ -443,12 +443,12 @@ fn export_is_fhir_audit_events_without_a_hetu() {
 
 // ------------------------------------------------------------ the library
 
-fn setup_store() -> (tempfile::TempDir, regfeed::config::Config) {
+fn setup_store() -> (tempfile::TempDir, regfeed::loaded::Config) {
     let tmp = tempfile::tempdir().expect("tmp");
     let corpus = tmp.path().join("corpus");
     std::fs::create_dir_all(&corpus).expect("corpus");
     let s = regfeed::demo::write_setup(&tmp.path().join("demo"), &corpus).expect("setup");
-    let cfg = regfeed::config::Config::load(&s.config).expect("config");
+    let cfg = regfeed::loaded::Config::load(&s.config).expect("config");
     (tmp, cfg)
 }
 

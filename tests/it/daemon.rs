@@ -383,7 +383,7 @@ impl HeldLease {
             .enable_all()
             .build()
             .expect("runtime");
-        let cfg = regfeed::config::Config::load(config).expect("config");
+        let cfg = regfeed::loaded::Config::load(config).expect("config");
         let store = rt
             .block_on(regfeed::store::Store::open(&cfg.database_url))
             .expect("store");

@@ -352,7 +352,7 @@ async fn certificate_verification_is_always_on_and_plain_http_is_refused() {
         .expect("config")
         .replace("https://", "http://");
     std::fs::write(&config, text).expect("write");
-    let err = regfeed::config::Config::load(&config).expect_err("plain http refused");
+    let err = regfeed::loaded::Config::load(&config).expect_err("plain http refused");
     assert!(err.to_string().contains("feeds.sink.base_url"), "{err}");
 }
 

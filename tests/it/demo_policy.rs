@@ -36,7 +36,7 @@ fn run(args: &[&str]) -> String {
 fn person_rows(
     dir: &Path,
     feed_name: &str,
-    cfg: &regfeed::config::Config,
+    cfg: &regfeed::loaded::Config,
 ) -> Vec<(String, String)> {
     let fc = cfg.feed(feed_name).expect("feed");
     let cols = fc.mapping.feed_columns();
@@ -78,7 +78,7 @@ fn the_demo_honours_objections_and_leaks_nothing() {
     transcript.push_str(&run(&["audit", "verify", "--config", &c]));
     let export = run(&["audit", "export", "--config", &c]);
 
-    let cfg = regfeed::config::Config::load(&config).expect("config");
+    let cfg = regfeed::loaded::Config::load(&config).expect("config");
     let inputs = std::fs::read_to_string(dir.join("policy-inputs.csv")).expect("inputs");
     let lines: Vec<Vec<&str>> = inputs
         .lines()

@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use regfeed::app::App;
-use regfeed::config::Config;
 use regfeed::decode::hetu::Hetu;
 use regfeed::feed::{self, Op, Row, Value};
 use regfeed::identity::{self, Key, KeyRole, KeySource};
+use regfeed::loaded::Config;
 
 fn copy_xml(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("corpus dir");

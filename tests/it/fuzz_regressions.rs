@@ -98,10 +98,10 @@ fn mapping_parse() {
 fn config_parse() {
     each("config_parse", |b| {
         if let Ok(text) = std::str::from_utf8(b) {
-            let _ = regfeed::config::Config::from_str_at(
+            let _ = regfeed::loaded::Config::from_str_at(
                 text,
                 Path::new("/etc/regfeed/regfeed.toml"),
-                |_| None,
+                &[],
             );
         }
     });

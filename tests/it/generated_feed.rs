@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 
 use chrono::{Months, NaiveDate, Utc};
 use regfeed::app::App;
-use regfeed::config::Config;
 use regfeed::decode::hetu::Hetu;
 use regfeed::feed::{self, Op, Row, Value};
 use regfeed::identity::{self, Key, KeyRole, KeySource};
+use regfeed::loaded::Config;
 use regfeed::synth::{self, Truth};
 
 /// The corpus of the story on SQLite, where the generator's variety is the

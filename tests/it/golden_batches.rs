@@ -16,7 +16,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use regfeed::app::App;
-use regfeed::config::Config;
+use regfeed::loaded::Config;
 use regfeed::pipeline::{self, FeedKeys, Mode};
 
 const PATIENTS: u32 = 400;

@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
-use regfeed::config::Config;
 use regfeed::decode::hetu::Hetu;
 use regfeed::feed::{self, Op, Value};
 use regfeed::identity::{self, Key, KeyRole, KeySource};
+use regfeed::loaded::Config;
 use regfeed::synth;
 
 const FEED: &str = "thl-diabetes";

@@ -127,10 +127,8 @@ fn the_production_example_config_validates() {
         &format!("{}/mappings/", root.display()),
     );
     let cfg =
-        regfeed::config::Config::from_str_at(&text, Path::new("/etc/regfeed/regfeed.toml"), |_| {
-            None
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
+        regfeed::loaded::Config::from_str_at(&text, Path::new("/etc/regfeed/regfeed.toml"), &[])
+            .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.feeds.len(), 2);
     assert!(cfg.feeds.iter().all(|f| f.schedule.is_some()));
     assert_eq!(
@@ -153,9 +151,9 @@ fn readiness_after_failing_delivery_is_configured_overridden_and_checked() {
     );
     let at = Path::new("/etc/regfeed/regfeed.toml");
     let key = "REGFEED_TELEMETRY__UNREADY_AFTER_DELIVERY_FAILING";
-    assert!(regfeed::config::ENV_OVERRIDES.contains(&key));
+    assert!(regfeed::config::is_env_override(key));
     let cfg =
-        regfeed::config::Config::from_str_at(&text, at, |k| (k == key).then(|| "90s".to_owned()))
+        regfeed::loaded::Config::from_str_at(&text, at, &[(key.to_owned(), "90s".to_owned())])
             .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         cfg.daemon.unready_after_delivery_failing,
@@ -165,14 +163,13 @@ fn readiness_after_failing_delivery_is_configured_overridden_and_checked() {
         "unready_after_delivery_failing = \"30m\"",
         "unready_after_delivery_failing = \"0s\"",
     );
-    let cfg =
-        regfeed::config::Config::from_str_at(&off, at, |_| None).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = regfeed::loaded::Config::from_str_at(&off, at, &[]).unwrap_or_else(|e| panic!("{e}"));
     assert!(cfg.daemon.unready_after_delivery_failing.is_zero());
     let bad = text.replace(
         "unready_after_delivery_failing = \"30m\"",
         "unready_after_delivery_failing = \"a while\"",
     );
-    let err = regfeed::config::Config::from_str_at(&bad, at, |_| None)
+    let err = regfeed::loaded::Config::from_str_at(&bad, at, &[])
         .expect_err("invalid")
         .to_string();
     assert!(
@@ -193,11 +190,9 @@ fn a_bad_schedule_or_catch_up_is_refused_with_file_line_and_field() {
         .replace("catch_up = \"skip\"", "catch_up = \"sometimes\"")
         .replace("shutdown_grace = \"30s\"", "shutdown_grace = \"soon\"");
     let err =
-        regfeed::config::Config::from_str_at(&text, Path::new("/etc/regfeed/regfeed.toml"), |_| {
-            None
-        })
-        .expect_err("invalid")
-        .to_string();
+        regfeed::loaded::Config::from_str_at(&text, Path::new("/etc/regfeed/regfeed.toml"), &[])
+            .expect_err("invalid")
+            .to_string();
     let line_of = |needle: &str| {
         text.lines()
             .position(|l| l.contains(needle))

@@ -235,7 +235,7 @@ fn with_daemon(text: &str) -> String {
 
 /// The store's file, from the config.
 fn database(config: &Path) -> String {
-    regfeed::config::Config::load(config)
+    regfeed::loaded::Config::load(config)
         .expect("config")
         .database_url
         .to_string()

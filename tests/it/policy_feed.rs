@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::Utc;
 use regfeed::app::App;
-use regfeed::config::Config;
 use regfeed::decode::hetu::Hetu;
 use regfeed::feed::{self, Op, Row, Value};
 use regfeed::identity::{self, Key, KeyRole, KeySource};
+use regfeed::loaded::Config;
 use regfeed::pipeline::{self, FeedKeys, Mode};
 
 const RESEARCH: &str = "research-diabetes";

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use regfeed::config::Config;
 use regfeed::feed::{self, Op};
+use regfeed::loaded::Config;
 use regfeed::synth;
 use sqlx::Row as _;
 

@@ -12,9 +12,10 @@ use std::os::unix::fs::PermissionsExt;
 
 use helpers::{SinkSpec, secret_file, write_http_setup};
 use regfeed::app::App;
-use regfeed::config::{Config, DatabaseUrl, SinkConfig};
+use regfeed::config::{DatabaseUrl, SinkConfig};
 use regfeed::deliver::http::HttpSink;
 use regfeed::identity::{Key, KeyRole, KeySource};
+use regfeed::loaded::Config;
 
 /// Every form of a secret that could leak through formatting: the text as
 /// stored, upper-cased, and (for hex keys) the raw bytes as `Debug` of a

@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use regfeed::app::App;
-use regfeed::config::{Config, SourceConfig, SourceKind, SqlSourceConfig};
+use regfeed::config::{SourceConfig, SourceKind, SqlSourceConfig};
 use regfeed::feed;
+use regfeed::loaded::Config;
 use regfeed::source::Source;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
@@ -308,7 +309,7 @@ fn config_problems(sources: &str) -> String {
     let text = format!(
         "[daemon]\nstate_dir = \"state\"\n\n[keys]\nindex = \"k/index.key\"\naudit = \"k/audit.key\"\n\n{sources}"
     );
-    match Config::from_str_at(&text, Path::new("/etc/regfeed/regfeed.toml"), |_| None) {
+    match Config::from_str_at(&text, Path::new("/etc/regfeed/regfeed.toml"), &[]) {
         Ok(_) => String::new(),
         Err(e) => e.to_string(),
     }
@@ -321,8 +322,8 @@ fn config_validates_sql_sources_and_never_echoes_a_password() {
     let text = format!(
         "[daemon]\nstate_dir = \"state\"\n\n[keys]\nindex = \"k/index.key\"\naudit = \"k/audit.key\"\n\n{ok}"
     );
-    let cfg = Config::from_str_at(&text, Path::new("/etc/regfeed/regfeed.toml"), |_| None)
-        .expect("valid");
+    let cfg =
+        Config::from_str_at(&text, Path::new("/etc/regfeed/regfeed.toml"), &[]).expect("valid");
     let SourceKind::Sql(sql) = &cfg.sources[0].kind else {
         panic!("not a sql source");
     };

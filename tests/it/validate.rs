@@ -231,3 +231,104 @@ fn validate_explains_a_recipient_controller() {
         "{out}"
     );
 }
+
+#[test]
+fn a_missing_source_folder_is_a_problem_at_its_line() {
+    let (t, s) = setup();
+    std::fs::remove_dir_all(t.path().join("corpus")).expect("rm corpus");
+    let line = line_of(&s.config, "kind = \"archive_dir\"") + 1;
+    let (code, out) = validate(&s.config);
+    assert_eq!(code, 78, "{out}");
+    let want = format!(
+        "{}:{line}: sources.path: source kanta-archive: folder {} cannot be read: No such file or directory",
+        s.config.display(),
+        t.path().join("corpus").display()
+    );
+    assert!(out.contains(&want), "wanted {want:?} in:\n{out}");
+    assert!(!out.contains("valid ("), "{out}");
+}
+
+#[test]
+fn an_unwritable_sink_folder_is_a_problem_at_its_line() {
+    let (t, s) = setup();
+    // A file where the sink's folder (or one above it) should be: nothing
+    // can be delivered there, whoever runs it.
+    let blocker = t.path().join("not-a-folder");
+    std::fs::write(&blocker, "x").expect("file");
+    edit(
+        &s.config,
+        "dir = \"delivered/thl-diabetes\"",
+        &format!("dir = \"{}/thl-diabetes\"", blocker.display()),
+    );
+    let line = line_of(&s.config, "not-a-folder");
+    let (code, out) = validate(&s.config);
+    assert_eq!(code, 78, "{out}");
+    let want = format!(
+        "{}:{line}: feeds.sink.dir: feed thl-diabetes: ",
+        s.config.display()
+    );
+    assert!(out.contains(&want), "wanted {want:?} in:\n{out}");
+    assert!(out.contains("Not a directory"), "{out}");
+    // A sink folder that does not exist yet is fine: delivery makes it.
+    edit(
+        &s.config,
+        &format!("dir = \"{}/thl-diabetes\"", blocker.display()),
+        "dir = \"delivered/later/thl-diabetes\"",
+    );
+    let (code, out) = validate(&s.config);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn a_key_readable_by_others_is_a_problem_at_its_line() {
+    let (_t, s) = setup();
+    let key = s.dir.join("keys/thl-diabetes.record.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let line = line_of(&s.config, "record_key = \"keys/thl-diabetes.record.key\"");
+    let (code, out) = validate(&s.config);
+    assert_eq!(code, 78, "{out}");
+    let want = format!(
+        "{}:{line}: feeds.record_key: record:thl-diabetes key file {} is accessible to group or others (mode 0644)",
+        s.config.display(),
+        key.display()
+    );
+    assert!(out.contains(&want), "wanted {want:?} in:\n{out}");
+    assert_eq!(out.lines().count(), 1, "one problem, one line: {out}");
+}
+
+#[test]
+fn credentials_without_their_directory_are_one_line_with_a_hint() {
+    let (_t, s) = setup();
+    edit(
+        &s.config,
+        "index = \"keys/index.key\"",
+        "index = \"credential:index.key\"",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_regfeed"))
+        .args(["validate", "--config"])
+        .arg(&s.config)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let want = format!(
+        "{}: keys: 1 key is a systemd credential (credential:NAME) and CREDENTIALS_DIRECTORY is not set; outside systemd set it",
+        s.config.display()
+    );
+    assert!(err.starts_with(&want), "wanted {want:?} in:\n{err}");
+    // Pointed at the folder that holds the key files, it validates.
+    let out = Command::new(env!("CARGO_BIN_EXE_regfeed"))
+        .args(["validate", "--config"])
+        .arg(&s.config)
+        .env("CREDENTIALS_DIRECTORY", s.dir.join("keys"))
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

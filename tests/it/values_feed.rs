@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use regfeed::app::{App, OnceReport};
-use regfeed::config::Config;
 use regfeed::feed::{self, Value};
+use regfeed::loaded::Config;
 use regfeed::pipeline::{self, Accounting, FeedKeys, Mode};
 
 /// One delivered row, by column name, as text (numbers as Rust prints them).

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use regfeed::app::App;
-use regfeed::config::Config;
+use regfeed::loaded::Config;
 use regfeed::store::{BatchRow, NewBatch};
 use sha2::{Digest, Sha256};
 
