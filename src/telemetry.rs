@@ -42,11 +42,17 @@ impl fmt::Display for LogFormat {
 /// The log filter directive from the environment (`REGFEED_LOG`, then
 /// `RUST_LOG`), or [`DEFAULT_FILTER`].
 pub fn filter_from_env() -> String {
+    filter_from_env_or(DEFAULT_FILTER)
+}
+
+/// The log filter directive from the environment (`REGFEED_LOG`, then
+/// `RUST_LOG`), or `default`.
+pub fn filter_from_env_or(default: &str) -> String {
     FILTER_ENV
         .iter()
         .filter_map(|name| std::env::var(name).ok())
         .find(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| DEFAULT_FILTER.to_owned())
+        .unwrap_or_else(|| default.to_owned())
 }
 
 /// Why telemetry could not start.

@@ -25,6 +25,8 @@ pub enum AuditCommand {
     /// Check the whole hash chain; exit 0 on an intact trail, 65 naming the
     /// first bad entry otherwise.
     Verify {
+        /// The config file (default: $REGFEED_CONFIG, else
+        /// /etc/regfeed/regfeed.toml).
         #[arg(long, value_name = "FILE")]
         config: Option<std::path::PathBuf>,
         /// The entry count of an anchor kept outside the store (the gauge):
@@ -40,6 +42,8 @@ pub enum AuditCommand {
     /// received this person's data, when, under which basis, and which of
     /// their records were excluded or held, and why.
     Subject {
+        /// The config file (default: $REGFEED_CONFIG, else
+        /// /etc/regfeed/regfeed.toml).
         #[arg(long, value_name = "FILE")]
         config: Option<std::path::PathBuf>,
         /// Print JSON instead of text.
@@ -57,6 +61,8 @@ pub enum AuditCommand {
     },
     /// Every entry as a FHIR R4 AuditEvent, one JSON object per line.
     Export {
+        /// The config file (default: $REGFEED_CONFIG, else
+        /// /etc/regfeed/regfeed.toml).
         #[arg(long, value_name = "FILE")]
         config: Option<std::path::PathBuf>,
     },

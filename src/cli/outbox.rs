@@ -13,11 +13,14 @@ use super::feeds::{fail, open};
 pub enum OutboxCommand {
     /// Batches by feed and sequence: state, attempts, receipt, why dead.
     List {
+        /// Only this feed's batches.
         #[arg(long)]
         feed: Option<String>,
         /// One JSON object per batch instead of a table.
         #[arg(long)]
         json: bool,
+        /// The config file (default: $REGFEED_CONFIG, else
+        /// /etc/regfeed/regfeed.toml).
         #[arg(long, value_name = "FILE")]
         config: Option<std::path::PathBuf>,
     },
@@ -25,10 +28,14 @@ pub enum OutboxCommand {
     /// under the same sequence if its rows changed), then sent with the
     /// feed's later batches.
     Retry {
+        /// The batch's feed.
         #[arg(long)]
         feed: String,
+        /// The batch's sequence number in its feed.
         #[arg(long)]
         seq: i64,
+        /// The config file (default: $REGFEED_CONFIG, else
+        /// /etc/regfeed/regfeed.toml).
         #[arg(long, value_name = "FILE")]
         config: Option<std::path::PathBuf>,
         /// How long to wait while the daemon's outbox loop works on the
@@ -40,10 +47,14 @@ pub enum OutboxCommand {
     /// Send a delivered batch's sealed bytes again (idempotent at the
     /// register); its state stays delivered.
     Replay {
+        /// The batch's feed.
         #[arg(long)]
         feed: String,
+        /// The batch's sequence number in its feed.
         #[arg(long)]
         seq: i64,
+        /// The config file (default: $REGFEED_CONFIG, else
+        /// /etc/regfeed/regfeed.toml).
         #[arg(long, value_name = "FILE")]
         config: Option<std::path::PathBuf>,
         /// How long to wait while the daemon's outbox loop works on the
@@ -60,6 +71,8 @@ pub enum FeedCommand {
     /// and row counts, the manifest chain, gapless sequences, record ids and
     /// ops. Exit 0 when all is well, 1 with one line per problem.
     Verify {
+        /// One feed's folder of batches, or a folder holding one such
+        /// folder per feed (each checked on its own).
         #[arg(value_name = "DIR")]
         dir: std::path::PathBuf,
         /// The report as JSON.
@@ -101,16 +114,16 @@ pub fn outbox(cmd: OutboxCommand) -> ExitCode {
                     );
                     match d.waiting_on {
                         Some(s) => {
-                            eprintln!(
-                                "regfeed: {feed}: batch {s} is dead again; see `regfeed outbox list --feed {feed}`"
-                            );
+                            super::report::fatal(&format!(
+                                "{feed}: batch {s} is dead again; see `regfeed outbox list --feed {feed}`"
+                            ));
                             ExitCode::FAILURE
                         }
                         None => ExitCode::SUCCESS,
                     }
                 }
                 Err(e) if e.is::<crate::daemon::LeaseRefused>() => {
-                    eprintln!("regfeed: {e:#}");
+                    super::report::fatal(&format!("{e:#}"));
                     ExitCode::from(super::feeds::EXIT_TEMPFAIL)
                 }
                 Err(e) => fail(&e),
@@ -137,7 +150,7 @@ pub fn outbox(cmd: OutboxCommand) -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) if e.is::<crate::daemon::LeaseRefused>() => {
-                    eprintln!("regfeed: {e:#}");
+                    super::report::fatal(&format!("{e:#}"));
                     ExitCode::from(super::feeds::EXIT_TEMPFAIL)
                 }
                 Err(e) => fail(&e),
@@ -193,9 +206,36 @@ fn list(config: Option<&Path>, feed: Option<&str>, json: bool) -> ExitCode {
 }
 
 pub fn feed(cmd: FeedCommand) -> ExitCode {
+    use crate::feed::verify;
     match cmd {
         FeedCommand::Verify { dir, json } => {
-            let r = crate::feed::verify::verify_dir(&dir);
+            // A folder of feed folders (what a file-drop sink fills, one
+            // folder per feed): each is checked on its own.
+            if let Some(tree) = verify::verify_tree(&dir) {
+                if json {
+                    let doc = serde_json::json!({ "feeds": tree });
+                    match serde_json::to_string_pretty(&doc) {
+                        Ok(s) => println!("{s}"),
+                        Err(e) => return fail(&e.into()),
+                    }
+                } else {
+                    for (folder, r) in &tree {
+                        for p in &r.problems {
+                            println!("{folder}/{}: {}", p.file, p.problem);
+                        }
+                        println!("{folder}: {}", verify_summary(r));
+                    }
+                }
+                let ok = tree
+                    .values()
+                    .all(|r| r.problems.is_empty() && r.batches > 0);
+                return if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                };
+            }
+            let r = verify::verify_dir(&dir);
             if json {
                 match serde_json::to_string_pretty(&r) {
                     Ok(s) => println!("{s}"),
@@ -205,19 +245,7 @@ pub fn feed(cmd: FeedCommand) -> ExitCode {
                 for p in &r.problems {
                     println!("{}: {}", p.file, p.problem);
                 }
-                let feeds: Vec<String> =
-                    r.feeds.iter().map(|(f, s)| format!("{f} 1..{s}")).collect();
-                println!(
-                    "{} batches ({}), {} records, {} problems",
-                    r.batches,
-                    if feeds.is_empty() {
-                        "no feeds".into()
-                    } else {
-                        feeds.join(", ")
-                    },
-                    r.records,
-                    r.problems.len()
-                );
+                println!("{}", verify_summary(&r));
             }
             if r.problems.is_empty() && r.batches > 0 {
                 ExitCode::SUCCESS
@@ -226,4 +254,21 @@ pub fn feed(cmd: FeedCommand) -> ExitCode {
             }
         }
     }
+}
+
+/// `3 batches (thl-diabetes 1..3), 120 records, 0 problems`.
+fn verify_summary(r: &crate::feed::verify::VerifyReport) -> String {
+    use super::report::count;
+    let feeds: Vec<String> = r.feeds.iter().map(|(f, s)| format!("{f} 1..{s}")).collect();
+    format!(
+        "{} ({}), {}, {}",
+        count(r.batches as u64, "batch", "batches"),
+        if feeds.is_empty() {
+            "no feeds".into()
+        } else {
+            feeds.join(", ")
+        },
+        count(r.records, "record", "records"),
+        count(r.problems.len() as u64, "problem", "problems")
+    )
 }
