@@ -17,6 +17,7 @@
 //!   held records, runs, the outbox.
 //! - [`policy`]: the objection/exception decision table, one pure function.
 //! - [`pipeline`]: one feed run, source to staged batch.
+//! - [`quarantine`]: refused documents for operators: list, show, retry.
 //! - [`feed`]: batch data files (CSV, JSON Lines) and manifests, sealed to disk.
 //! - [`deliver`]: getting sealed batches to registers: outbox, retry, file
 //!   drop and HTTP sinks.
@@ -51,6 +52,7 @@ pub mod identity;
 pub mod mapping;
 pub mod pipeline;
 pub mod policy;
+pub mod quarantine;
 pub mod record;
 pub mod schedule;
 pub mod source;

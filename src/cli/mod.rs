@@ -9,6 +9,7 @@ pub mod audit;
 pub mod decode;
 pub mod feeds;
 pub mod outbox;
+pub mod quarantine;
 pub mod report;
 pub mod run;
 pub mod status;
@@ -156,6 +157,11 @@ pub enum Command {
         #[command(subcommand)]
         command: outbox::OutboxCommand,
     },
+    /// Documents the decoder refused: list, show one, retry a corrected one.
+    Quarantine {
+        #[command(subcommand)]
+        command: quarantine::QuarantineCommand,
+    },
     /// For receivers: check received batches.
     Feed {
         #[command(subcommand)]
@@ -261,6 +267,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         },
         Command::Outbox { command } => outbox::outbox(command),
+        Command::Quarantine { command } => quarantine::run(command),
         Command::Feed { command } => outbox::feed(command),
         Command::Audit { command } => audit::run(command),
     }

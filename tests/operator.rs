@@ -1,0 +1,159 @@
+//! What an operator does with the store day to day (issue 15): find a
+//! quarantined document, fix it and retry it (`regfeed quarantine`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn regfeed(args: &[&str], config: &Path) -> Out {
+    let out = Command::new(env!("CARGO_BIN_EXE_regfeed"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("REGFEED_LOG", "warn")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run regfeed");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The number after `new documents decoded ` in a run's summary.
+fn decoded(out: &Out) -> u64 {
+    let at = out
+        .stdout
+        .find("new documents decoded ")
+        .unwrap_or_else(|| panic!("no summary:\n{}\n{}", out.stdout, out.stderr));
+    out.stdout[at + "new documents decoded ".len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a count")
+}
+
+fn quarantine_json(config: &Path) -> Vec<serde_json::Value> {
+    let out = regfeed(&["quarantine", "list", "--json"], config);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
+/// Writes `bytes` over `path` and gives it back its modification time: the
+/// listing sees the same size and time, so only `retry` can make a run read
+/// it again.
+fn overwrite_keeping_mtime(path: &Path, bytes: &[u8], mtime: std::time::SystemTime) {
+    std::fs::write(path, bytes).expect("write");
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .expect("open")
+        .set_modified(mtime)
+        .expect("set mtime");
+}
+
+#[test]
+fn a_quarantined_document_is_listed_fixed_retried_and_then_decoded() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let corpus = tmp.path().join("corpus");
+    regfeed::synth::write_corpus(&regfeed::synth::plan(30, 5), &corpus).expect("corpus");
+    // One document is broken before the first run: same length, same time.
+    let victim: PathBuf = common::files_under(&corpus.join("docs"))
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "xml"))
+        .expect("a document");
+    let good = std::fs::read(&victim).expect("read");
+    let mtime = std::fs::metadata(&victim)
+        .expect("meta")
+        .modified()
+        .expect("mtime");
+    let broken = vec![b'#'; good.len()];
+    overwrite_keeping_mtime(&victim, &broken, mtime);
+    let broken_sha = regfeed::feed::sha256_hex(&broken);
+    let setup = regfeed::demo::write_setup(&tmp.path().join("demo"), &corpus).expect("setup");
+    let config = setup.config.as_path();
+
+    let first = regfeed(&["once", "--feed", "thl-diabetes"], config);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert!(decoded(&first) > 0);
+
+    // Listed, by digest, class, feeds and times; filters narrow it.
+    let listed = quarantine_json(config);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let e = &listed[0];
+    assert_eq!(e["digest"], broken_sha.as_str());
+    assert!(!e["class"].as_str().expect("class").is_empty());
+    assert!(
+        e["feeds"]
+            .as_array()
+            .expect("feeds")
+            .iter()
+            .any(|f| f == "thl-diabetes"),
+        "{e}"
+    );
+    assert!(e["first_seen"].as_str().expect("time").ends_with('Z'));
+    assert_eq!(e.get("path"), None, "the raw locator is never printed");
+    let class = e["class"].as_str().expect("class").to_owned();
+    let none = regfeed(
+        &["quarantine", "list", "--json", "--class", "no_such_class"],
+        config,
+    );
+    assert_eq!(none.stdout.trim(), "", "the class filter keeps nothing");
+    let since = regfeed(
+        &["quarantine", "list", "--json", "--since", "2999-01-01"],
+        config,
+    );
+    assert_eq!(since.stdout.trim(), "", "the time filter keeps nothing");
+    let table = regfeed(&["quarantine", "list", "--feed", "thl-diabetes"], config);
+    assert!(
+        table.stdout.starts_with("digest"),
+        "a header: {}",
+        table.stdout
+    );
+    assert!(table.stdout.contains(&broken_sha), "{}", table.stdout);
+
+    // Shown by a prefix of its digest.
+    let prefix = &broken_sha[..12];
+    let shown = regfeed(&["quarantine", "show", prefix], config);
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    assert!(shown.stdout.contains(&class) && shown.stdout.contains("locator"));
+    assert!(shown.stdout.contains("kanta-archive:"), "{}", shown.stdout);
+
+    // Retried while still broken: refused, still in quarantine.
+    let still = regfeed(&["quarantine", "retry", prefix], config);
+    assert_eq!(still.code, 1, "{}", still.stdout);
+    assert!(still.stderr.contains("still refused"), "{}", still.stderr);
+    assert_eq!(quarantine_json(config).len(), 1);
+
+    // Fixed on disk with the same size and time: a run alone does not see it.
+    overwrite_keeping_mtime(&victim, &good, mtime);
+    let unseen = regfeed(&["once", "--feed", "thl-diabetes"], config);
+    assert_eq!(unseen.code, 0, "{}", unseen.stderr);
+    assert_eq!(decoded(&unseen), 0, "{}", unseen.stdout);
+
+    // Retried: it decodes, leaves quarantine, and the next run decodes it.
+    let retried = regfeed(&["quarantine", "retry", prefix], config);
+    assert_eq!(retried.code, 0, "{}", retried.stderr);
+    assert!(retried.stdout.contains("decodes now"), "{}", retried.stdout);
+    assert!(quarantine_json(config).is_empty());
+    let after = regfeed(&["once", "--feed", "thl-diabetes"], config);
+    assert_eq!(after.code, 0, "{}", after.stderr);
+    assert_eq!(decoded(&after), 1, "{}", after.stdout);
+    assert!(quarantine_json(config).is_empty());
+
+    // A digest no document has.
+    let missing = regfeed(&["quarantine", "show", "0000000000"], config);
+    assert_eq!(missing.code, 1);
+    assert!(missing.stderr.contains("no quarantined document"));
+}
