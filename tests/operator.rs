@@ -1,10 +1,16 @@
 //! What an operator does with the store day to day (issue 15): find a
-//! quarantined document, fix it and retry it (`regfeed quarantine`).
+//! quarantined document, fix it and retry it (`regfeed quarantine`), and
+//! keep `state/outbox` from growing for ever (retention of delivered
+//! batches, audited).
 
 mod common;
+#[path = "common/delivery.rs"]
+mod helpers;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use regfeed::store::Store;
 
 struct Out {
     code: i32,
@@ -156,4 +162,121 @@ fn a_quarantined_document_is_listed_fixed_retried_and_then_decoded() {
     let missing = regfeed(&["quarantine", "show", "0000000000"], config);
     assert_eq!(missing.code, 1);
     assert!(missing.stderr.contains("no quarantined document"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_batches_are_pruned_after_their_retention_and_audited() {
+    use helpers::{open, stage_synthetic};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let corpus = tmp.path().join("corpus");
+    std::fs::create_dir_all(&corpus).expect("corpus");
+    let setup = regfeed::demo::write_setup(&tmp.path().join("demo"), &corpus).expect("setup");
+    let text = std::fs::read_to_string(&setup.config).expect("config");
+    std::fs::write(
+        &setup.config,
+        format!("{text}\n[retention]\ndelivered_batches = \"24h\"\n"),
+    )
+    .expect("config");
+    let app = open(&setup.config).await;
+    let feed = "thl-diabetes";
+    let fc = app.cfg.feed(feed).expect("feed").clone();
+
+    // Batches 1 and 2 delivered; 3 sealed and not delivered.
+    stage_synthetic(&app, feed, 2).await;
+    let d = app.deliver_feed(&fc).await.expect("deliver");
+    assert_eq!(d.delivered, vec![1, 2]);
+    stage_synthetic(&app, feed, 1).await;
+    app.seal_pending(&fc).await.expect("seal");
+    // Batch 1 was delivered two days ago (past the configured 24h, within
+    // the default 30 days); 2 just now; 3 (never delivered) was sealed two
+    // days ago.
+    let two_days_ago = (chrono::Utc::now() - chrono::Duration::hours(48))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for (sql, seq) in [
+        (
+            "UPDATE batches SET delivered_at = $1 WHERE feed = $2 AND seq = $3",
+            1,
+        ),
+        (
+            "UPDATE batches SET sealed_at = $1, created_at = $1 WHERE feed = $2 AND seq = $3",
+            3,
+        ),
+    ] {
+        sqlx::query(sql)
+            .bind(&two_days_ago)
+            .bind(feed)
+            .bind(seq)
+            .execute(app.store.pool())
+            .await
+            .expect("update");
+    }
+    let dir = app.outbox_dir(feed);
+    let batches = app.store.batches(Some(feed)).await.expect("batches");
+    let data = |seq: i64| {
+        dir.join(
+            batches[(seq - 1) as usize]
+                .data_file
+                .as_deref()
+                .expect("sealed"),
+        )
+    };
+    let manifest = |seq: i64| dir.join(regfeed::feed::manifest_file_name(feed, seq as u64));
+    for seq in 1..=3 {
+        assert!(data(seq).is_file(), "batch {seq} sealed");
+    }
+    let pruned_entries = |store: &Store| {
+        let pool = store.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM audit WHERE kind = 'batch_pruned' AND feed = $1",
+            )
+            .bind(feed)
+            .fetch_one(&pool)
+            .await
+            .expect("count")
+        }
+    };
+
+    // A dry run says which and removes nothing.
+    let now = chrono::Utc::now();
+    let dry = app.prune_delivered(&fc, now, true).await.expect("dry run");
+    assert_eq!(dry.iter().map(|p| p.seq).collect::<Vec<_>>(), vec![1]);
+    assert!(data(1).is_file());
+    assert_eq!(pruned_entries(&app.store).await, 0);
+
+    // Pruned: batch 1's data file; its manifest stays, as do batches 2
+    // (delivered within the retention) and 3 (not delivered).
+    let pruned = app.prune_delivered(&fc, now, false).await.expect("prune");
+    assert_eq!(pruned.iter().map(|p| p.seq).collect::<Vec<_>>(), vec![1]);
+    assert!(!data(1).exists(), "batch 1's data file pruned");
+    assert!(manifest(1).is_file(), "its manifest kept");
+    assert!(data(2).is_file() && manifest(2).is_file(), "batch 2 kept");
+    assert!(data(3).is_file(), "the undelivered batch kept");
+    assert_eq!(pruned_entries(&app.store).await, 1, "the prune is audited");
+    let receipt = app.store.batches(Some(feed)).await.expect("batches")[0]
+        .receipt
+        .clone();
+    assert!(receipt.is_some(), "the receipt is kept");
+
+    // Again: nothing more, no second entry; the pruned batch cannot be
+    // replayed, and says why.
+    assert!(
+        app.prune_delivered(&fc, now, false)
+            .await
+            .expect("again")
+            .is_empty()
+    );
+    assert_eq!(pruned_entries(&app.store).await, 1);
+    let err = app
+        .replay(feed, 1)
+        .await
+        .expect_err("replay of a pruned batch");
+    assert!(format!("{err:#}").contains("pruned"), "{err:#}");
+
+    // The audit trail stays intact; the command line finds nothing left.
+    let verify = regfeed(&["audit", "verify"], &setup.config);
+    assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
+    let cli = regfeed(&["outbox", "prune", "--dry-run", "--json"], &setup.config);
+    assert_eq!(cli.code, 0, "{}", cli.stderr);
+    assert_eq!(cli.stdout.trim(), "", "{}", cli.stdout);
 }

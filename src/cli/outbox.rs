@@ -1,4 +1,4 @@
-//! `regfeed outbox list | retry | replay` (operators) and `regfeed feed
+//! `regfeed outbox list | retry | replay | prune` (operators) and `regfeed feed
 //! verify` (receivers). Prints feeds, sequences, states, digests and the
 //! register's sanitised messages; never a row.
 
@@ -63,6 +63,24 @@ pub enum OutboxCommand {
         #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = crate::schedule::parse_duration)]
         wait: std::time::Duration,
     },
+    /// Remove the sealed data files of batches delivered (with a receipt)
+    /// longer ago than `retention.delivered_batches`; manifests and receipts
+    /// stay, each prune is audited. The daemon does this on its own.
+    Prune {
+        /// Only this feed's batches (default: every feed).
+        #[arg(long)]
+        feed: Option<String>,
+        /// Say what would be pruned; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON object per batch instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The config file (default: $REGFEED_CONFIG, else
+        /// /etc/regfeed/regfeed.toml).
+        #[arg(long, value_name = "FILE")]
+        config: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,6 +101,12 @@ pub enum FeedCommand {
 
 pub fn outbox(cmd: OutboxCommand) -> ExitCode {
     match cmd {
+        OutboxCommand::Prune {
+            feed,
+            dry_run,
+            json,
+            config,
+        } => prune(config.as_deref(), feed.as_deref(), dry_run, json),
         OutboxCommand::List { feed, json, config } => {
             list(config.as_deref(), feed.as_deref(), json)
         }
@@ -156,6 +180,68 @@ pub fn outbox(cmd: OutboxCommand) -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+    }
+}
+
+fn prune(config: Option<&Path>, feed: Option<&str>, dry_run: bool, json: bool) -> ExitCode {
+    let (rt, app) = match open(config) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let feeds: Vec<&crate::config::FeedConfig> = match feed {
+        Some(name) => match app.cfg.feed(name) {
+            Some(f) => vec![f],
+            None => return fail(&anyhow::anyhow!("no feed named {name:?}")),
+        },
+        None => app.cfg.feeds.iter().collect(),
+    };
+    let now = chrono::Utc::now();
+    let mut all = Vec::new();
+    for f in feeds {
+        match rt.block_on(app.prune_delivered(f, now, dry_run)) {
+            Ok(p) => all.extend(p),
+            Err(e) => return fail(&e),
+        }
+    }
+    if json {
+        for p in &all {
+            match serde_json::to_string(p) {
+                Ok(s) => println!("{s}"),
+                Err(e) => return fail(&e.into()),
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{:<24} {:>8}  {:>12}  {:<20}  data_file",
+        "feed", "seq", "bytes", "delivered_at"
+    );
+    for p in &all {
+        println!(
+            "{:<24} {:>8}  {:>12}  {:<20}  {}",
+            p.feed,
+            p.seq,
+            p.data_bytes,
+            super::report::utc_text(&p.delivered_at),
+            p.data_file
+        );
+    }
+    eprintln!(
+        "{} {} (retention.delivered_batches = {})",
+        if dry_run { "would prune" } else { "pruned" },
+        super::report::count(all.len() as u64, "batch", "batches"),
+        humanish(app.cfg.retention.delivered_batches)
+    );
+    ExitCode::SUCCESS
+}
+
+/// A retention as whole hours (`720h`), or seconds below an hour.
+fn humanish(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 && s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else {
+        format!("{s}s")
     }
 }
 

@@ -672,6 +672,13 @@ impl App {
                 b.state
             );
         }
+        if let Some(file) = &b.data_file
+            && !self.outbox_dir(&feed.name).join(file).exists()
+        {
+            bail!(
+                "feed {feed_name} batch {seq}: its sealed data file is gone (pruned after retention.delivered_batches?); it cannot be replayed"
+            );
+        }
         let sink = Sink::build(&feed.sink).map_err(|e| anyhow::anyhow!("feed {feed_name}: {e}"))?;
         let policy = feed.sink.retry();
         let mut backoff = policy.backoff();
