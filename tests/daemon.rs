@@ -475,9 +475,23 @@ fn status_prints_every_feed_for_a_person() {
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("thl-diabetes\n  schedule   */3 * * * * *  (catch-up: once)"),
+        text.contains(
+            "thl-diabetes\n  schedule   */3 * * * * *  (Europe/Helsinki; catch-up: once)"
+        ),
         "{text}"
     );
+    // Times in UTC RFC 3339; Helsinki time only where labelled.
+    assert!(text.contains("(times in UTC)"), "{text}");
+    let next = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("next run") && !l.ends_with('-'))
+        .expect("a next run");
+    let at = next.split_whitespace().nth(2).expect("a time");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(at).is_ok() && at.ends_with('Z'),
+        "{next}"
+    );
+    assert!(next.contains("(Helsinki local time "), "{next}");
     assert!(
         text.contains("thl-vaccination\n  schedule   none"),
         "{text}"
