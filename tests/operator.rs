@@ -18,15 +18,35 @@ struct Out {
     stderr: String,
 }
 
+/// Configs whose commands use a PostgreSQL database (its URL) instead of
+/// the config's SQLite file.
+static DB: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn use_db(config: &Path, db: Option<&str>) {
+    if let Some(url) = db {
+        DB.lock()
+            .expect("lock")
+            .push((config.to_path_buf(), url.to_owned()));
+    }
+}
+
 fn regfeed(args: &[&str], config: &Path) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_regfeed"))
-        .args(args)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_regfeed"));
+    cmd.args(args)
         .arg("--config")
         .arg(config)
         .env("REGFEED_LOG", "warn")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run regfeed");
+        .env_remove("RUST_LOG");
+    let url = DB
+        .lock()
+        .expect("lock")
+        .iter()
+        .find(|(c, _)| c == config)
+        .map(|(_, u)| u.clone());
+    if let Some(url) = url {
+        cmd.env("REGFEED_DATABASE__URL", url);
+    }
+    let out = cmd.output().expect("run regfeed");
     Out {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -71,6 +91,17 @@ fn overwrite_keeping_mtime(path: &Path, bytes: &[u8], mtime: std::time::SystemTi
 
 #[test]
 fn a_quarantined_document_is_listed_fixed_retried_and_then_decoded() {
+    quarantine_case(None);
+}
+
+#[test]
+fn a_quarantined_document_is_retried_on_postgres() {
+    if let Some(db) = common::PgDb::create("quarantine") {
+        quarantine_case(Some(&db.url));
+    }
+}
+
+fn quarantine_case(db: Option<&str>) {
     let tmp = tempfile::tempdir().expect("tmp");
     let corpus = tmp.path().join("corpus");
     regfeed::synth::write_corpus(&regfeed::synth::plan(30, 5), &corpus).expect("corpus");
@@ -89,6 +120,7 @@ fn a_quarantined_document_is_listed_fixed_retried_and_then_decoded() {
     let broken_sha = regfeed::feed::sha256_hex(&broken);
     let setup = regfeed::demo::write_setup(&tmp.path().join("demo"), &corpus).expect("setup");
     let config = setup.config.as_path();
+    use_db(config, db);
 
     let first = regfeed(&["once", "--feed", "thl-diabetes"], config);
     assert_eq!(first.code, 0, "{}", first.stderr);
@@ -166,7 +198,18 @@ fn a_quarantined_document_is_listed_fixed_retried_and_then_decoded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivered_batches_are_pruned_after_their_retention_and_audited() {
-    use helpers::{open, stage_synthetic};
+    prune_case(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_batches_are_pruned_on_postgres() {
+    if let Some(db) = common::PgDb::create("prune") {
+        prune_case(Some(&db.url)).await;
+    }
+}
+
+async fn prune_case(db: Option<&str>) {
+    use helpers::stage_synthetic;
     let tmp = tempfile::tempdir().expect("tmp");
     let corpus = tmp.path().join("corpus");
     std::fs::create_dir_all(&corpus).expect("corpus");
@@ -177,7 +220,12 @@ async fn delivered_batches_are_pruned_after_their_retention_and_audited() {
         format!("{text}\n[retention]\ndelivered_batches = \"24h\"\n"),
     )
     .expect("config");
-    let app = open(&setup.config).await;
+    use_db(&setup.config, db);
+    let mut cfg = regfeed::config::Config::load(&setup.config).expect("config validates");
+    if let Some(url) = db {
+        cfg.database_url = url.to_owned().into();
+    }
+    let app = regfeed::app::App::open(cfg).await.expect("app");
     let feed = "thl-diabetes";
     let fc = app.cfg.feed(feed).expect("feed").clone();
 
