@@ -498,3 +498,70 @@ fn status_prints_every_feed_for_a_person() {
     );
     assert!(text.contains("last run   never"), "{text}");
 }
+
+/// Retention from the daemon: a batch delivered longer ago than
+/// `[retention] delivered_batches` loses its sealed data file when the
+/// feed's outbox loop starts, audited; its manifest stays.
+#[test]
+fn the_daemon_prunes_a_delivered_batch_past_its_retention() {
+    let s = setup();
+    std::fs::write(
+        &s.config,
+        format!(
+            "{}\n[retention]\ndelivered_batches = \"1h\"\n",
+            s.base_config
+        ),
+    )
+    .expect("config");
+    let feed = "thl-vaccination";
+    let out = Command::new(BIN)
+        .args(["once", "--feed", feed, "--config"])
+        .arg(&s.config)
+        .output()
+        .expect("once runs");
+    assert!(out.status.success(), "{out:?}");
+    let cfg = regfeed::config::Config::load(&s.config).expect("config");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let store = rt
+        .block_on(regfeed::store::Store::open(&cfg.database_url))
+        .expect("store");
+    let two_hours_ago = (chrono::Utc::now() - chrono::Duration::hours(2))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    rt.block_on(
+        sqlx::query("UPDATE batches SET delivered_at = $1 WHERE feed = $2 AND seq = 1")
+            .bind(&two_hours_ago)
+            .bind(feed)
+            .execute(store.pool()),
+    )
+    .expect("backdate");
+    let b = rt.block_on(store.batches(Some(feed))).expect("batches");
+    assert_eq!(b[0].state, "delivered");
+    let dir = cfg.state_dir.join("outbox").join(feed);
+    let data = dir.join(b[0].data_file.as_deref().expect("sealed"));
+    let manifest = dir.join(regfeed::feed::manifest_file_name(feed, 1));
+    assert!(data.is_file() && manifest.is_file());
+
+    let d = spawn_daemon(&s.config);
+    d.wait_for("the prune", |d| {
+        d.count(
+            "A delivered batch's data file was pruned after its retention.",
+            Some(feed),
+            None,
+        ) == 1
+    });
+    assert!(!data.exists(), "the data file is pruned");
+    assert!(manifest.is_file(), "the manifest stays");
+    let audited: i64 = rt
+        .block_on(
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM audit WHERE kind = 'batch_pruned' AND feed = $1",
+            )
+            .bind(feed)
+            .fetch_one(store.pool()),
+        )
+        .expect("count");
+    assert_eq!(audited, 1);
+}
