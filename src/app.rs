@@ -407,7 +407,7 @@ impl App {
         }
         audit::append(tx.conn(), &entries).await?;
         tx.commit().await?;
-        tracing::info!(rows = parsed.rows, import_sha256 = %&sha[..16], "Policy inputs imported.");
+        tracing::info!(rows = parsed.rows, import_sha256 = %sha, "Policy inputs imported.");
         Ok(ImportReport {
             rows: parsed.rows,
             counts,

@@ -66,6 +66,8 @@ struct RawConfig {
     #[serde(default)]
     telemetry: RawTelemetry,
     #[serde(default)]
+    retention: RawRetention,
+    #[serde(default)]
     limits: Limits,
     #[serde(default)]
     controllers: Vec<RawController>,
@@ -105,6 +107,14 @@ struct RawTelemetry {
     /// `/readyz` fails once a feed's delivery has failed continuously this
     /// long (`30m`; `0s`: never for this reason).
     unready_after_delivery_failing: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    /// How long a delivered batch's sealed data file stays in
+    /// `state_dir/outbox` after its delivery (`720h`).
+    delivered_batches: Option<Spanned<String>>,
 }
 
 fn default_max_documents_per_batch() -> usize {
@@ -260,6 +270,7 @@ pub struct Config<M> {
     pub limits: Limits,
     pub max_documents_per_batch: usize,
     pub daemon: DaemonSettings,
+    pub retention: Retention,
     pub controllers: Vec<Controller>,
     pub sources: Vec<SourceConfig>,
     pub recipients: Vec<Recipient>,
@@ -352,6 +363,19 @@ pub struct DaemonSettings {
     /// whole run on one thread, in sequence).
     pub workers: usize,
 }
+
+/// What is kept how long (`[retention]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// A delivered batch's sealed data file is pruned from
+    /// `state_dir/outbox` this long after its delivery; its manifest, its
+    /// receipt (in the store) and its audit entries stay.
+    pub delivered_batches: std::time::Duration,
+}
+
+/// The default of `retention.delivered_batches`: 30 days.
+pub const DEFAULT_DELIVERED_BATCHES_RETENTION: std::time::Duration =
+    std::time::Duration::from_secs(30 * 24 * 3600);
 
 /// Most `daemon.workers` accepted.
 pub const MAX_WORKERS: usize = 256;
@@ -867,6 +891,7 @@ impl<M> Config<M> {
         }
 
         let daemon = validate_daemon(&raw, &mut c);
+        let retention = validate_retention(&raw, &mut c);
 
         let mut controllers = Vec::new();
         let mut ids = BTreeSet::new();
@@ -995,6 +1020,7 @@ impl<M> Config<M> {
             limits: raw.limits,
             max_documents_per_batch: raw.daemon.max_documents_per_batch,
             daemon,
+            retention,
             controllers,
             sources,
             recipients,
@@ -1363,6 +1389,17 @@ fn validate_daemon(raw: &RawConfig, c: &mut Collector<'_>) -> DaemonSettings {
         unready_after_delivery_failing,
         workers,
     }
+}
+
+fn validate_retention(raw: &RawConfig, c: &mut Collector<'_>) -> Retention {
+    let delivered_batches = match &raw.retention.delivered_batches {
+        None => DEFAULT_DELIVERED_BATCHES_RETENTION,
+        Some(s) => crate::schedule::parse_duration(s.get_ref()).unwrap_or_else(|e| {
+            c.at(s.span(), "retention.delivered_batches", e);
+            DEFAULT_DELIVERED_BATCHES_RETENTION
+        }),
+    };
+    Retention { delivered_batches }
 }
 
 fn validate_sink(s: &Spanned<RawSink>, base: &Path, c: &mut Collector<'_>) -> Option<SinkConfig> {

@@ -180,7 +180,7 @@ pub fn config_text(corpus: &Path) -> String {
     for f in FEEDS {
         let _ = writeln!(
             t,
-            "[[feeds]]\nname = {name}\nregister = {reg}\nmapping = {map}\nsource = \"kanta-archive\"\nrecipient = {rec}\nrecord_key = {rk}\n\n[feeds.legal_basis]\npurpose = {p}\ngdpr_art6 = {a6}\ngdpr_art9 = {a9}\n{statute}channel = {ch}\nidentity = \"pseudonym\"\ndiscloses_to_other_controller = {disc}\n\n[feeds.sink]\nkind = \"file_drop\"\ndir = {sink}\n",
+            "[[feeds]]\nname = {name}\nregister = {reg}\nmapping = {map}\nsource = \"kanta-archive\"\nrecipient = {rec}\nrecord_key = {rk}\ntest = true  # synthetic data: its manifests say so\n\n[feeds.legal_basis]\npurpose = {p}\ngdpr_art6 = {a6}\ngdpr_art9 = {a9}\n{statute}channel = {ch}\nidentity = \"pseudonym\"\ndiscloses_to_other_controller = {disc}\n\n[feeds.sink]\nkind = \"file_drop\"\ndir = {sink}\n",
             name = toml_str(f.name),
             reg = toml_str(f.register),
             map = toml_str(&format!("mappings/{}", f.mapping)),

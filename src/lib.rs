@@ -21,6 +21,7 @@
 //! - [`pipeline`]: one feed run, source to staged batch.
 //! - [`preflight`]: what a run will need (sources readable, sinks writable
 //!   or resolvable, keys safe), for `validate` and `/readyz`.
+//! - [`quarantine`]: refused documents for operators: list, show, retry.
 //! - [`feed`]: batch data files (CSV, JSON Lines) and manifests, sealed to disk.
 //! - [`deliver`]: getting sealed batches to registers: outbox, retry, file
 //!   drop and HTTP sinks.
@@ -57,6 +58,7 @@ pub mod mapping;
 pub mod pipeline;
 pub mod policy;
 pub mod preflight;
+pub mod quarantine;
 pub mod record;
 pub mod schedule;
 pub mod source;

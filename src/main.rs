@@ -28,17 +28,20 @@ fn main() -> ExitCode {
         libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
     }
     let matches = regfeed::cli::Cli::command().get_matches();
-    let cli = regfeed::cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let mut cli = regfeed::cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     regfeed::deliver::http::install_crypto_provider();
     // The config's [log] settings, under the command line's and RUST_LOG's.
     let config = regfeed::cli::config_of(&matches);
     let log = regfeed::config::log_settings(config.as_deref(), &regfeed::config::env_overrides());
     let format = regfeed::telemetry::format_or(cli.log_format, log.format);
-    let filter = regfeed::telemetry::filter_or(log.level.as_deref());
+    let filter = regfeed::telemetry::filter_or(log.level.as_deref(), cli.default_log_filter());
     if let Err(e) = regfeed::telemetry::init(format, &filter) {
-        eprintln!("regfeed: {e}");
+        let line = regfeed::cli::report::fatal_line(format, &e.to_string());
+        eprintln!("{line}");
         // The same code clap uses for a usage error: the invocation is wrong.
         return ExitCode::from(2);
     }
+    // Fatal errors are written in the format the logs are.
+    cli.log_format = Some(format);
     regfeed::cli::run(cli)
 }

@@ -42,19 +42,19 @@ impl fmt::Display for LogFormat {
 /// The log filter directive from the environment (`REGFEED_LOG`, then
 /// `RUST_LOG`), or [`DEFAULT_FILTER`].
 pub fn filter_from_env() -> String {
-    filter_or(None)
+    filter_or(None, DEFAULT_FILTER)
 }
 
 /// The log filter: `REGFEED_LOG`, then `RUST_LOG`, then `config_level` (the
 /// config's `[log] level`, with its `REGFEED_LOG__LEVEL` override), then
-/// [`DEFAULT_FILTER`].
-pub fn filter_or(config_level: Option<&str>) -> String {
+/// `default` (the command's: [`DEFAULT_FILTER`], or `warn` for the demo).
+pub fn filter_or(config_level: Option<&str>, default: &str) -> String {
     FILTER_ENV
         .iter()
         .filter_map(|name| std::env::var(name).ok())
         .find(|v| !v.trim().is_empty())
         .or_else(|| config_level.map(str::to_owned))
-        .unwrap_or_else(|| DEFAULT_FILTER.to_owned())
+        .unwrap_or_else(|| default.to_owned())
 }
 
 /// The log format: the command line's `--log-format` (or

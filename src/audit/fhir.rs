@@ -79,6 +79,7 @@ pub fn audit_event(s: &StoredEntry) -> Result<Value, AuditError> {
         Entry::ObjectionAfterSealing { .. } => (("110110", "Patient Record"), "R", "0"),
         Entry::BatchStaged { .. } => (("110106", "Export"), "C", "0"),
         Entry::BatchSealed { .. } => (("110106", "Export"), "U", "0"),
+        Entry::BatchPruned { .. } => (("110106", "Export"), "D", "0"),
         Entry::Delivery { outcome, .. } => (
             ("110106", "Export"),
             "E",

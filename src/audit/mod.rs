@@ -240,6 +240,15 @@ pub enum Entry {
         /// The sink's receipt (digests, times; never a path).
         receipt: serde_json::Value,
     },
+    /// A delivered batch's sealed data file removed from the outbox after
+    /// its retention; its manifest and receipt stay.
+    BatchPruned {
+        feed: String,
+        seq: i64,
+        data_sha256: String,
+        data_bytes: i64,
+        delivered_at: String,
+    },
     Config {
         config_sha256: String,
         mappings: Vec<MappingVersion>,
@@ -345,6 +354,7 @@ impl Entry {
             Entry::BatchSealed { .. } => "batch_sealed",
             Entry::ObjectionAfterSealing { .. } => "objection_after_sealing",
             Entry::Delivery { .. } => "delivery",
+            Entry::BatchPruned { .. } => "batch_pruned",
             Entry::Config { .. } => "config",
             Entry::Import { .. } => "import",
         }
@@ -359,7 +369,8 @@ impl Entry {
             | Entry::BatchStaged { feed, .. }
             | Entry::BatchSealed { feed, .. }
             | Entry::ObjectionAfterSealing { feed, .. }
-            | Entry::Delivery { feed, .. } => Some(feed),
+            | Entry::Delivery { feed, .. }
+            | Entry::BatchPruned { feed, .. } => Some(feed),
             Entry::Config { .. } | Entry::Import { .. } => None,
         }
     }

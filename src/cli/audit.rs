@@ -25,6 +25,8 @@ pub enum AuditCommand {
     /// Check the whole hash chain; exit 0 on an intact trail, 65 naming the
     /// first bad entry otherwise.
     Verify {
+        /// The config file (default: $REGFEED_CONFIG, else
+        /// /etc/regfeed/regfeed.toml).
         #[arg(long, value_name = "FILE")]
         config: Option<std::path::PathBuf>,
         /// The entry count of an anchor kept outside the store (the gauge):
@@ -40,6 +42,8 @@ pub enum AuditCommand {
     /// received this person's data, when, under which basis, and which of
     /// their records were excluded or held, and why.
     Subject {
+        /// The config file (default: $REGFEED_CONFIG, else
+        /// /etc/regfeed/regfeed.toml).
         #[arg(long, value_name = "FILE")]
         config: Option<std::path::PathBuf>,
         /// Print JSON instead of text.
@@ -57,6 +61,8 @@ pub enum AuditCommand {
     },
     /// Every entry as a FHIR R4 AuditEvent, one JSON object per line.
     Export {
+        /// The config file (default: $REGFEED_CONFIG, else
+        /// /etc/regfeed/regfeed.toml).
         #[arg(long, value_name = "FILE")]
         config: Option<std::path::PathBuf>,
     },
@@ -75,10 +81,10 @@ pub fn run(cmd: AuditCommand) -> ExitCode {
             refused,
         } => {
             if !refused.is_empty() {
-                eprintln!(
-                    "regfeed: audit subject takes no arguments besides --config and --json; \
+                super::report::fatal(
+                    "audit subject takes no arguments besides --config and --json; \
                      the hetu is read from standard input, never from the command line \
-                     (what was given is not repeated here)"
+                     (what was given is not repeated here)",
                 );
                 return ExitCode::from(2);
             }
@@ -89,7 +95,7 @@ pub fn run(cmd: AuditCommand) -> ExitCode {
 }
 
 fn fail(e: &anyhow::Error) -> ExitCode {
-    eprintln!("regfeed: {e:#}");
+    super::report::fatal(&format!("{e:#}"));
     ExitCode::FAILURE
 }
 
@@ -97,7 +103,7 @@ fn fail(e: &anyhow::Error) -> ExitCode {
 /// the trail (a damaged trail must not grow a `config` entry).
 fn open(config: Option<&Path>) -> Result<(tokio::runtime::Runtime, Store, KeyRing), ExitCode> {
     let cfg = Config::load(&Config::locate(config)).map_err(|e| {
-        eprintln!("{e}");
+        super::report::fatal_unprefixed(&e.to_string());
         ExitCode::from(super::feeds::EXIT_CONFIG)
     })?;
     let keys = app::load_keys(&cfg).map_err(|e| fail(&e))?;
@@ -134,7 +140,7 @@ fn verify(config: Option<&Path>, entries: Option<u64>, head: Option<&str>) -> Ex
                     "audit trail damaged: {bad}; {} entries before it verified",
                     r.entries
                 );
-                eprintln!("regfeed: audit trail damaged: first bad {bad}");
+                super::report::fatal(&format!("audit trail damaged: first bad {bad}"));
                 ExitCode::from(EXIT_TAMPERED)
             }
         },
@@ -162,7 +168,7 @@ fn subject_cmd(config: Option<&Path>, json: bool) -> ExitCode {
     let hetu = match read_hetu() {
         Ok(h) => h,
         Err(msg) => {
-            eprintln!("regfeed: {msg}");
+            super::report::fatal(&msg);
             return ExitCode::FAILURE;
         }
     };
@@ -171,7 +177,7 @@ fn subject_cmd(config: Option<&Path>, json: bool) -> ExitCode {
         Err(code) => return code,
     };
     let Some(audit_key) = keys.audit() else {
-        eprintln!("regfeed: no audit key is loaded");
+        super::report::fatal("no audit key is loaded");
         return ExitCode::FAILURE;
     };
     let index = identity::person_index(keys.index(), &hetu);

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use super::report;
 use crate::app::{self, App};
 use crate::config::{ConfigError, IdentityKind};
 use crate::loaded::Config;
@@ -22,14 +23,14 @@ pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 pub(crate) fn fail(e: &anyhow::Error) -> ExitCode {
-    eprintln!("regfeed: {e:#}");
+    report::fatal(&format!("{e:#}"));
     ExitCode::FAILURE
 }
 
 pub(crate) fn load(config: Option<&Path>) -> Result<Config, ExitCode> {
     let path = Config::locate(config);
     Config::load(&path).map_err(|e: ConfigError| {
-        eprintln!("{e}");
+        report::fatal_unprefixed(&e.to_string());
         ExitCode::from(EXIT_CONFIG)
     })
 }
@@ -56,15 +57,15 @@ pub fn validate(config: Option<&Path>) -> ExitCode {
         return ExitCode::from(EXIT_CONFIG);
     }
     if let Err(e) = app::load_keys(&cfg) {
-        eprintln!("{}: keys: {e:#}", cfg.path.display());
+        report::fatal_unprefixed(&format!("{}: keys: {e:#}", cfg.path.display()));
         return ExitCode::from(EXIT_CONFIG);
     }
     println!(
-        "{}: valid ({} feeds, {} sources, {} controllers)",
+        "{}: valid ({}, {}, {})",
         cfg.path.display(),
-        cfg.feeds.len(),
-        cfg.sources.len(),
-        cfg.controllers.len()
+        report::count(cfg.feeds.len() as u64, "feed", "feeds"),
+        report::count(cfg.sources.len() as u64, "source", "sources"),
+        report::count(cfg.controllers.len() as u64, "controller", "controllers")
     );
     // What a recipient controller changes, in words.
     for f in &cfg.feeds {
@@ -137,8 +138,10 @@ fn count_line(report: &crate::pipeline::RunReport) -> String {
         if e.balanced() { "" } else { " UNBALANCED" },
         e.redelivered,
     );
+    // Documents another feed's run decoded are read from the store, not
+    // decoded again: "0 new" then says nothing was new, not nothing read.
     format!(
-        "decoded {} (new files {}, {:.1} MB), quarantined {}, patient ids: hetu {}, temporary {}, other {}, cohort +{} -{}, upserts {}, retracts {}{}{}{entries}; {:.2} s (decoding {:.2} s, store {:.2} s)",
+        "new documents decoded {} (from {} new or changed files, {:.1} MB; documents decoded before come from the store), quarantined {}, patient ids: hetu {}, temporary {}, other {}, cohort +{} -{}, upserts {}, retracts {}{}{}{entries}; {:.2} s (decoding {:.2} s, store {:.2} s)",
         report.documents_decoded,
         report.files_new,
         report.bytes_decoded as f64 / 1e6,
@@ -182,15 +185,15 @@ pub fn once(config: Option<&Path>, feed: &str, wait: std::time::Duration) -> Exi
                 println!("{feed}: delivered batches {}", seqs.join(", "));
             }
             if let Some(seq) = r.waiting_on {
-                eprintln!(
-                    "regfeed: {feed}: batch {seq} is dead; later batches wait (see `regfeed outbox list --feed {feed}`)"
-                );
+                report::fatal(&format!(
+                    "{feed}: batch {seq} is dead; later batches wait (see `regfeed outbox list --feed {feed}`)"
+                ));
                 return ExitCode::FAILURE;
             }
             ExitCode::SUCCESS
         }
         Err(e) if e.is::<crate::daemon::LeaseRefused>() => {
-            eprintln!("regfeed: {e:#}");
+            report::fatal(&format!("{e:#}"));
             ExitCode::from(EXIT_TEMPFAIL)
         }
         Err(e) => fail(&e),
@@ -252,23 +255,40 @@ pub fn preview(config: Option<&Path>, feed: &str, limit: usize) -> ExitCode {
     }
 }
 
-/// `regfeed held list`: held records by feed and reason.
-pub fn held_list(config: Option<&Path>) -> ExitCode {
+/// `regfeed held list [--json]`: held records by feed and reason, under a
+/// header (or one JSON object per line).
+pub fn held_list(config: Option<&Path>, json: bool) -> ExitCode {
     let (rt, app) = match open(config) {
         Ok(x) => x,
         Err(code) => return code,
     };
     match rt.block_on(app.store.held_summary()) {
         Ok(rows) => {
-            if rows.is_empty() {
-                println!("no held records");
-            }
             let now = chrono::Utc::now();
+            if !json {
+                println!(
+                    "{:<24} {:<28} {:>8}  {:<10}  oldest_since",
+                    "feed", "reason", "records", "oldest_age"
+                );
+            }
             for (feed, reason, n, since) in rows {
                 let age = chrono::DateTime::parse_from_rfc3339(&since)
                     .map(|s| held_age(now - s.with_timezone(&chrono::Utc)))
                     .unwrap_or_else(|_| "unknown".into());
-                println!("{feed}\t{reason}\t{n}\toldest held {age} (since {since})");
+                let since = report::utc_text(&since);
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "feed": feed,
+                            "reason": reason,
+                            "records": n,
+                            "oldest_since": since,
+                        })
+                    );
+                } else {
+                    println!("{feed:<24} {reason:<28} {n:>8}  {age:<10}  {since}");
+                }
             }
             ExitCode::SUCCESS
         }
@@ -310,19 +330,27 @@ pub fn objections_import(config: Option<&Path>, file: &Path) -> ExitCode {
     }
 }
 
-/// `regfeed objections list`: counts, never identities.
-pub fn objections_list(config: Option<&Path>) -> ExitCode {
+/// `regfeed objections list [--json]`: counts by kind and party under a
+/// header (or one JSON object per line), never identities.
+pub fn objections_list(config: Option<&Path>, json: bool) -> ExitCode {
     let (rt, app) = match open(config) {
         Ok(x) => x,
         Err(code) => return code,
     };
     match rt.block_on(app.store.policy_counts()) {
         Ok(rows) => {
-            if rows.is_empty() {
-                println!("no objections, restrictions, denials or flags");
+            if !json {
+                println!("{:<24} {:<24} {:>8}", "kind", "made_to", "count");
             }
             for (kind, to, n) in rows {
-                println!("{kind}\t{to}\t{n}");
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "kind": kind, "made_to": to, "count": n })
+                    );
+                } else {
+                    println!("{kind:<24} {to:<24} {n:>8}");
+                }
             }
             ExitCode::SUCCESS
         }
@@ -445,11 +473,38 @@ fn run_demo(args: &DemoArgs) -> anyhow::Result<()> {
         setup.config.display()
     );
     println!(
-        "Next: regfeed once --feed thl-diabetes --config {}   (nothing new: no batch)   ·   {:.1} s",
+        "Next: {} once --feed thl-diabetes --config {}   (nothing new: no batch)   ·   {:.1} s",
+        command_name(),
         setup.config.display(),
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// How to run this binary again from here: `regfeed` when that is what
+/// PATH finds, else its path (`target/release/regfeed` after `cargo run`).
+fn command_name() -> String {
+    let Ok(exe) = std::env::current_exe() else {
+        return "regfeed".into();
+    };
+    let exe = exe.canonicalize().unwrap_or(exe);
+    let on_path = std::env::var_os("PATH").is_some_and(|p| {
+        std::env::split_paths(&p).any(|d| {
+            d.join("regfeed")
+                .canonicalize()
+                .is_ok_and(|found| found == exe)
+        })
+    });
+    if on_path {
+        return "regfeed".into();
+    }
+    let cwd = std::env::current_dir()
+        .ok()
+        .and_then(|d| d.canonicalize().ok());
+    match cwd.as_deref().and_then(|d| exe.strip_prefix(d).ok()) {
+        Some(rel) => rel.display().to_string(),
+        None => exe.display().to_string(),
+    }
 }
 
 /// The default demo folder: `regfeed-demo` in the current directory.

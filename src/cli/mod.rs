@@ -9,6 +9,8 @@ pub mod audit;
 pub mod decode;
 pub mod feeds;
 pub mod outbox;
+pub mod quarantine;
+pub mod report;
 pub mod run;
 pub mod status;
 
@@ -61,6 +63,7 @@ pub enum Command {
         /// Synthetic patients to generate.
         #[arg(long, default_value_t = 2000)]
         patients: u32,
+        /// Seed of the synthetic corpus: the same seed, the same documents.
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Use this folder of documents instead of generating a corpus.
@@ -69,11 +72,17 @@ pub enum Command {
         /// Write keys, mappings and the config, and run nothing.
         #[arg(long)]
         setup_only: bool,
+        /// Log at `info` on standard error (default `warn`, unless
+        /// REGFEED_LOG or RUST_LOG says otherwise).
+        #[arg(short, long)]
+        verbose: bool,
     },
     /// Write a deterministic synthetic Kanta corpus (test-range hetus only).
     Gen {
+        /// Synthetic patients to generate.
         #[arg(long)]
         patients: u32,
+        /// Seed of the corpus: the same seed, the same documents.
         #[arg(long)]
         seed: u64,
         /// Corpus folder (documents go under DIR/docs/).
@@ -87,13 +96,18 @@ pub enum Command {
     /// Check the config, every mapping and every key; exit 0, or 78 with
     /// messages naming file, line and field.
     Validate {
+        /// The config file (default: $REGFEED_CONFIG, else
+        /// /etc/regfeed/regfeed.toml).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
     /// One run of one feed now, including delivery; non-zero exit if it failed.
     Once {
+        /// The feed to run (its `name` in the config).
         #[arg(long)]
         feed: String,
+        /// The config file (default: $REGFEED_CONFIG, else
+        /// /etc/regfeed/regfeed.toml).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// How long to wait while the daemon (or another `once`) runs or
@@ -105,11 +119,15 @@ pub enum Command {
     /// The daemon: run each feed on its schedule, deliver continuously,
     /// serve /metrics, /healthz and /readyz. SIGTERM stops, SIGHUP reloads.
     Run {
+        /// The config file (default: $REGFEED_CONFIG, else
+        /// /etc/regfeed/regfeed.toml).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
     /// Feeds with their last and next run, outcome, backlog and dead batches.
     Status {
+        /// The config file (default: $REGFEED_CONFIG, else
+        /// /etc/regfeed/regfeed.toml).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// One JSON document for scripts.
@@ -119,10 +137,14 @@ pub enum Command {
     /// A dry run: the rows the feed's next run would stage, as JSON lines
     /// (the person column of a hetu feed masked). Changes nothing.
     Preview {
+        /// The feed to preview (its `name` in the config).
         #[arg(long)]
         feed: String,
+        /// Rows to print at most.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// The config file (default: $REGFEED_CONFIG, else
+        /// /etc/regfeed/regfeed.toml).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
@@ -142,6 +164,11 @@ pub enum Command {
     Outbox {
         #[command(subcommand)]
         command: outbox::OutboxCommand,
+    },
+    /// Documents the decoder refused: list, show one, retry a corrected one.
+    Quarantine {
+        #[command(subcommand)]
+        command: quarantine::QuarantineCommand,
     },
     /// For receivers: check received batches.
     Feed {
@@ -167,13 +194,21 @@ pub enum ObjectionsCommand {
     /// Import a CSV (header row) or JSON Lines file in one transaction;
     /// columns are documented in README.md.
     Import {
+        /// The CSV or JSON Lines file to import.
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// The config file (default: $REGFEED_CONFIG, else
+        /// /etc/regfeed/regfeed.toml).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
     /// Counts by kind and party; never identities.
     List {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The config file (default: $REGFEED_CONFIG, else
+        /// /etc/regfeed/regfeed.toml).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
@@ -183,6 +218,11 @@ pub enum ObjectionsCommand {
 pub enum HeldCommand {
     /// Counts of held records by feed and reason.
     List {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The config file (default: $REGFEED_CONFIG, else
+        /// /etc/regfeed/regfeed.toml).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
@@ -191,6 +231,7 @@ pub enum HeldCommand {
 /// Runs a parsed command line (telemetry already started) and returns the
 /// process exit code.
 pub fn run(cli: Cli) -> ExitCode {
+    report::set_format(cli.log_format.unwrap_or_default());
     match cli.command {
         Command::Decode { paths } => decode::main(&paths),
         Command::Demo {
@@ -199,6 +240,7 @@ pub fn run(cli: Cli) -> ExitCode {
             seed,
             corpus,
             setup_only,
+            verbose: _,
         } => feeds::demo(&feeds::DemoArgs {
             dir: dir.unwrap_or_else(feeds::default_demo_dir),
             patients,
@@ -222,17 +264,32 @@ pub fn run(cli: Cli) -> ExitCode {
             config,
         } => feeds::preview(config.as_deref(), &feed, limit),
         Command::Held {
-            command: HeldCommand::List { config },
-        } => feeds::held_list(config.as_deref()),
+            command: HeldCommand::List { config, json },
+        } => feeds::held_list(config.as_deref(), json),
         Command::Objections { command } => match command {
             ObjectionsCommand::Import { file, config } => {
                 feeds::objections_import(config.as_deref(), &file)
             }
-            ObjectionsCommand::List { config } => feeds::objections_list(config.as_deref()),
+            ObjectionsCommand::List { config, json } => {
+                feeds::objections_list(config.as_deref(), json)
+            }
         },
         Command::Outbox { command } => outbox::outbox(command),
+        Command::Quarantine { command } => quarantine::run(command),
         Command::Feed { command } => outbox::feed(command),
         Command::Audit { command } => audit::run(command),
+    }
+}
+
+impl Cli {
+    /// The log filter when neither REGFEED_LOG nor RUST_LOG is set: the
+    /// demo logs only warnings unless asked (`-v`), so its summary on
+    /// standard output stands alone; everything else logs at `info`.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            Command::Demo { verbose: false, .. } => "warn",
+            _ => crate::telemetry::DEFAULT_FILTER,
+        }
     }
 }
 
@@ -244,5 +301,28 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Every flag and argument of every subcommand says what it is for in
+    /// `--help` (hidden ones aside).
+    #[test]
+    fn every_flag_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if a.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} --{id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "regfeed", &mut missing);
+        assert!(missing.is_empty(), "flags without help: {missing:?}");
     }
 }

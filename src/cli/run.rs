@@ -20,13 +20,13 @@ pub fn main(config: Option<&Path>) -> ExitCode {
         Err(code) => return code,
     };
     if let Err(e) = crate::daemon::check_keys(&cfg) {
-        eprintln!("{}: keys: {e:#}", cfg.path.display());
+        super::report::fatal_unprefixed(&format!("{}: keys: {e:#}", cfg.path.display()));
         return ExitCode::from(EXIT_CONFIG);
     }
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("regfeed: {e}");
+            super::report::fatal(&e.to_string());
             return ExitCode::FAILURE;
         }
     };
@@ -43,7 +43,7 @@ pub fn main(config: Option<&Path>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "The daemon could not run.");
-            eprintln!("regfeed: {e:#}");
+            super::report::fatal(&format!("{e:#}"));
             ExitCode::FAILURE
         }
     }

@@ -80,24 +80,32 @@ pub async fn collect(cfg: &Config, store: &Store) -> anyhow::Result<Status> {
     })
 }
 
-fn local(t: &str) -> String {
-    chrono::DateTime::parse_from_rfc3339(t)
-        .map(|d| {
-            d.with_timezone(&HELSINKI)
-                .format("%Y-%m-%d %H:%M:%S %Z")
-                .to_string()
-        })
-        .unwrap_or_else(|_| t.to_owned())
+/// A time as UTC RFC 3339 (the form of every machine-readable time).
+fn at(t: &str) -> String {
+    super::report::utc_text(t)
+}
+
+/// The next fire in UTC, and in Helsinki time (the schedules' zone),
+/// labelled.
+fn next_fire_text(t: &str) -> String {
+    match chrono::DateTime::parse_from_rfc3339(t) {
+        Ok(d) => format!(
+            "{}  (Helsinki local time {})",
+            super::report::utc_text(t),
+            d.with_timezone(&HELSINKI).format("%Y-%m-%d %H:%M %Z")
+        ),
+        Err(_) => t.to_owned(),
+    }
 }
 
 fn print_table(s: &Status) {
-    println!("config {}  (times in Europe/Helsinki)", s.config);
+    println!("config {}  (times in UTC)", s.config);
     for f in &s.feeds {
         println!();
         println!("{}", f.feed);
         match &f.schedule {
             Some(sch) => println!(
-                "  schedule   {sch}  (catch-up: {})",
+                "  schedule   {sch}  (Europe/Helsinki; catch-up: {})",
                 match f.catch_up {
                     CatchUp::Once => "once",
                     CatchUp::Skip => "skip",
@@ -108,10 +116,10 @@ fn print_table(s: &Status) {
         match &f.last_run {
             Some(r) => println!(
                 "  last run   {} → {}  {}",
-                local(&r.started_at),
+                at(&r.started_at),
                 r.finished_at
                     .as_deref()
-                    .map(local)
+                    .map(at)
                     .unwrap_or_else(|| "…".into()),
                 r.outcome
             ),
@@ -121,7 +129,7 @@ fn print_table(s: &Status) {
             "  next run   {}",
             f.next_run
                 .as_deref()
-                .map(local)
+                .map(next_fire_text)
                 .unwrap_or_else(|| "-".into())
         );
         if let Some(h) = &f.running {
@@ -134,7 +142,7 @@ fn print_table(s: &Status) {
             f.delivered,
             f.last_delivered_at
                 .as_deref()
-                .map(local)
+                .map(at)
                 .unwrap_or_else(|| "never".into())
         );
     }
@@ -148,7 +156,7 @@ pub fn main(config: Option<&Path>, json: bool) -> ExitCode {
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("regfeed: {e}");
+            super::report::fatal(&e.to_string());
             return ExitCode::FAILURE;
         }
     };
@@ -163,7 +171,7 @@ pub fn main(config: Option<&Path>, json: bool) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("regfeed: {e}");
+                super::report::fatal(&e.to_string());
                 ExitCode::FAILURE
             }
         },
@@ -172,7 +180,7 @@ pub fn main(config: Option<&Path>, json: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("regfeed: {e:#}");
+            super::report::fatal(&format!("{e:#}"));
             ExitCode::FAILURE
         }
     }

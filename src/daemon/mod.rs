@@ -151,15 +151,39 @@ async fn reload_config(app_tx: &watch::Sender<Arc<App>>, health: &Health) {
             metrics::record_reload(false);
             // Config problems name the config file, a line and a field:
             // operator text, never a source path or a person.
-            tracing::error!(error = %format!("{e:#}"), "Configuration refused; the running one stays.");
+            // One log line: the problems, one per line in the error, are
+            // joined with "; ".
+            let error = one_line(&format!("{e:#}"));
+            tracing::error!(error = %error, "Configuration refused; the running one stays.");
             let feeds = app_tx.borrow().cfg.feeds.len();
             systemd::ready(&format!("running {feeds} feeds; last reload refused"));
         }
     }
 }
 
+/// `text` on one line: its lines, trimmed, joined with "; ".
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Checks that a config's keys load (what `validate` and a reload check
 /// besides the file itself).
 pub fn check_keys(cfg: &Config) -> anyhow::Result<()> {
     app::load_keys(cfg).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_refused_reload_is_logged_on_one_line() {
+        let text = "regfeed.toml:3: daemon.lease_ttl: must be at least 3s\n  regfeed.toml:9: feeds.name: missing\n";
+        assert_eq!(
+            super::one_line(text),
+            "regfeed.toml:3: daemon.lease_ttl: must be at least 3s; regfeed.toml:9: feeds.name: missing"
+        );
+    }
 }

@@ -102,6 +102,8 @@ struct State {
     waiting_on: Option<i64>,
     /// Store or setup errors in a row: their retries back off too.
     errors: u32,
+    /// When delivered batches were last pruned (retention).
+    pruned_at: Option<std::time::Instant>,
 }
 
 impl State {
@@ -145,6 +147,7 @@ async fn feed_loop(ctx: &Ctx, feed: &str, notify: Arc<Notify>) {
             ctx.health.set_failing(feed, None);
             return;
         };
+        prune_if_due(&app, fc, &mut st).await;
         let next = pass(ctx, &app, fc, &mut st).await;
         ctx.health.set_failing(feed, st.failing);
         match next {
@@ -162,6 +165,26 @@ async fn feed_loop(ctx: &Ctx, feed: &str, notify: Arc<Notify>) {
                     _ = tokio::time::sleep(app.cfg.daemon.delivery_interval) => {}
                 }
             }
+        }
+    }
+}
+
+/// Prunes the feed's delivered batches past their retention, at most once
+/// per [`PRUNE_EVERY`](crate::deliver::prune::PRUNE_EVERY); a failure is
+/// logged and tried again then.
+async fn prune_if_due(app: &App, fc: &FeedConfig, st: &mut State) {
+    use crate::deliver::prune::PRUNE_EVERY;
+    if st.pruned_at.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+        return;
+    }
+    st.pruned_at = Some(std::time::Instant::now());
+    match app.prune_delivered(fc, Utc::now(), false).await {
+        Ok(p) if !p.is_empty() => {
+            tracing::info!(feed = %fc.name, pruned = p.len(), "Delivered batches pruned after their retention.");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(feed = %fc.name, error = %describe(app, &e), "Pruning delivered batches failed; trying again later.");
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod file_drop;
 pub mod http;
 pub mod outbox;
+pub mod prune;
 pub mod retry;
 
 use std::io;

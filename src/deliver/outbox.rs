@@ -34,6 +34,20 @@ use crate::loaded::FeedConfig;
 use crate::store::{AttemptEnd, BatchInfo};
 use crate::telemetry::metrics;
 
+/// Whether this process has not yet warned that dead batch `seq` of `feed`
+/// holds the feed back: the warning is logged once per batch, not at every
+/// run that finds it still dead.
+fn first_warning(feed: &str, seq: i64) -> bool {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static WARNED: OnceLock<Mutex<HashSet<(String, i64)>>> = OnceLock::new();
+    WARNED
+        .get_or_init(Default::default)
+        .lock()
+        .map(|mut w| w.insert((feed.to_owned(), seq)))
+        .unwrap_or(true)
+}
+
 /// Rows read per page when digesting a batch's staged rows.
 const ROWS_PAGE: i64 = 10_000;
 
@@ -282,7 +296,9 @@ impl App {
     pub async fn deliver_feed(&self, f: &FeedConfig) -> anyhow::Result<FeedDelivery> {
         let mut backoff = Backoff::default();
         let mut out = self.deliver_pass(f, &mut backoff, true).await?;
-        if let Some(seq) = out.waiting_on {
+        if let Some(seq) = out.waiting_on
+            && first_warning(&f.name, seq)
+        {
             tracing::warn!(feed = %f.name, seq, "A dead batch holds back this feed's later batches until an operator retries it.");
         }
         out.retry = None;
@@ -657,6 +673,13 @@ impl App {
                 b.state
             );
         }
+        if let Some(file) = &b.data_file
+            && !self.outbox_dir(&feed.name).join(file).exists()
+        {
+            bail!(
+                "feed {feed_name} batch {seq}: its sealed data file is gone (pruned after retention.delivered_batches?); it cannot be replayed"
+            );
+        }
         let sink = Sink::build(&feed.sink).map_err(|e| anyhow::anyhow!("feed {feed_name}: {e}"))?;
         let policy = feed.sink.retry();
         let mut backoff = policy.backoff();
@@ -727,5 +750,16 @@ impl App {
             Some(f) => Ok(f),
             None => bail!("no feed named {name:?} in {}", self.cfg.path.display()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_dead_batch_is_warned_about_once() {
+        assert!(super::first_warning("warned-once", 3));
+        assert!(!super::first_warning("warned-once", 3));
+        assert!(super::first_warning("warned-once", 4));
+        assert!(super::first_warning("warned-once-other", 3));
     }
 }

@@ -50,6 +50,39 @@ struct Parsed {
     sha256: String,
 }
 
+/// When `dir` is a folder of feed folders rather than one feed's folder (it
+/// holds no manifest but holds folders, as a file-drop sink's parent does):
+/// each feed folder, by name, checked as [`verify_dir`] checks one. `None`
+/// for one feed's folder (or one that cannot be listed).
+pub fn verify_tree(dir: &Path) -> Option<BTreeMap<String, VerifyReport>> {
+    let mut folders = Vec::new();
+    for e in std::fs::read_dir(dir).ok()? {
+        let e = e.ok()?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        if e.file_type().ok()?.is_dir() {
+            folders.push(name);
+        } else if name.ends_with(".manifest.json") {
+            return None;
+        }
+    }
+    if folders.is_empty() {
+        return None;
+    }
+    folders.sort();
+    Some(
+        folders
+            .into_iter()
+            .map(|f| {
+                let r = verify_dir(&dir.join(&f));
+                (f, r)
+            })
+            .collect(),
+    )
+}
+
 /// Checks every batch in `dir` (see the module docs).
 pub fn verify_dir(dir: &Path) -> VerifyReport {
     let mut report = VerifyReport::default();

@@ -21,10 +21,12 @@ use sqlx::{Any, AnyPool, Executor as _, Row};
 
 mod lease;
 mod outbox;
+mod quarantine;
 mod sql;
 pub use lease::{Lease, LeaseError, RunSummary, fenced, for_fire};
 pub use outbox::{Attempt, AttemptEnd, OutboxCounts, OutboxEntry, OutboxSummary, RunTimes};
 pub use policy::{DenialRow, DenialSnapshot, FlagRow, ObjectionRow, PolicyRows, RestrictionRow};
+pub use quarantine::QuarantineRow;
 pub use sql::QueryBuilder;
 use sql::{list_chunks, statement_chunks};
 

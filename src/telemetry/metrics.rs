@@ -35,6 +35,7 @@ pub const ENTRIES_TOTAL: &str = "regfeed_entries_total";
 pub const BATCHES_STAGED_TOTAL: &str = "regfeed_batches_staged_total";
 pub const BATCHES_SEALED_TOTAL: &str = "regfeed_batches_sealed_total";
 pub const BATCHES_DELIVERED_TOTAL: &str = "regfeed_batches_delivered_total";
+pub const BATCHES_PRUNED_TOTAL: &str = "regfeed_batches_pruned_total";
 pub const OUTBOX_BACKLOG_BATCHES: &str = "regfeed_outbox_backlog_batches";
 pub const OUTBOX_DEAD_BATCHES: &str = "regfeed_outbox_dead_batches";
 pub const OUTBOX_CONFLICT_BATCHES: &str = "regfeed_outbox_conflict_batches";
@@ -108,6 +109,7 @@ pub const ALL: &[&str] = &[
     BATCHES_STAGED_TOTAL,
     BATCHES_SEALED_TOTAL,
     BATCHES_DELIVERED_TOTAL,
+    BATCHES_PRUNED_TOTAL,
     OUTBOX_BACKLOG_BATCHES,
     OUTBOX_DEAD_BATCHES,
     OUTBOX_CONFLICT_BATCHES,
@@ -227,6 +229,10 @@ fn describe() {
     describe_counter!(BATCHES_STAGED_TOTAL, "Batches staged.");
     describe_counter!(BATCHES_SEALED_TOTAL, "Batches sealed.");
     describe_counter!(BATCHES_DELIVERED_TOTAL, "Batches delivered.");
+    describe_counter!(
+        BATCHES_PRUNED_TOTAL,
+        "Delivered batches whose sealed data file was pruned after retention.delivered_batches."
+    );
     describe_gauge!(
         OUTBOX_BACKLOG_BATCHES,
         "Batches staged, sealed or being sent, not yet delivered (dead ones not included)."
@@ -335,6 +341,7 @@ pub fn register_feed(feed: &str) {
         BATCHES_STAGED_TOTAL,
         BATCHES_SEALED_TOTAL,
         BATCHES_DELIVERED_TOTAL,
+        BATCHES_PRUNED_TOTAL,
     ] {
         counter!(name, "feed" => f.clone()).increment(0);
     }
@@ -435,6 +442,11 @@ pub fn record_attempt(feed: &str, failed: Option<&'static str>, took: Duration) 
 /// A batch sealed.
 pub fn record_sealed(feed: &str) {
     counter!(BATCHES_SEALED_TOTAL, "feed" => feed.to_owned()).increment(1);
+}
+
+/// A delivered batch's sealed data file pruned.
+pub fn record_pruned(feed: &str) {
+    counter!(BATCHES_PRUNED_TOTAL, "feed" => feed.to_owned()).increment(1);
 }
 
 /// A batch delivered.

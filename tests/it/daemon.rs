@@ -475,12 +475,93 @@ fn status_prints_every_feed_for_a_person() {
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("thl-diabetes\n  schedule   */3 * * * * *  (catch-up: once)"),
+        text.contains(
+            "thl-diabetes\n  schedule   */3 * * * * *  (Europe/Helsinki; catch-up: once)"
+        ),
         "{text}"
     );
+    // Times in UTC RFC 3339; Helsinki time only where labelled.
+    assert!(text.contains("(times in UTC)"), "{text}");
+    let next = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("next run") && !l.ends_with('-'))
+        .expect("a next run");
+    let at = next.split_whitespace().nth(2).expect("a time");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(at).is_ok() && at.ends_with('Z'),
+        "{next}"
+    );
+    assert!(next.contains("(Helsinki local time "), "{next}");
     assert!(
         text.contains("thl-vaccination\n  schedule   none"),
         "{text}"
     );
     assert!(text.contains("last run   never"), "{text}");
+}
+
+/// Retention from the daemon: a batch delivered longer ago than
+/// `[retention] delivered_batches` loses its sealed data file when the
+/// feed's outbox loop starts, audited; its manifest stays.
+#[test]
+fn the_daemon_prunes_a_delivered_batch_past_its_retention() {
+    let s = setup();
+    std::fs::write(
+        &s.config,
+        format!(
+            "{}\n[retention]\ndelivered_batches = \"1h\"\n",
+            s.base_config
+        ),
+    )
+    .expect("config");
+    let feed = "thl-vaccination";
+    let out = Command::new(BIN)
+        .args(["once", "--feed", feed, "--config"])
+        .arg(&s.config)
+        .output()
+        .expect("once runs");
+    assert!(out.status.success(), "{out:?}");
+    let cfg = regfeed::config::Config::load(&s.config).expect("config");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let store = rt
+        .block_on(regfeed::store::Store::open(&cfg.database_url))
+        .expect("store");
+    let two_hours_ago = (chrono::Utc::now() - chrono::Duration::hours(2))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    rt.block_on(
+        sqlx::query("UPDATE batches SET delivered_at = $1 WHERE feed = $2 AND seq = 1")
+            .bind(&two_hours_ago)
+            .bind(feed)
+            .execute(store.pool()),
+    )
+    .expect("backdate");
+    let b = rt.block_on(store.batches(Some(feed))).expect("batches");
+    assert_eq!(b[0].state, "delivered");
+    let dir = cfg.state_dir.join("outbox").join(feed);
+    let data = dir.join(b[0].data_file.as_deref().expect("sealed"));
+    let manifest = dir.join(regfeed::feed::manifest_file_name(feed, 1));
+    assert!(data.is_file() && manifest.is_file());
+
+    let d = spawn_daemon(&s.config);
+    d.wait_for("the prune", |d| {
+        d.count(
+            "A delivered batch's data file was pruned after its retention.",
+            Some(feed),
+            None,
+        ) == 1
+    });
+    assert!(!data.exists(), "the data file is pruned");
+    assert!(manifest.is_file(), "the manifest stays");
+    let audited: i64 = rt
+        .block_on(
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM audit WHERE kind = 'batch_pruned' AND feed = $1",
+            )
+            .bind(feed)
+            .fetch_one(store.pool()),
+        )
+        .expect("count");
+    assert_eq!(audited, 1);
 }

@@ -197,3 +197,177 @@ fn the_demo_honours_objections_and_leaks_nothing() {
         }
     }
 }
+
+/// The command line as a newcomer and a script meet it (issue 15): the demo
+/// prints its summary on standard output with no log line beside it unless
+/// asked, and its "Next:" hint names a command that runs; `feed verify`
+/// takes the demo's tree of feed folders, reporting per feed; the demo's
+/// manifests say they are test data; listings have a header and `--json`;
+/// a fatal error under `--log-format json` is one JSON object.
+#[test]
+fn the_demo_and_its_commands_are_quiet_and_scriptable() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("demo");
+    let out = Command::new(env!("CARGO_BIN_EXE_regfeed"))
+        .args(["demo", "--patients", "40", "--dir"])
+        .arg(&dir)
+        .env_remove("REGFEED_LOG")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run the demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        !stderr.contains(" INFO ") && !stderr.contains("Audit head"),
+        "the demo logged below warn without being asked:\n{stderr}"
+    );
+    assert!(
+        !stdout.contains("Audit head") && stdout.contains("Next: "),
+        "{stdout}"
+    );
+    // The hint's command is this binary, by a name that runs from here.
+    let next = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Next: "))
+        .expect("Next line");
+    let program = next.split_whitespace().next().expect("program");
+    assert!(
+        program == "regfeed" || Path::new(program).is_file(),
+        "{program:?} does not run"
+    );
+
+    // Every manifest of the demo says its data is synthetic.
+    let delivered = dir.join("delivered");
+    let mut manifests = 0;
+    for feed in std::fs::read_dir(&delivered).expect("delivered") {
+        for e in std::fs::read_dir(feed.expect("feed").path()).expect("feed dir") {
+            let p = e.expect("entry").path();
+            if p.to_string_lossy().ends_with(".manifest.json") {
+                let m: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&p).expect("read")).expect("JSON");
+                assert_eq!(m["test"], true, "{}", p.display());
+                manifests += 1;
+            }
+        }
+    }
+    assert!(manifests > 1, "the demo delivered batches");
+
+    // The tree the demo points to verifies, per feed; so does one feed.
+    let verify = |dir: &Path, json: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_regfeed"));
+        cmd.args(["feed", "verify"]).arg(dir);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().expect("run verify");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, text) = verify(&delivered, false);
+    assert!(ok, "{text}");
+    let cfg = regfeed::config::Config::load(&dir.join("regfeed.toml")).expect("config");
+    for f in &cfg.feeds {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("{}: ", f.name)) && l.ends_with(" 0 problems")),
+            "{}: no line of its own:\n{text}",
+            f.name
+        );
+    }
+    let (ok, json) = verify(&delivered, true);
+    assert!(ok, "{json}");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(
+        v["feeds"].as_object().expect("feeds").len(),
+        cfg.feeds.len()
+    );
+    let (ok, one) = verify(&delivered.join("thl-diabetes"), false);
+    assert!(ok && one.contains("batch"), "{one}");
+    // A tree with a broken feed fails, naming the feed folder.
+    let copy = tmp.path().join("copy");
+    std::fs::create_dir_all(copy.join("thl-diabetes")).expect("copy");
+    for e in std::fs::read_dir(delivered.join("thl-diabetes")).expect("dir") {
+        let p = e.expect("entry").path();
+        std::fs::copy(
+            &p,
+            copy.join("thl-diabetes").join(p.file_name().expect("name")),
+        )
+        .expect("copy");
+    }
+    std::fs::create_dir_all(copy.join("empty-feed")).expect("empty");
+    let (ok, text) = verify(&copy, false);
+    assert!(!ok, "{text}");
+    assert!(text.contains("empty-feed: 0 batches"), "{text}");
+    assert!(
+        text.contains("thl-diabetes: ") && text.contains(" 0 problems"),
+        "{text}"
+    );
+
+    // Listings: a header line, or one JSON object per line.
+    let c = dir.join("regfeed.toml").to_string_lossy().into_owned();
+    for list in [
+        &["held", "list"][..],
+        &["objections", "list"],
+        &["outbox", "list"],
+    ] {
+        let table = run(&[list, &["--config", &c]].concat());
+        let header = table.lines().next().expect("a header line");
+        assert!(
+            header.split_whitespace().next() == Some("feed")
+                || header.split_whitespace().next() == Some("kind"),
+            "{list:?}: {table}"
+        );
+        let out = Command::new(env!("CARGO_BIN_EXE_regfeed"))
+            .args(list)
+            .args(["--json", "--config", &c])
+            .env("REGFEED_LOG", "error")
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{list:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        if list[0] != "held" {
+            assert!(text.lines().count() > 0, "{list:?}: no rows in the demo");
+        }
+        for l in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            assert!(v.is_object(), "{list:?}: {l}");
+        }
+    }
+
+    // A fatal error under the JSON log format: one JSON object on stderr.
+    let out = Command::new(env!("CARGO_BIN_EXE_regfeed"))
+        .args(["--log-format", "json", "once", "--feed", "no-such-feed"])
+        .args(["--config", &c])
+        .env("REGFEED_LOG", "warn")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().expect("an error line");
+    let v: serde_json::Value = serde_json::from_str(last).expect("the error is JSON");
+    assert_eq!(v["level"], "ERROR", "{stderr}");
+    assert!(
+        v["message"]
+            .as_str()
+            .expect("message")
+            .contains("no-such-feed"),
+        "{stderr}"
+    );
+    for l in stderr.lines() {
+        serde_json::from_str::<serde_json::Value>(l).expect("every stderr line is JSON");
+    }
+    // And a config that does not load, the same.
+    let out = Command::new(env!("CARGO_BIN_EXE_regfeed"))
+        .args(["--log-format", "json", "status", "--config"])
+        .arg(tmp.path().join("missing.toml"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stderr.trim()).expect("JSON");
+    assert_eq!(v["level"], "ERROR");
+}

@@ -33,7 +33,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ),
     (
         "research-diabetes-00000001.manifest.json",
-        "3a0b6094019bd3dc7957e7b48fac555890ef51d82b73340743a18e0a979791f1",
+        "86f5489a72b3e17e68732c8d6e4f3da05fc6658c2eaaf9be905bf36fbbbdaf5f",
     ),
     (
         "thl-diabetes-00000001.csv",
@@ -41,7 +41,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ),
     (
         "thl-diabetes-00000001.manifest.json",
-        "6465b5f28f116047ab2fb26be389ebf75e3fb3c92d5b303a01ec8665e70603de",
+        "9a84575da93b187e1aef2e9177625fce06dcd447de70c7a5508138ed5749cb53",
     ),
     (
         "thl-diabetes-00000002.csv",
@@ -49,7 +49,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ),
     (
         "thl-diabetes-00000002.manifest.json",
-        "a19cb664e70c49aee180af89c563d0e51d58d69090ec4b444613b7cada0f3555",
+        "a2c34dba1ac97ce465ced41f480dd08ad5a476eefa06624b72b65dea3a5a8ea3",
     ),
     (
         "thl-diabetes-00000003.csv",
@@ -57,7 +57,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ),
     (
         "thl-diabetes-00000003.manifest.json",
-        "9c5382d07dc7bb81aa75306cd2990ffd20337fd5a66eefa359c7f64d632a66f6",
+        "a64953d0ed30900323cbda920c288289ecb9d0c7f60e1060400252c89139951c",
     ),
     (
         "thl-diabetes-00000004.csv",
@@ -65,7 +65,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ),
     (
         "thl-diabetes-00000004.manifest.json",
-        "c03c71c9ec5a2ca379b3ab7e1b35575fdc73df3399a4ac5e0667c7512377e64c",
+        "389877701122425b34bf6e5f7905616269cc3a762cf8d2a6da92f5164673bc6b",
     ),
     (
         "thl-vaccination-00000001.jsonl",
@@ -73,7 +73,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ),
     (
         "thl-vaccination-00000001.manifest.json",
-        "65dfaa1ba899c1ad75e4cc5069b543e03b20fd32dcb970620bbe43713e05e9f2",
+        "73b5e79576e070f52c44296bdffbd6c9c2540f5562633c1421c75962678e7f71",
     ),
 ];
 

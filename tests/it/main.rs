@@ -25,6 +25,7 @@ mod hetu_props;
 mod identity;
 mod key_rotation;
 mod monitoring;
+mod operator;
 mod outage;
 mod policy_feed;
 mod privacy;

@@ -183,6 +183,8 @@ fn a_verbose_run_leaks_no_identity_or_name() {
         (&["preview", "--feed", "thl-diabetes"], true),
         (&["held", "list"], true),
         (&["outbox", "list"], true),
+        (&["quarantine", "list"], true),
+        (&["quarantine", "list", "--json"], true),
         (&["status"], true),
         (&["audit", "verify"], true),
         (&["once", "--feed", "no-such-feed"], false),
@@ -191,6 +193,12 @@ fn a_verbose_run_leaks_no_identity_or_name() {
         assert_eq!(ok, must_succeed, "{args:?}:\n{text}");
         transcript.push_str(&text);
     }
+    // The document named after a person, shown by its digest: its locator
+    // is masked.
+    let named = regfeed::feed::sha256_hex(b"<ClinicalDocument xmlns=\"urn:hl7-org:v3\"><unclosed>");
+    let (ok, text) = regfeed(&["quarantine", "show", &named[..16]], &setup.config);
+    assert!(ok && text.contains("[hetu].xml"), "quarantine show: {text}");
+    transcript.push_str(&text);
     let (ok, text) = regfeed_with_stdin(
         &["audit", "subject"],
         &setup.config,
