@@ -162,6 +162,11 @@ impl App {
             .await
             .context("opening the store")?;
         refuse_swapped_keys(&store, &cfg, &keys).await?;
+        // Rows from before locators were sealed: sealed now, once.
+        let locator = crate::store::locator::LocatorKey::new(keys.index());
+        crate::store::locator::seal_legacy_locators(&store, &locator)
+            .await
+            .context("sealing the stored document locators")?;
         // Configuration, mapping versions and key ids: audited when changed.
         audit::record_config_if_changed(&store, &cfg, &keys, crate::policy::RULES_VERSION).await?;
         Ok(App { cfg, store, keys })

@@ -20,6 +20,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Any, AnyPool, Executor as _, Row};
 
 mod lease;
+pub mod locator;
 mod outbox;
 mod sql;
 pub use lease::{Lease, LeaseError, RunSummary, fenced, for_fire};
@@ -141,6 +142,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "store probe",
         include_str!("migrations/sqlite/0009_store_probe.sql"),
     ),
+    (
+        10,
+        "sealed locators",
+        include_str!("migrations/sqlite/0010_sealed_locators.sql"),
+    ),
 ];
 
 /// The PostgreSQL migrations: the SQLite schema up to 0005 in one step, then
@@ -170,6 +176,11 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "store probe",
         include_str!("migrations/postgres/0005_store_probe.sql"),
+    ),
+    (
+        6,
+        "sealed locators",
+        include_str!("migrations/postgres/0006_sealed_locators.sql"),
     ),
 ];
 
