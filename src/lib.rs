@@ -49,6 +49,7 @@ pub mod failpoint;
 pub mod feed;
 pub mod identity;
 pub mod mapping;
+pub mod ownership;
 pub mod pipeline;
 pub mod policy;
 pub mod record;

@@ -45,6 +45,8 @@ pub enum StoreError {
     RunFenced(String),
     #[error("store: {0}")]
     Other(String),
+    #[error(transparent)]
+    Foreign(#[from] crate::ownership::ForeignOwner),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -419,6 +421,7 @@ impl Store {
         let pool = match backend {
             Backend::Sqlite => {
                 let opts = SqliteConnectOptions::from_str(url)?;
+                crate::ownership::check_sqlite_store(opts.get_filename())?;
                 if let Some(parent) = opts.get_filename().parent()
                     && !parent.as_os_str().is_empty()
                 {
