@@ -156,13 +156,26 @@ async fn refuse_swapped_keys(store: &Store, cfg: &Config, keys: &KeyRing) -> any
     Ok(())
 }
 
+/// Refuses a state directory (or its outbox) that belongs to another user
+/// than the one this command runs as (`ownership`).
+pub fn check_state_owner(cfg: &Config) -> Result<(), crate::ownership::ForeignOwner> {
+    crate::ownership::check("state directory", &cfg.state_dir)?;
+    crate::ownership::check("outbox folder", &cfg.state_dir.join("outbox"))
+}
+
 impl App {
     pub async fn open(cfg: Config) -> anyhow::Result<App> {
         let keys = load_keys(&cfg)?;
+        check_state_owner(&cfg)?;
         let store = Store::open_with(&cfg.database_url, cfg.daemon.lease_ttl)
             .await
             .context("opening the store")?;
         refuse_swapped_keys(&store, &cfg, &keys).await?;
+        // Rows from before locators were sealed: sealed now, once.
+        let locator = crate::store::locator::LocatorKey::new(keys.index());
+        crate::store::locator::seal_legacy_locators(&store, &locator)
+            .await
+            .context("sealing the stored document locators")?;
         // Configuration, mapping versions and key ids: audited when changed.
         audit::record_config_if_changed(&store, &cfg, &keys, crate::policy::RULES_VERSION).await?;
         Ok(App { cfg, store, keys })

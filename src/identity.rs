@@ -316,6 +316,15 @@ impl Key {
         HmacSha256::new_from_slice(&self.bytes).expect("HMAC accepts keys of any length")
     }
 
+    /// A 32-byte subkey for one purpose, `HMAC-SHA-256(key, label)`: keys
+    /// derived under different labels are independent of each other and of
+    /// the key's other uses (which never MAC a bare label).
+    pub fn derive(&self, label: &[u8]) -> [u8; 32] {
+        let mut mac = self.mac();
+        mac.update(label);
+        mac.finalize().into_bytes().into()
+    }
+
     /// Lowercase hex HMAC-SHA-256 of `parts` concatenated.
     fn hmac_hex(&self, parts: &[&[u8]]) -> String {
         let mut mac = self.mac();

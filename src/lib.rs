@@ -55,6 +55,7 @@ pub mod feed;
 pub mod identity;
 pub mod loaded;
 pub mod mapping;
+pub mod ownership;
 pub mod pipeline;
 pub mod policy;
 pub mod preflight;

@@ -32,6 +32,7 @@ use crate::mapping::eval::Person;
 use crate::policy::{self, PersonPolicy};
 use crate::record::{DecodedDocument, MedicationEvent, RecordBody};
 use crate::source::Source;
+use crate::store::locator::LocatorKey;
 use crate::store::{
     self, BatchRow, DocRow, LiveRow, NewBatch, NewDocument, Quarantined, Seen, Store,
 };
@@ -268,6 +269,9 @@ struct Mapper {
     index: Key,
     record: Key,
     pseudonym: Option<Key>,
+    /// Seals locators where they enter the store, opens them where they
+    /// leave it (`store::locator`).
+    locator: LocatorKey,
 }
 
 impl Mapper {
@@ -275,6 +279,7 @@ impl Mapper {
         Mapper {
             cfg: cfg.clone(),
             feed: feed.clone(),
+            locator: LocatorKey::new(keys.index),
             index: keys.index.clone(),
             record: keys.record.clone(),
             pseudonym: keys.pseudonym.cloned(),
@@ -407,8 +412,12 @@ impl Ctx<'_> {
     }
 
     /// Re-reads a document through the source's locator and maps it.
-    async fn remap(&self, doc_key: i64, path: &str, sha256: &str) -> Option<Mapped> {
-        let bytes = match self.source.locate(path).await {
+    async fn remap(&self, doc_key: i64, sealed: &str, sha256: &str) -> Option<Mapped> {
+        let located = match self.mapper.locator.open(sealed) {
+            Ok(path) => self.source.locate(&path).await,
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        let bytes = match located {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(feed = %self.feed.name, doc_sha256 = %&sha256[..16.min(sha256.len())], error = %e, "A document could not be re-read through its locator.");
@@ -1320,7 +1329,7 @@ async fn stage_chunk(
     // A chunk holds header facts and mapped rows, never whole documents,
     // and filters them in place rather than copying them.
     let ChunkInput {
-        seen_rows,
+        mut seen_rows,
         mut quarantined,
         mut new_docs,
         mut new_mapped,
@@ -1382,6 +1391,10 @@ async fn stage_chunk(
     retain_marked(&mut new_mapped, &keep);
     retain_marked(&mut new_snapshots, &keep);
     drop(keep);
+    let locator = &cx.mapper.locator;
+    locator.seal_in_place(new_docs.iter_mut().map(|d| &mut d.path));
+    locator.seal_in_place(seen_rows.iter_mut().map(|s| &mut s.path));
+    locator.seal_in_place(quarantined.iter_mut().map(|q| &mut q.path));
     let doc_keys = timed!(report.store_ns, tx.insert_documents(&new_docs))?;
     let snapshots: Vec<store::DenialSnapshot> = new_snapshots
         .into_iter()

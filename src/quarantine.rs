@@ -12,6 +12,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::loaded::Config;
+use crate::store::locator::LocatorKey;
 use crate::store::{QuarantineRow, Store};
 
 /// One quarantined document version.
@@ -33,9 +34,12 @@ pub struct Entry {
     pub refusals: usize,
     /// Where it is: `source:locator`, hetu-shaped text masked.
     pub locator: String,
-    /// The locator as stored (for `retry`); never printed.
+    /// The locator as stored, sealed (what `retry` releases); never printed.
     #[serde(skip)]
     pub path: String,
+    /// The locator opened (where `retry` reads); never printed.
+    #[serde(skip)]
+    pub file: String,
 }
 
 /// What `list` keeps; every given condition must hold.
@@ -71,7 +75,15 @@ impl Filter {
 
 /// The store's refusals as entries, one per digest (the latest refusal's
 /// source and locator), oldest first.
-pub fn entries(cfg: &Config, rows: Vec<QuarantineRow>) -> Vec<Entry> {
+///
+/// Locators are stored sealed (`store::locator`); `locator` opens them. One
+/// that does not open (sealed under another index key) is shown as such.
+pub fn entries(cfg: &Config, locator: &LocatorKey, rows: Vec<QuarantineRow>) -> Vec<Entry> {
+    let open = |stored: &str| {
+        locator
+            .open(stored)
+            .unwrap_or_else(|_| "(a locator sealed under another index key)".to_owned())
+    };
     let mut out: Vec<Entry> = Vec::new();
     for r in rows {
         let at = crate::cli::report::utc_text(&r.at);
@@ -81,6 +93,7 @@ pub fn entries(cfg: &Config, rows: Vec<QuarantineRow>) -> Vec<Entry> {
             e.class = r.class;
             e.message = r.detail;
             e.last_seen = at;
+            e.file = open(&r.path);
             e.path = r.path;
             e.source = r.source;
             continue;
@@ -91,8 +104,10 @@ pub fn entries(cfg: &Config, rows: Vec<QuarantineRow>) -> Vec<Entry> {
             .filter(|f| f.source == r.source)
             .map(|f| f.name.clone())
             .collect();
+        let file = open(&r.path);
         out.push(Entry {
-            locator: masked_locator(&r.source, &r.path),
+            locator: masked_locator(&r.source, &file),
+            file,
             digest: r.sha256,
             class: r.class,
             message: mask_hetu_shaped(&r.detail),
@@ -106,7 +121,7 @@ pub fn entries(cfg: &Config, rows: Vec<QuarantineRow>) -> Vec<Entry> {
     }
     for e in &mut out {
         e.message = mask_hetu_shaped(&e.message);
-        e.locator = masked_locator(&e.source, &e.path);
+        e.locator = masked_locator(&e.source, &e.file);
     }
     out
 }
@@ -195,7 +210,7 @@ pub async fn retry(cfg: &Config, store: &Store, e: &Entry) -> anyhow::Result<Ret
         .with_context(|| format!("source {:?} is no longer in the config", e.source))?;
     let source = crate::source::Source::build(sc)
         .with_context(|| format!("source {:?} cannot be opened", e.source))?;
-    let bytes = source.locate(&e.path).await.map_err(|err| {
+    let bytes = source.locate(&e.file).await.map_err(|err| {
         anyhow::anyhow!(
             "document {} cannot be read at {}: {}",
             short(&e.digest),
@@ -259,6 +274,7 @@ mod tests {
             refusals: 1,
             locator: String::new(),
             path: String::new(),
+            file: String::new(),
         }
     }
 

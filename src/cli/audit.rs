@@ -96,7 +96,7 @@ pub fn run(cmd: AuditCommand) -> ExitCode {
 
 fn fail(e: &anyhow::Error) -> ExitCode {
     super::report::fatal(&format!("{e:#}"));
-    ExitCode::FAILURE
+    crate::ownership::exit_code(e).map_or(ExitCode::FAILURE, ExitCode::from)
 }
 
 /// Config, store and keys, without `App::open`: these commands only read
@@ -107,6 +107,7 @@ fn open(config: Option<&Path>) -> Result<(tokio::runtime::Runtime, Store, KeyRin
         ExitCode::from(super::feeds::EXIT_CONFIG)
     })?;
     let keys = app::load_keys(&cfg).map_err(|e| fail(&e))?;
+    app::check_state_owner(&cfg).map_err(|e| fail(&e.into()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

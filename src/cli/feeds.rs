@@ -24,7 +24,7 @@ pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 
 pub(crate) fn fail(e: &anyhow::Error) -> ExitCode {
     report::fatal(&format!("{e:#}"));
-    ExitCode::FAILURE
+    crate::ownership::exit_code(e).map_or(ExitCode::FAILURE, ExitCode::from)
 }
 
 pub(crate) fn load(config: Option<&Path>) -> Result<Config, ExitCode> {

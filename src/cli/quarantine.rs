@@ -87,10 +87,15 @@ pub fn run(cmd: QuarantineCommand) -> ExitCode {
         | QuarantineCommand::Show { config, .. }
         | QuarantineCommand::Retry { config, .. } => config.clone(),
     };
-    // Reads the store and the source; loads no key.
+    // Reads the store and the source; the index key opens the stored
+    // (sealed) locators.
     let cfg = match load(config.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
+    };
+    let locator = match crate::app::load_keys(&cfg) {
+        Ok(keys) => crate::store::locator::LocatorKey::new(keys.index()),
+        Err(e) => return fail(&e),
     };
     let rt = match runtime() {
         Ok(rt) => rt,
@@ -102,7 +107,7 @@ pub fn run(cmd: QuarantineCommand) -> ExitCode {
             Err(e) => return fail(&e.into()),
         };
         let entries = match store.quarantine_rows().await {
-            Ok(rows) => quarantine::entries(&cfg, rows),
+            Ok(rows) => quarantine::entries(&cfg, &locator, rows),
             Err(e) => return fail(&e.into()),
         };
         match cmd {

@@ -44,7 +44,7 @@ pub fn main(config: Option<&Path>) -> ExitCode {
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "The daemon could not run.");
             super::report::fatal(&format!("{e:#}"));
-            ExitCode::FAILURE
+            crate::ownership::exit_code(&e).map_or(ExitCode::FAILURE, ExitCode::from)
         }
     }
 }

@@ -161,6 +161,7 @@ pub fn main(config: Option<&Path>, json: bool) -> ExitCode {
         }
     };
     let status = rt.block_on(async {
+        crate::app::check_state_owner(&cfg)?;
         let store = Store::open(&cfg.database_url).await?;
         collect(&cfg, &store).await
     });
@@ -181,7 +182,7 @@ pub fn main(config: Option<&Path>, json: bool) -> ExitCode {
         }
         Err(e) => {
             super::report::fatal(&format!("{e:#}"));
-            ExitCode::FAILURE
+            crate::ownership::exit_code(&e).map_or(ExitCode::FAILURE, ExitCode::from)
         }
     }
 }

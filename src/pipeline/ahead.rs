@@ -262,12 +262,17 @@ impl Producer {
         while let Some(files) = listing.next_group().await {
             let files = files.map_err(|e| self.source_err(e))?;
             let listed = files.len() as u64;
-            let paths: Vec<&str> = files.iter().map(|l| l.path.as_str()).collect();
+            // The store knows locators sealed (`store::locator`).
+            let sealed: Vec<String> = files
+                .iter()
+                .map(|l| self.mapper.locator.seal(&l.path))
+                .collect();
+            let paths: Vec<&str> = sealed.iter().map(String::as_str).collect();
             let seen = timed!(store_ns, self.store.seen_for(name, &paths))?;
             drop(paths);
             let mut new = 0u64;
-            for l in files {
-                let known = seen.get(&l.path);
+            for (l, sealed) in files.into_iter().zip(&sealed) {
+                let known = seen.get(sealed);
                 if known.is_some_and(|s| s.size == l.size as i64 && s.mtime_ns == l.mtime_ns) {
                     continue;
                 }

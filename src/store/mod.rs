@@ -20,6 +20,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Any, AnyPool, Executor as _, Row};
 
 mod lease;
+pub mod locator;
 mod outbox;
 mod quarantine;
 mod sql;
@@ -46,6 +47,8 @@ pub enum StoreError {
     RunFenced(String),
     #[error("store: {0}")]
     Other(String),
+    #[error(transparent)]
+    Foreign(#[from] crate::ownership::ForeignOwner),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -143,6 +146,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "store probe",
         include_str!("migrations/sqlite/0009_store_probe.sql"),
     ),
+    (
+        10,
+        "sealed locators",
+        include_str!("migrations/sqlite/0010_sealed_locators.sql"),
+    ),
 ];
 
 /// The PostgreSQL migrations: the SQLite schema up to 0005 in one step, then
@@ -172,6 +180,11 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "store probe",
         include_str!("migrations/postgres/0005_store_probe.sql"),
+    ),
+    (
+        6,
+        "sealed locators",
+        include_str!("migrations/postgres/0006_sealed_locators.sql"),
     ),
 ];
 
@@ -410,6 +423,7 @@ impl Store {
         let pool = match backend {
             Backend::Sqlite => {
                 let opts = SqliteConnectOptions::from_str(url)?;
+                crate::ownership::check_sqlite_store(opts.get_filename())?;
                 if let Some(parent) = opts.get_filename().parent()
                     && !parent.as_os_str().is_empty()
                 {

@@ -27,6 +27,7 @@ mod key_rotation;
 mod monitoring;
 mod operator;
 mod outage;
+mod ownership;
 mod policy_feed;
 mod privacy;
 mod properties;

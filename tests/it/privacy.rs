@@ -318,3 +318,238 @@ fn the_embedded_scan_finds_hetus_inside_words() {
     assert_eq!(find_embedded_hetu("ab010101A900Rcd"), vec![2]);
     assert!(find_embedded_hetu("2026-11-22T23:09:27Z 1.2.246.21 e3b0c44298fc1c14").is_empty());
 }
+
+/// Where a document was read is stored sealed (`store::locator`): a
+/// document and a refused file named after their hetus leave no trace of
+/// the hetu in the SQLite file (its pages and its WAL) or in any row, and
+/// the run still re-reads documents through the sealed locators.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hetu_named_file_leaves_no_hetu_in_the_store() {
+    use regfeed::store::locator::{LocatorKey, SEALED_PREFIX};
+    use sqlx::Row as _;
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let corpus = tmp.path().join("corpus");
+    let plan = regfeed::synth::plan(12, 5);
+    regfeed::synth::write_corpus(&plan, &corpus).expect("corpus");
+    let truth = regfeed::synth::truth::compute(&plan);
+    // A decodable document renamed after its patient's hetu, and a refused
+    // one named after another person's.
+    let mut docs = common::files_under(&corpus.join("docs"));
+    docs.retain(|p| p.extension().is_some_and(|e| e == "xml"));
+    let doc = docs.first().expect("a document").clone();
+    let text = std::fs::read_to_string(&doc).expect("document");
+    let at = *find_hetu_shaped(&text)
+        .first()
+        .expect("the document names its patient");
+    let hetu = text[at..at + 11].to_owned();
+    let individual: u32 = hetu[7..10].parse().expect("digits");
+    assert!((900..=999).contains(&individual), "synthetic: {hetu}");
+    let named = doc.with_file_name(format!("{hetu}.xml"));
+    std::fs::rename(&doc, &named).expect("rename");
+    let other = truth
+        .persons
+        .iter()
+        .map(|p| p.hetu.clone())
+        .find(|h| *h != hetu)
+        .expect("another person");
+    let refused = corpus.join("docs").join(format!("{other}-refused.xml"));
+    std::fs::write(
+        &refused,
+        b"<ClinicalDocument xmlns=\"urn:hl7-org:v3\"><unclosed>",
+    )
+    .expect("write");
+
+    let setup = regfeed::demo::write_setup(&tmp.path().join("demo"), &corpus).expect("setup");
+    let app = regfeed::app::App::open(
+        regfeed::config::Config::load(&setup.config).expect("config validates"),
+    )
+    .await
+    .expect("app");
+    let first = app.once("thl-diabetes").await.expect("first feed runs");
+    assert!(first.run.upserts > 0, "the first feed delivered rows");
+    // The second feed maps documents the first one ingested: it re-reads
+    // each through its sealed locator; a locator that did not open would
+    // leave it nothing to send.
+    let second = app.once("thl-vaccination").await.expect("second feed runs");
+    assert!(
+        second.run.upserts > 0,
+        "documents were re-read through their sealed locators"
+    );
+
+    // Every stored locator is sealed and opens to a file that can be read.
+    let key = LocatorKey::new(app.keys.index());
+    let src = corpus.clone();
+    let mut opened = Vec::new();
+    for table in ["seen", "documents", "quarantine"] {
+        let rows = sqlx::query(&format!("SELECT path FROM {table}"))
+            .fetch_all(app.store.pool())
+            .await
+            .expect("rows");
+        assert!(!rows.is_empty(), "{table} has rows");
+        for r in rows {
+            let sealed: String = r.get(0);
+            assert!(sealed.starts_with(SEALED_PREFIX), "{table}: {sealed}");
+            assert!(!sealed.contains(&hetu) && !sealed.contains(&other));
+            assert!(find_embedded_hetu(&sealed).is_empty(), "{table}: {sealed}");
+            let path = key.open(&sealed).expect("the locator opens");
+            let file = src.join(&path);
+            assert!(file.is_file(), "{table}: {path} names a file of the source");
+            opened.push((table, path));
+        }
+    }
+    let name = |p: &Path| {
+        p.strip_prefix(&src)
+            .expect("inside")
+            .to_string_lossy()
+            .into_owned()
+    };
+    assert!(opened.contains(&("documents", name(&named))), "{opened:?}");
+    assert!(
+        opened.contains(&("quarantine", name(&refused))),
+        "{opened:?}"
+    );
+    assert!(opened.contains(&("seen", name(&named))), "{opened:?}");
+    // Closed: its write-ahead log is folded into the file (what is left of
+    // a log or its index is read too).
+    app.store.pool().close().await;
+    drop(app);
+
+    // The store's bytes, main file and write-ahead log alike.
+    let state = setup.dir.join("state");
+    let mut store_files = 0;
+    for e in std::fs::read_dir(&state).expect("state dir") {
+        let p = e.expect("entry").path();
+        let file_name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if !file_name.starts_with("regfeed.db") {
+            continue;
+        }
+        let bytes = match std::fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => panic!("{file_name}: {e}"),
+        };
+        store_files += 1;
+        for h in [&hetu, &other] {
+            assert!(
+                !bytes.windows(h.len()).any(|w| w == h.as_bytes()),
+                "{file_name} holds a hetu"
+            );
+        }
+    }
+    assert!(
+        store_files >= 1,
+        "the SQLite store was found in {}",
+        state.display()
+    );
+}
+
+/// A store written before locators were sealed: the migration marks it and
+/// the first open with the keys seals every stored locator, once (SQLite,
+/// and PostgreSQL when `REGFEED_TEST_DATABASE_URL` is set).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locators_stored_in_clear_are_sealed_once_by_the_migration() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let sqlite = format!("sqlite://{}", tmp.path().join("s.db").display());
+    legacy_locators_sealed(
+        &sqlite,
+        include_str!("../../src/store/migrations/sqlite/0010_sealed_locators.sql"),
+    )
+    .await;
+    match common::PgDb::create("locators") {
+        Some(db) => {
+            legacy_locators_sealed(
+                &db.url,
+                include_str!("../../src/store/migrations/postgres/0006_sealed_locators.sql"),
+            )
+            .await
+        }
+        None => eprintln!("NOTICE: PostgreSQL half skipped (REGFEED_TEST_DATABASE_URL unset)"),
+    }
+}
+
+async fn legacy_locators_sealed(url: &str, migration: &str) {
+    use regfeed::identity::{Key, KeyRole};
+    use regfeed::store::locator::{LocatorKey, seal_legacy_locators};
+    use regfeed::store::{NewDocument, Quarantined, Seen, Store};
+    use sqlx::Executor as _;
+
+    let store = Store::open(url).await.expect("store");
+    let key = LocatorKey::new(&Key::from_bytes(&KeyRole::Index, &[9u8; 32]).expect("key"));
+    // As an older regfeed left it: the migration not yet run, paths in clear.
+    store
+        .pool()
+        .execute("DROP TABLE locator_sealing_pending")
+        .await
+        .expect("drop");
+    let clear = "incoming/010101A999R.xml";
+    let mut tx = store.begin().await.expect("tx");
+    tx.put_seen(
+        "archive",
+        &[Seen {
+            path: clear.into(),
+            size: 1,
+            mtime_ns: 1,
+            sha256: "00".into(),
+        }],
+    )
+    .await
+    .expect("seen");
+    tx.insert_documents(&[NewDocument {
+        doc_id: "1.2.3^1".into(),
+        set_id: "1.2.3".into(),
+        version: 1,
+        person: None,
+        source: "archive".into(),
+        path: clear.into(),
+        sha256: "00".into(),
+        packaging: "plain".into(),
+        controller: None,
+        service_event: None,
+        code_system: None,
+        code: None,
+        withdrawal: false,
+        invalidates: None,
+        sensitive: false,
+        records: 0,
+        patient_id: regfeed::codes::PatientIdKind::Other,
+    }])
+    .await
+    .expect("document");
+    tx.quarantine(&[Quarantined {
+        source: "archive".into(),
+        path: clear.into(),
+        sha256: "00".into(),
+        class: "malformed".into(),
+        detail: "-".into(),
+    }])
+    .await
+    .expect("quarantine");
+    tx.commit().await.expect("commit");
+
+    store
+        .pool()
+        .execute(migration)
+        .await
+        .expect("the migration runs");
+    assert_eq!(seal_legacy_locators(&store, &key).await.expect("seal"), 3);
+    for table in ["seen", "documents", "quarantine"] {
+        let paths: Vec<String> = sqlx::query_scalar(&format!("SELECT path FROM {table}"))
+            .fetch_all(store.pool())
+            .await
+            .expect("rows");
+        assert_eq!(paths.len(), 1, "{table}");
+        assert_eq!(key.open(&paths[0]).expect("opens"), clear, "{table}");
+    }
+    // Once: a second open finds nothing to do and seals nothing twice.
+    assert_eq!(seal_legacy_locators(&store, &key).await.expect("again"), 0);
+    let seen: String = sqlx::query_scalar("SELECT path FROM seen")
+        .fetch_one(store.pool())
+        .await
+        .expect("seen");
+    assert_eq!(key.open(&seen).expect("opens"), clear);
+}
