@@ -204,13 +204,10 @@ fn prune(config: Option<&Path>, feed: Option<&str>, dry_run: bool, json: bool) -
         }
     }
     if json {
-        for p in &all {
-            match serde_json::to_string(p) {
-                Ok(s) => println!("{s}"),
-                Err(e) => return fail(&e.into()),
-            }
-        }
-        return ExitCode::SUCCESS;
+        return match super::report::json_lines(&all) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e.into()),
+        };
     }
     println!(
         "{:<24} {:>8}  {:>12}  {:<20}  data_file",
@@ -255,13 +252,10 @@ fn list(config: Option<&Path>, feed: Option<&str>, json: bool) -> ExitCode {
         Err(e) => return fail(&e.into()),
     };
     if json {
-        for e in &entries {
-            match serde_json::to_string(e) {
-                Ok(s) => println!("{s}"),
-                Err(e) => return fail(&e.into()),
-            }
-        }
-        return ExitCode::SUCCESS;
+        return match super::report::json_lines(&entries) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e.into()),
+        };
     }
     println!(
         "{:<24} {:>8}  {:<9} {:>8} {:>8}  {:<20}  detail",

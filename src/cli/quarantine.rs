@@ -180,13 +180,10 @@ pub fn run(cmd: QuarantineCommand) -> ExitCode {
 
 fn list(entries: &[Entry], json: bool) -> ExitCode {
     if json {
-        for e in entries {
-            match serde_json::to_string(e) {
-                Ok(s) => println!("{s}"),
-                Err(err) => return fail(&err.into()),
-            }
-        }
-        return ExitCode::SUCCESS;
+        return match report::json_lines(entries) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e.into()),
+        };
     }
     println!(
         "{:<64}  {:<22} {:<20}  {:<20}  {:>8}  feeds",

@@ -50,6 +50,14 @@ fn format() -> LogFormat {
 }
 
 /// `1 source`, `2 sources`: `n` and the word in the number it needs.
+/// A listing's `--json` form: one JSON object per line on standard output.
+pub fn json_lines<T: serde::Serialize>(items: &[T]) -> serde_json::Result<()> {
+    for item in items {
+        println!("{}", serde_json::to_string(item)?);
+    }
+    Ok(())
+}
+
 pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
     let n = n.into();
     format!("{n} {}", if n == 1 { one } else { many })

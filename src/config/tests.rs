@@ -63,7 +63,10 @@ fn any_key_of_any_section_is_overridden_by_one_rule() {
     assert_eq!(cfg.database_url.as_str(), "sqlite:///tmp/other.db");
     // What no variable named stays as the file has it.
     assert_eq!(cfg.daemon.shutdown_grace, Duration::from_secs(30));
-    assert_eq!(cfg.index_key, KeySource::Credential("keys_index.key".to_owned()));
+    assert_eq!(
+        cfg.index_key,
+        KeySource::Credential("keys_index.key".to_owned())
+    );
 }
 
 #[test]
