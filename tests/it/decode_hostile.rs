@@ -9,7 +9,7 @@
 use crate::common;
 use crate::common::hostile;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hostile::{BAD_XML, RSS_CEILING_KIB, class_name, decode_in_child, write_generated};
 use regfeed::decode::{ErrorClass, Limits, decode};
@@ -51,8 +51,10 @@ fn max_rss_kib() -> i64 {
     ru.ru_maxrss
 }
 
-/// Decodes `doc`, expecting `limit_exceeded` within a time bound and a peak
-/// RSS growth of at most `max_growth_mib` beyond the input itself. The
+/// Decodes `doc`, expecting `limit_exceeded` and a peak RSS growth of at
+/// most `max_growth_mib` beyond the input itself (the time it took is
+/// printed, not asserted: tests never judge wall time; the benchmark
+/// `benches/hostile_rss.rs` measures it). The
 /// tests that call it run alone in a process
 /// ([`common::ran_in_a_fresh_process`]): the peak is the whole process's.
 fn refused_cheaply(doc: &[u8], max_growth_mib: i64) {
@@ -63,7 +65,7 @@ fn refused_cheaply(doc: &[u8], max_growth_mib: i64) {
     let growth_mib = (max_rss_kib() - before) / 1024;
     let e = result.expect_err("refused");
     assert_eq!(e.class, ErrorClass::LimitExceeded, "{e}");
-    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    eprintln!("refused in {elapsed:?}");
     assert!(
         growth_mib <= max_growth_mib,
         "peak RSS grew by {growth_mib} MiB"
