@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use base64::Engine as _;
 use quick_xml::Reader;
@@ -380,28 +379,6 @@ fn followups_change_the_truth_as_planned() {
     // Deterministic too.
     let (again, _) = synth::followup::followup_plan(&plan, 9);
     assert_eq!(synth::truth::compute(&again), f.truth);
-}
-
-#[test]
-fn timing_for_ten_thousand_patients() {
-    // Prints only: tests never assert on time (debug builds are slow).
-    let dir = tempfile::tempdir().expect("tempdir");
-    let t0 = Instant::now();
-    let plan = synth::plan(10_000, 1);
-    let t1 = Instant::now();
-    let w = synth::write_corpus(&plan, dir.path()).expect("write");
-    let t2 = Instant::now();
-    let t = truth::compute(&plan);
-    let t3 = Instant::now();
-    println!(
-        "10,000 patients: plan {:?}, write {:?} ({} files, {:.1} MB), truth {:?} (cohort {})",
-        t1 - t0,
-        t2 - t1,
-        w.files,
-        w.bytes as f64 / 1e6,
-        t3 - t2,
-        t.cohort_size
-    );
 }
 
 #[test]
