@@ -579,8 +579,8 @@ fn regfeed_cmd(s: &Settings) -> Command {
     c
 }
 
-/// A run's own summary line: `thl-diabetes: decoded N (new files F, X MB),
-/// ...; T s (decoding D s, store S s)`.
+/// A run's own summary line: `thl-diabetes: new documents decoded N (from F
+/// new or changed files, X MB; ...), ...; T s (decoding D s, store S s)`.
 #[derive(Debug, Clone, Copy)]
 struct Summary {
     decoded: u64,
@@ -605,8 +605,8 @@ fn parse_summary(stdout: &str) -> Option<Summary> {
     let times = &line[line.rfind("; ")?..];
     Some(Summary {
         decoded: number(" decoded ", line)? as u64,
-        new_files: number("(new files ", line)? as u64,
-        mb: number(", ", &line[line.find("(new files ")?..])?,
+        new_files: number("(from ", line)? as u64,
+        mb: number(", ", &line[line.find("(from ")?..])?,
         total_s: number("; ", times)?,
         store_s: number("store ", times)?,
     })
