@@ -136,6 +136,15 @@ impl LocatorKey {
 /// one transaction; a second process finds the mark gone and does nothing.
 /// Returns how many rows it converted.
 pub async fn seal_legacy_locators(store: &Store, key: &LocatorKey) -> Result<u64> {
+    // Every command opens the store through here: without a mark, a plain
+    // read answers, and no write lock is taken (a read-only `status` or
+    // `quarantine list` must not wait behind, or hold up, a running feed).
+    let marks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM locator_sealing_pending")
+        .fetch_one(store.pool())
+        .await?;
+    if marks == 0 {
+        return Ok(0);
+    }
     let mut tx = store.begin().await?;
     let marked = sqlx::query("DELETE FROM locator_sealing_pending")
         .execute(tx.conn())
