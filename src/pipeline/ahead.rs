@@ -29,6 +29,9 @@ use crate::store::{self, NewDocument, Seen, Store};
 
 /// Documents in one unit of work handed to the pool.
 pub(super) const UNIT: usize = 256;
+/// Listed files compared with the store's `seen` entries in one query, at
+/// least (the listing's last files excepted).
+const SEEN_BATCH: usize = 2048;
 /// Units dispatched and not yet handed on, at most.
 const IN_FLIGHT: usize = 4;
 /// Decoded documents waiting for the run, at most (besides the chunk it is
@@ -234,6 +237,19 @@ impl Producer {
         }
     }
 
+    /// The sealed form of each listed locator, on the pool when there is
+    /// one (sealing is a keyed hash and a keystream per path: an idle run
+    /// of a large folder seals every file it lists).
+    fn seal_all(&self, files: &[Listed]) -> Vec<String> {
+        let locator = &self.mapper.locator;
+        match &self.pool {
+            Some(pool) if files.len() > UNIT => {
+                pool.install(|| files.par_iter().map(|l| locator.seal(&l.path)).collect())
+            }
+            _ => files.iter().map(|l| locator.seal(&l.path)).collect(),
+        }
+    }
+
     fn source_err(&self, error: io::Error) -> PipelineError {
         PipelineError::Source {
             source_name: self.source.name().to_owned(),
@@ -259,34 +275,46 @@ impl Producer {
         let mut late_ns = 0i64;
         let mut pending: VecDeque<Candidate> = VecDeque::new();
         let mut cut = Cut::default();
-        while let Some(files) = listing.next_group().await {
-            let files = files.map_err(|e| self.source_err(e))?;
+        // Groups (a folder's files, a page of rows) are compared with the
+        // store together, [`SEEN_BATCH`] files or more at a time: a folder
+        // of a few files should not cost a query of its own.
+        let mut batch: Vec<Listed> = Vec::new();
+        let mut more = true;
+        while more {
+            match listing.next_group().await {
+                Some(files) => batch.extend(files.map_err(|e| self.source_err(e))?),
+                None => more = false,
+            }
+            if batch.is_empty() || (more && batch.len() < SEEN_BATCH) {
+                continue;
+            }
+            let files = std::mem::take(&mut batch);
             let listed = files.len() as u64;
             // The store knows locators sealed (`store::locator`).
-            let sealed: Vec<String> = files
+            let sealed: Vec<String> = self.seal_all(&files);
+            let keys: Vec<(&str, i64, i64)> = files
                 .iter()
-                .map(|l| self.mapper.locator.seal(&l.path))
+                .zip(&sealed)
+                .map(|(l, s)| (s.as_str(), l.size as i64, l.mtime_ns))
                 .collect();
-            let paths: Vec<&str> = sealed.iter().map(String::as_str).collect();
-            let seen = timed!(store_ns, self.store.seen_for(name, &paths))?;
-            drop(paths);
-            let mut new = 0u64;
-            for (l, sealed) in files.into_iter().zip(&sealed) {
-                let known = seen.get(sealed);
-                if known.is_some_and(|s| s.size == l.size as i64 && s.mtime_ns == l.mtime_ns) {
-                    continue;
-                }
+            let changed = timed!(store_ns, self.store.seen_changed(name, &keys))?;
+            drop(keys);
+            drop(sealed);
+            let new = changed.len() as u64;
+            let mut files: Vec<Option<Listed>> = files.into_iter().map(Some).collect();
+            for (i, seen_sha) in changed {
+                let Some(l) = files[i].take() else { continue };
                 if let Some(hw) = high_water
-                    && known.is_none()
+                    && seen_sha.is_none()
                 {
                     late_ns = late_ns.max(hw.saturating_sub(l.mtime_ns));
                 }
-                new += 1;
                 pending.push_back(Candidate {
-                    seen_sha: known.map(|s| s.sha256.clone()),
+                    seen_sha,
                     listed: l,
                 });
             }
+            drop(files);
             let counts = Ahead::Listed {
                 files: listed,
                 new,

@@ -599,28 +599,58 @@ impl Store {
             .collect())
     }
 
-    /// What the `seen` table holds for these paths of a source.
-    pub async fn seen_for(&self, source: &str, paths: &[&str]) -> Result<HashMap<String, Seen>> {
-        let mut out = HashMap::new();
-        for chunk in list_chunks(paths) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
-                "SELECT path, size, mtime_ns, sha256 FROM seen WHERE source = ",
-            );
-            q.push_bind(source);
-            q.push(" AND path IN (");
-            push_list(&mut q, chunk);
-            for r in q.build()?.fetch_all(&self.pool).await? {
-                let s = Seen {
-                    path: r.get(0),
-                    size: r.get(1),
-                    mtime_ns: r.get(2),
-                    sha256: r.get(3),
-                };
-                out.insert(s.path.clone(), s);
-            }
+    /// Which listed files of a source are new or changed since the store
+    /// last saw them: the index of each in `listed` (sealed path, size,
+    /// mtime), with the digest recorded for its path if there is one.
+    ///
+    /// The comparison runs in the store, so a file seen before costs no
+    /// returned row: an idle run's listing (every file unchanged) fetched
+    /// each `seen` row to compare it here, one row at a time across the
+    /// driver's thread. The list travels as one JSON text (`json_each` on
+    /// SQLite, `jsonb_array_elements` on PostgreSQL), so the statement's
+    /// text never changes and is prepared once.
+    pub async fn seen_changed(
+        &self,
+        source: &str,
+        listed: &[(&str, i64, i64)],
+    ) -> Result<Vec<(usize, Option<String>)>> {
+        const SQLITE: &str = "SELECT CAST(j.key AS INTEGER), s.sha256 FROM json_each($2) j \
+             LEFT JOIN seen s ON s.source = $1 AND s.path = json_extract(j.value, '$[0]') \
+             WHERE s.path IS NULL OR s.size <> json_extract(j.value, '$[1]') \
+                OR s.mtime_ns <> json_extract(j.value, '$[2]') \
+             ORDER BY 1";
+        const POSTGRES: &str = "SELECT (j.ord - 1)::BIGINT, s.sha256 \
+             FROM jsonb_array_elements($2::TEXT::JSONB) WITH ORDINALITY AS j(v, ord) \
+             LEFT JOIN seen s ON s.source = $1 AND s.path = (j.v->>0) \
+             WHERE s.path IS NULL OR s.size <> (j.v->>1)::BIGINT \
+                OR s.mtime_ns <> (j.v->>2)::BIGINT \
+             ORDER BY 1";
+        if listed.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        let list = serde_json::to_string(listed)
+            .map_err(|e| StoreError::Other(format!("listing as JSON: {e}")))?;
+        let sql = match self.backend {
+            Backend::Sqlite => SQLITE,
+            Backend::Postgres => POSTGRES,
+        };
+        let rows = sqlx::query(sql)
+            .bind(source)
+            .bind(list)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                let i: i64 = r.get(0);
+                let i = usize::try_from(i)
+                    .ok()
+                    .filter(|&i| i < listed.len())
+                    .ok_or_else(|| {
+                        StoreError::Other(format!("seen: listing index {i} out of range"))
+                    })?;
+                Ok((i, r.get(1)))
+            })
+            .collect()
     }
 
     /// The latest `mtime_ns` seen for a source, if any: a `sql` source's
