@@ -29,6 +29,14 @@ fn main() -> ExitCode {
     }
     let matches = regfeed::cli::Cli::command().get_matches();
     let mut cli = regfeed::cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if cli.output_may_end_the_process() {
+        // SAFETY: signal() only sets this process's disposition of SIGPIPE
+        // back to the default; no other thread runs yet.
+        #[allow(unsafe_code)] // libc::signal has no safe wrapper; see SAFETY.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     regfeed::deliver::http::install_crypto_provider();
     // The config's [log] settings, under the command line's and RUST_LOG's.
     let config = regfeed::cli::config_of(&matches);

@@ -173,16 +173,19 @@ pub fn once(config: Option<&Path>, feed: &str, wait: std::time::Duration) -> Exi
     };
     match rt.block_on(crate::daemon::once_leased(&app, feed, wait)) {
         Ok(r) => {
-            println!("{feed}: {}", count_line(&r.run));
+            report::say(format_args!("{feed}: {}", count_line(&r.run)));
             if r.sealed.is_empty() {
-                println!("{feed}: nothing new to deliver");
+                report::say(format_args!("{feed}: nothing new to deliver"));
             }
             for p in &r.delivered {
-                println!("{feed}: delivered {}", p.display());
+                report::say(format_args!("{feed}: delivered {}", p.display()));
             }
             if r.delivered.is_empty() && !r.delivered_seqs.is_empty() {
                 let seqs: Vec<String> = r.delivered_seqs.iter().map(|s| s.to_string()).collect();
-                println!("{feed}: delivered batches {}", seqs.join(", "));
+                report::say(format_args!(
+                    "{feed}: delivered batches {}",
+                    seqs.join(", ")
+                ));
             }
             if let Some(seq) = r.waiting_on {
                 report::fatal(&format!(
@@ -439,7 +442,7 @@ fn run_demo(args: &DemoArgs) -> anyhow::Result<()> {
     };
     let setup = crate::demo::write_setup(dir, &corpus)?;
     if args.setup_only {
-        println!("Config: {}", setup.config.display());
+        report::say(format_args!("Config: {}", setup.config.display()));
         return Ok(());
     }
     let cfg = Config::load(&setup.config).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -454,30 +457,30 @@ fn run_demo(args: &DemoArgs) -> anyhow::Result<()> {
             r.errors.is_empty(),
             "the demo's policy inputs did not import"
         );
-        println!(
+        report::say(format_args!(
             "Imported {} policy inputs ({}): objections to a person's own controller, to another controller and to Findata, a restriction, a turvakielto.",
             r.rows,
             file.display()
-        );
+        ));
     }
     for feed in &feeds {
         let r = rt.block_on(app.once(feed))?;
-        println!("  {feed}: {}", count_line(&r.run));
+        report::say(format_args!("  {feed}: {}", count_line(&r.run)));
         for p in &r.delivered {
-            println!("  {feed}: batch → {}", p.display());
+            report::say(format_args!("  {feed}: batch → {}", p.display()));
         }
     }
-    println!(
+    report::say(format_args!(
         "Batches (data file + manifest) are in {}/<feed>/. Config: {}",
         setup.delivered.display(),
         setup.config.display()
-    );
-    println!(
+    ));
+    report::say(format_args!(
         "Next: {} once --feed thl-diabetes --config {}   (nothing new: no batch)   ·   {:.1} s",
         command_name(),
         setup.config.display(),
         started.elapsed().as_secs_f64()
-    );
+    ));
     Ok(())
 }
 

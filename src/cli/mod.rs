@@ -282,6 +282,20 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 impl Cli {
+    /// Whether standard output closing early (`regfeed outbox list | head
+    /// -1`) may end the process at once, as it ends `ls` or `cat` (the
+    /// binary then restores SIGPIPE's default action): true for every
+    /// command that only reads and prints. Not for `run`, `once` and `demo`,
+    /// which do work beyond their output and must finish it: they keep
+    /// SIGPIPE ignored (a daemon must not die because a log reader went
+    /// away) and drop lines nobody reads ([`report::say`]).
+    pub fn output_may_end_the_process(&self) -> bool {
+        !matches!(
+            self.command,
+            Command::Run { .. } | Command::Once { .. } | Command::Demo { .. }
+        )
+    }
+
     /// The log filter when neither REGFEED_LOG nor RUST_LOG is set: the
     /// demo logs only warnings unless asked (`-v`), so its summary on
     /// standard output stands alone; everything else logs at `info`.

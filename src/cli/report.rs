@@ -45,6 +45,17 @@ pub fn fatal_unprefixed(text: &str) {
     }
 }
 
+/// Writes one line to standard output for a command that has more to do
+/// than print (`once`, `demo`): when the reader has gone (`regfeed once ...
+/// | head -1`) the line is dropped and the work goes on. `println!` would
+/// panic there, half-way through a run. (The listings need no such care:
+/// [`Cli::output_may_end_the_process`](super::Cli::output_may_end_the_process).)
+pub fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_fmt(line).and_then(|()| out.write_all(b"\n"));
+}
+
 fn format() -> LogFormat {
     FORMAT.get().copied().unwrap_or_default()
 }

@@ -329,3 +329,62 @@ async fn prune_case(db: Option<&str>) {
     assert_eq!(cli.code, 0, "{}", cli.stderr);
     assert_eq!(cli.stdout.trim(), "", "{}", cli.stdout);
 }
+
+/// Runs `regfeed ARGS --config CONFIG` with a standard output whose reader
+/// is already gone (`regfeed ... | head -0`): every write to it fails.
+fn with_output_closed(args: &[&str], config: &Path) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    Command::new(env!("CARGO_BIN_EXE_regfeed"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("REGFEED_LOG", "warn")
+        .env_remove("RUST_LOG")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run regfeed")
+}
+
+#[test]
+fn a_closed_output_ends_a_listing_quietly_and_a_run_still_finishes() {
+    use std::os::unix::process::ExitStatusExt as _;
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let corpus = tmp.path().join("corpus");
+    regfeed::synth::write_corpus(&regfeed::synth::plan(20, 3), &corpus).expect("corpus");
+    let setup = regfeed::demo::write_setup(&tmp.path().join("demo"), &corpus).expect("setup");
+    let config = setup.config.as_path();
+
+    // A run whose summary nobody reads still stages and delivers its batch.
+    let once = with_output_closed(&["once", "--feed", "thl-diabetes"], config);
+    let stderr = String::from_utf8_lossy(&once.stderr);
+    assert!(once.status.success(), "{:?}: {stderr}", once.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let delivered = common::files_under(&setup.delivered.join("thl-diabetes"));
+    assert!(
+        delivered
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(".manifest.json")),
+        "the batch was delivered: {delivered:?}"
+    );
+
+    // Listings end as `ls | head` ends: by SIGPIPE, without a panic or a
+    // backtrace on standard error.
+    for args in [
+        &["outbox", "list"][..],
+        &["outbox", "list", "--json"],
+        &["status"],
+        &["quarantine", "list"],
+    ] {
+        let out = with_output_closed(args, config);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || out.status.signal() == Some(13),
+            "{args:?}: {:?}: {stderr}",
+            out.status
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
