@@ -231,6 +231,17 @@ where
     q.push(")");
 }
 
+/// SQLite has one writer at a time: a statement that waits for the write
+/// lock (a lease renewal while a run stages a 20,000-document chunk) is
+/// expected to take seconds, and sqlx's default warning for every statement
+/// over a second filled an operator's log with "slow statement" lines during
+/// any backfill. Such statements are logged at debug level instead (the
+/// run's own timings say where its time went).
+fn sqlite_statement_logging(opts: sqlx::any::AnyConnectOptions) -> sqlx::any::AnyConnectOptions {
+    use sqlx::ConnectOptions as _;
+    opts.log_slow_statements(log::LevelFilter::Debug, std::time::Duration::from_secs(1))
+}
+
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
@@ -455,7 +466,9 @@ impl Store {
                             Ok(())
                         })
                     })
-                    .connect(&url)
+                    .connect_with(sqlite_statement_logging(
+                        sqlx::any::AnyConnectOptions::from_str(&url)?,
+                    ))
                     .await?
             }
             Backend::Postgres => {
