@@ -285,9 +285,11 @@ impl Cli {
     /// Whether standard output closing early (`regfeed outbox list | head
     /// -1`) may end the process at once, as it ends `ls` or `cat` (the
     /// binary then restores SIGPIPE's default action): true for every
-    /// command that only reads and prints. Not for `run`, `once` and `demo`,
-    /// which do work beyond their output and must finish it: they keep
-    /// SIGPIPE ignored (a daemon must not die because a log reader went
+    /// command that prints what is already done, a listing or the outcome of
+    /// a step it has committed (`objections import`, `quarantine retry`,
+    /// `outbox prune`), so being cut off there loses nothing. Not for `run`,
+    /// `once` and `demo`, which print between steps and must finish: they
+    /// keep SIGPIPE ignored (a daemon must not die because a log reader went
     /// away) and drop lines nobody reads ([`report::say`]).
     pub fn output_may_end_the_process(&self) -> bool {
         !matches!(
