@@ -196,6 +196,12 @@ struct RawFeed {
     schedule: Option<Spanned<String>>,
     /// A run missed while the daemon was down: `once` (default) or `skip`.
     catch_up: Option<Spanned<String>>,
+    /// Which records the feed may use: `all` (default), or
+    /// `recipient_controller` (only those its recipient controller holds).
+    scope: Option<Spanned<String>>,
+    /// An aggregate feed's small-cell threshold k (counts 1..k-1 hidden),
+    /// overriding its mapping's `aggregate.k`.
+    small_cell_k: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -527,6 +533,21 @@ pub struct FeedConfig<M> {
     /// When the daemon runs it (`None`: never on its own).
     pub schedule: Option<crate::schedule::Schedule>,
     pub catch_up: CatchUp,
+    pub scope: Scope,
+    /// An aggregate feed's small-cell threshold, over its mapping's.
+    pub small_cell_k: Option<u64>,
+}
+
+/// Which records a feed may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// Every record its mapping selects.
+    #[default]
+    All,
+    /// Only records whose document's controller is the feed's recipient
+    /// controller (`legal_basis.recipient_controller`): a county's
+    /// statistics on the data it stores itself.
+    RecipientController,
 }
 
 // ------------------------------------------------------------------ errors
@@ -1278,6 +1299,38 @@ fn validate_feed<M>(
         }
     };
 
+    let scope = match f.scope.as_ref().map(|s| (s, s.get_ref().as_str())) {
+        None | Some((_, "all")) => Scope::All,
+        Some((s, "recipient_controller")) => {
+            if legal
+                .as_ref()
+                .is_some_and(|l| l.recipient_controller.is_none())
+            {
+                c.at(
+                    s.span(),
+                    "feeds.scope",
+                    "recipient_controller needs legal_basis.recipient_controller (the controller whose records the feed may use)",
+                );
+            }
+            Scope::RecipientController
+        }
+        Some((s, _)) => {
+            c.at(
+                s.span(),
+                "feeds.scope",
+                "must be \"all\" or \"recipient_controller\"",
+            );
+            Scope::All
+        }
+    };
+
+    let small_cell_k = f.small_cell_k.as_ref().map(|k| {
+        if !(2..=1000).contains(k.get_ref()) {
+            c.at(k.span(), "feeds.small_cell_k", "must be between 2 and 1000");
+        }
+        (*k.get_ref()).clamp(2, 1000) as u64
+    });
+
     let mapping_path = resolve(base, f.mapping.get_ref());
     let mapping = match compile(&mapping_path) {
         Ok(m) => Some(m),
@@ -1306,6 +1359,8 @@ fn validate_feed<M>(
         sink: sink?,
         schedule,
         catch_up,
+        scope,
+        small_cell_k,
     })
 }
 

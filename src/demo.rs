@@ -20,6 +20,10 @@ pub const MAPPINGS: &[(&str, &str)] = &[
         "diabetes-research.toml",
         include_str!("../mappings/diabetes-research.toml"),
     ),
+    (
+        "county-statistics.toml",
+        include_str!("../mappings/county-statistics.toml"),
+    ),
 ];
 
 /// Controllers the demo config knows: every organisation of the synthetic
@@ -56,6 +60,9 @@ pub struct DemoFeed {
     pub statute: Option<&'static str>,
     pub channel: &'static str,
     pub discloses_to_other_controller: bool,
+    /// The recipient is this controller (a county), and the feed uses only
+    /// the records it controls (`scope = "recipient_controller"`).
+    pub recipient_controller: Option<&'static str>,
 }
 
 pub const FEEDS: &[DemoFeed] = &[
@@ -70,6 +77,7 @@ pub const FEEDS: &[DemoFeed] = &[
         statute: Some("THL Act 668/2008 §5"),
         channel: "direct",
         discloses_to_other_controller: true,
+        recipient_controller: None,
     },
     DemoFeed {
         name: "thl-vaccination",
@@ -82,6 +90,7 @@ pub const FEEDS: &[DemoFeed] = &[
         statute: Some("Communicable Diseases Act 1227/2016 §49"),
         channel: "direct",
         discloses_to_other_controller: true,
+        recipient_controller: None,
     },
     DemoFeed {
         name: "research-diabetes",
@@ -94,6 +103,20 @@ pub const FEEDS: &[DemoFeed] = &[
         statute: None,
         channel: "findata",
         discloses_to_other_controller: true,
+        recipient_controller: None,
+    },
+    DemoFeed {
+        name: "county-statistics",
+        register: "pirkanmaa-statistics",
+        mapping: "county-statistics.toml",
+        recipient: "pirkanmaa",
+        purpose: "statistics",
+        art6: "6.1.e",
+        art9: "9.2.h",
+        statute: None,
+        channel: "direct",
+        discloses_to_other_controller: false,
+        recipient_controller: Some("org-32213086"),
     },
 ];
 
@@ -180,7 +203,7 @@ pub fn config_text(corpus: &Path) -> String {
     for f in FEEDS {
         let _ = writeln!(
             t,
-            "[[feeds]]\nname = {name}\nregister = {reg}\nmapping = {map}\nsource = \"kanta-archive\"\nrecipient = {rec}\nrecord_key = {rk}\ntest = true  # synthetic data: its manifests say so\n\n[feeds.legal_basis]\npurpose = {p}\ngdpr_art6 = {a6}\ngdpr_art9 = {a9}\n{statute}channel = {ch}\nidentity = \"pseudonym\"\ndiscloses_to_other_controller = {disc}\n\n[feeds.sink]\nkind = \"file_drop\"\ndir = {sink}\n",
+            "[[feeds]]\nname = {name}\nregister = {reg}\nmapping = {map}\nsource = \"kanta-archive\"\nrecipient = {rec}\nrecord_key = {rk}\ntest = true  # synthetic data: its manifests say so\n{scope}\n[feeds.legal_basis]\npurpose = {p}\ngdpr_art6 = {a6}\ngdpr_art9 = {a9}\n{statute}channel = {ch}\nidentity = \"pseudonym\"\ndiscloses_to_other_controller = {disc}\n{rc}\n[feeds.sink]\nkind = \"file_drop\"\ndir = {sink}\n",
             name = toml_str(f.name),
             reg = toml_str(f.register),
             map = toml_str(&format!("mappings/{}", f.mapping)),
@@ -195,6 +218,15 @@ pub fn config_text(corpus: &Path) -> String {
                 .unwrap_or_default(),
             ch = toml_str(f.channel),
             disc = f.discloses_to_other_controller,
+            scope = if f.recipient_controller.is_some() {
+                "# Only the records its recipient controls (a county's own data).\nscope = \"recipient_controller\"\n"
+            } else {
+                ""
+            },
+            rc = f
+                .recipient_controller
+                .map(|c| format!("recipient_controller = {}\n", toml_str(c)))
+                .unwrap_or_default(),
             sink = toml_str(&format!("delivered/{}", f.name)),
         );
     }

@@ -397,6 +397,18 @@ pub fn record_id(record_key: &Key, set_id: &str, ordinal: u32) -> String {
     record_key.hmac_hex(&[b"rec:", set_id.as_bytes(), b":", ordinal.as_bytes()])
 }
 
+/// A statistics cell's stable id, under the feed's record key: the same
+/// period and dimension values keep the same id across batches. Values are
+/// separated by U+001F, which no dimension value contains.
+pub fn cell_id(record_key: &Key, period: &str, dims: &[String]) -> String {
+    let mut parts: Vec<&[u8]> = vec![b"cell:", period.as_bytes()];
+    for d in dims {
+        parts.push(b"\x1f");
+        parts.push(d.as_bytes());
+    }
+    record_key.hmac_hex(&parts)
+}
+
 /// A person in the audit trail, derived from their index pseudonym (the
 /// store knows no hetu) under the audit key.
 pub fn audit_pseudonym(audit_key: &Key, index_person: &str) -> String {

@@ -13,6 +13,8 @@
 //! - [`source`]: where documents come from (`archive_dir`, `sql`); every
 //!   source is also a locator that re-reads what it yielded.
 //! - [`mapping`]: register feeds as data — cohort, selection, columns.
+//! - [`aggregate`]: statistics tables of aggregate feeds, with small-cell
+//!   suppression.
 //! - [`identity`]: keys from files or systemd credentials; person index,
 //!   pseudonyms and record ids (keyed HMAC-SHA-256).
 //! - [`store`]: SQLite state: seen files, documents, cohort, row index,
@@ -41,6 +43,7 @@
 //! - [`schedule`]: cron expressions and `next_fire`, the one function that
 //!   decides every fire time (Europe/Helsinki, DST rules of DESIGN.md §7).
 
+pub mod aggregate;
 pub mod app;
 pub mod audit;
 pub mod cli;

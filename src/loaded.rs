@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, Problem};
 use crate::mapping::Mapping;
 
 /// A validated config whose feeds carry their compiled mappings.
@@ -18,7 +18,7 @@ pub type FeedConfig = crate::config::FeedConfig<Mapping>;
 impl crate::config::Config<Mapping> {
     /// Reads, parses and validates a config file and every mapping it names.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        Config::load_with(path, crate::mapping::load)
+        Config::load_with(path, crate::mapping::load).and_then(|c| with_feed_settings(c, path))
     }
 
     /// Parses `text` as if read from `path`, with `env` the environment's
@@ -30,5 +30,32 @@ impl crate::config::Config<Mapping> {
         env: &[(String, String)],
     ) -> Result<Config, ConfigError> {
         Config::from_str_with(text, path, env, crate::mapping::load)
+            .and_then(|c| with_feed_settings(c, path))
+    }
+}
+
+/// Applies what a feed sets over its mapping: an aggregate feed's
+/// `small_cell_k`.
+fn with_feed_settings(mut cfg: Config, path: &Path) -> Result<Config, ConfigError> {
+    let mut problems = Vec::new();
+    for f in &mut cfg.feeds {
+        let Some(k) = f.small_cell_k else { continue };
+        match &mut f.mapping.aggregate {
+            Some(a) => a.k = k,
+            None => problems.push(Problem {
+                file: path.to_path_buf(),
+                line: 0,
+                field: "feeds.small_cell_k".into(),
+                message: format!(
+                    "feed {}: applies to aggregate mappings (with an [aggregate] section) only",
+                    f.name
+                ),
+            }),
+        }
+    }
+    if problems.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(ConfigError { problems })
     }
 }

@@ -479,6 +479,8 @@ struct PersonPlan {
     decisions: BTreeMap<(policy::Outcome, policy::Rule, String), u64>,
     /// Each document's decision.
     by_doc: HashMap<i64, (policy::Outcome, policy::Rule)>,
+    /// Documents of another controller than the feed's scope.
+    out_of_scope: HashSet<i64>,
 }
 
 /// The gate's view of one evaluation: feed basis, the person, the moment.
@@ -487,9 +489,21 @@ struct Gate<'a> {
     person: &'a PersonPolicy,
     at: DateTime<Utc>,
     cfg: &'a Config,
+    /// The only controller whose records the feed may use (`feeds.scope`).
+    scope: Option<&'a str>,
 }
 
 impl Gate<'_> {
+    /// Whether a document's records are the feed's to use at all.
+    fn in_scope(&self, controller_oid: Option<&str>) -> bool {
+        let Some(scope) = self.scope else {
+            return true;
+        };
+        controller_oid
+            .and_then(|o| self.cfg.controller_of(o))
+            .is_some_and(|c| c.id == scope)
+    }
+
     fn decide(
         &self,
         controller_oid: Option<&str>,
@@ -537,9 +551,15 @@ fn plan_person(
         .filter(|d| voided_ids.contains(d.doc_id.as_str()))
         .map(|d| d.set_id.as_str())
         .collect();
+    let out_of_scope: HashSet<i64> = docs
+        .iter()
+        .filter(|d| !gate.in_scope(d.controller.as_deref()))
+        .map(|d| d.doc_key)
+        .collect();
     let mut valid: Vec<&&store::PersonDoc> = current
         .values()
         .filter(|d| !d.withdrawal && !voided_sets.contains(d.set_id.as_str()))
+        .filter(|d| !out_of_scope.contains(&d.doc_key))
         .collect();
     valid.sort_by_key(|d| d.doc_key);
 
@@ -575,6 +595,7 @@ fn plan_person(
             .iter()
             .map(|(d, dec)| (d.doc_key, (dec.outcome, dec.rule)))
             .collect(),
+        out_of_scope,
     };
     if !member_but_for_policy {
         return plan;
@@ -675,6 +696,10 @@ fn account_new_rows(
             continue;
         }
         let n = doc_rows.len() as u64;
+        if plan.out_of_scope.contains(&d.doc_key) {
+            acc.not_in_scope("other_controller", n);
+            continue;
+        }
         let Some((outcome, rule)) = plan.by_doc.get(&d.doc_key) else {
             acc.not_in_scope("superseded_or_withdrawn", n);
             continue;
@@ -914,6 +939,7 @@ pub async fn recheck_batch(
                 person: &pp,
                 at,
                 cfg,
+                scope: scope_of(feed),
             };
             let live_ids: HashSet<&str> = live
                 .iter()
@@ -943,6 +969,16 @@ pub async fn recheck_batch(
 }
 
 /// The oldest effective date a feed run at `at` sends for the first time.
+/// The controller a feed's records are limited to (`feeds.scope`).
+fn scope_of(feed: &FeedConfig) -> Option<&str> {
+    match feed.scope {
+        crate::config::Scope::All => None,
+        crate::config::Scope::RecipientController => {
+            feed.legal_basis.recipient_controller.as_deref()
+        }
+    }
+}
+
 fn lookback_cutoff(feed: &FeedConfig, at: DateTime<Utc>) -> NaiveDate {
     at.date_naive()
         .checked_sub_months(Months::new(feed.mapping.lookback_years.saturating_mul(12)))
@@ -1453,6 +1489,11 @@ async fn stage_chunk(
             report.store_ns,
             tx.held_persons(feed, policy::Rule::HOLDING)
         )?);
+        // An aggregate feed's inputs follow the policy as it stands: an
+        // objection takes a person's rows out of the statistics.
+        if cx.mapping.aggregate.is_some() {
+            persons.extend(timed!(report.store_ns, tx.aggregate_policy_persons(feed))?);
+        }
         persons.sort_unstable();
         persons.dedup();
     }
@@ -1573,6 +1614,7 @@ async fn stage_chunk(
                 person: &pp,
                 at: cx.at,
                 cfg: cx.cfg,
+                scope: scope_of(cx.feed),
             };
             let plan = plan_person(
                 pdocs,
@@ -1628,12 +1670,15 @@ async fn stage_chunk(
             }
             // Retract what the register holds and should not — never because
             // of the policy gate: a departure by objection recalls nothing.
+            // An aggregate feed's rows are its statistics' inputs, never
+            // delivered: what the gate keeps out leaves them at once.
+            let aggregate = cx.mapping.aggregate.is_some();
             let mut retract_ids: Vec<&str> = plive
                 .iter()
                 .filter(|r| {
-                    !plan.left_by_policy
+                    (aggregate
+                        || (!plan.left_by_policy && !plan.blocked.contains_key(&r.record_id)))
                         && !plan.desired.contains_key(&r.record_id)
-                        && !plan.blocked.contains_key(&r.record_id)
                 })
                 .map(|r| r.record_id.as_str())
                 .collect();
@@ -1764,7 +1809,38 @@ async fn stage_chunk(
         .collect();
     timed!(report.store_ns, tx.replace_held(feed, &persons, &held_all))?;
     timed!(report.store_ns, tx.set_cohort(feed, &cohort_changes))?;
-    if !batch_rows.is_empty() {
+    if let Some(agg) = &cx.mapping.aggregate {
+        if !batch_rows.is_empty() {
+            let staged = stage_aggregate(
+                cx,
+                &mut tx,
+                agg,
+                report,
+                AggregateChange {
+                    rows: &batch_rows,
+                    upserts: &upserts,
+                    retracts: &retracts,
+                    held: &held_counts,
+                    excluded_before: &excluded_before,
+                    exempt_before,
+                    window: (cursor, upto),
+                },
+            )
+            .await?;
+            if let Some((seq, upserts, retracts)) = staged {
+                audit_entries.push(crate::audit::Entry::batch_staged(
+                    cx.feed,
+                    seq,
+                    upserts,
+                    retracts,
+                    batch_people
+                        .iter()
+                        .map(|p| crate::audit::audit_pseudonym(audit_key, p))
+                        .collect(),
+                ));
+            }
+        }
+    } else if !batch_rows.is_empty() {
         let seq = timed!(report.store_ns, tx.next_seq(feed))?;
         let held_json = serde_json::to_string(&held_counts).unwrap_or_else(|_| "{}".into());
         let policy_json = serde_json::json!({
@@ -1869,6 +1945,176 @@ async fn stage_chunk(
     timed!(report.store_ns, tx.commit())?;
     crate::failpoint::hit("staged");
     Ok(())
+}
+
+/// What a chunk changed in an aggregate feed's inputs.
+struct AggregateChange<'a> {
+    /// The input rows' upserts and retracts, as a row feed would deliver them.
+    rows: &'a [BatchRow],
+    upserts: &'a [LiveRow],
+    retracts: &'a [String],
+    /// Input rows held back, by reason.
+    held: &'a BTreeMap<String, u64>,
+    excluded_before: &'a BTreeMap<String, u64>,
+    exempt_before: u64,
+    /// (cursor, upto): the documents the chunk covers.
+    window: (i64, i64),
+}
+
+/// Applies a chunk's input changes to an aggregate feed, computes the
+/// tables of every period they touch, and stages the cells that differ from
+/// what was published (upserts) and those that are gone (retracts) as one
+/// batch. Returns its (seq, upserts, retracts), or `None` when no cell
+/// changed.
+async fn stage_aggregate(
+    cx: &Ctx<'_>,
+    tx: &mut store::Tx,
+    agg: &crate::mapping::aggregate::Aggregate,
+    report: &mut RunReport,
+    change: AggregateChange<'_>,
+) -> Result<Option<(i64, u64, u64)>, PipelineError> {
+    let feed = &cx.feed.name;
+    let mut inputs = Vec::new();
+    let mut removed: Vec<String> = change.retracts.to_vec();
+    for r in change.rows.iter().filter(|r| r.op == "upsert") {
+        let values: Vec<serde_json::Value> = serde_json::from_str(&r.row).unwrap_or_default();
+        match crate::aggregate::period_of(agg, &values) {
+            Some(period) => inputs.push(store::AggregateInput {
+                record_id: r.record_id.clone(),
+                period,
+                person: r.person.clone().unwrap_or_default(),
+                row_json: r.row.clone(),
+            }),
+            // No date, no period: in no table.
+            None => removed.push(r.record_id.clone()),
+        }
+    }
+    let periods: Vec<String> =
+        timed!(report.store_ns, tx.aggregate_apply(feed, &inputs, &removed))?
+            .into_iter()
+            .collect();
+    drop(inputs);
+    let stored = timed!(report.store_ns, tx.aggregate_inputs(feed, &periods))?;
+    let published = timed!(report.store_ns, tx.published_cells(feed, &periods))?;
+    let before: HashMap<&str, &str> = published
+        .iter()
+        .map(|c| (c.cell_id.as_str(), c.row_hash.as_str()))
+        .collect();
+    let mut now: HashSet<String> = HashSet::new();
+    let mut upsert_rows = Vec::new();
+    let mut cells = Vec::new();
+    let (mut primary, mut complementary) = (0u64, 0u64);
+    for period in &periods {
+        let rows: Vec<crate::aggregate::InputRow> = stored
+            .get(period)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|r| crate::aggregate::InputRow {
+                record_id: r.record_id.clone(),
+                person: r.person.clone(),
+                values: serde_json::from_str(&r.row_json).unwrap_or_default(),
+            })
+            .collect();
+        let table = crate::aggregate::table(agg, period, &rows);
+        let (p, c) = table.hidden();
+        primary += p;
+        complementary += c;
+        for cell in table.cells {
+            let id = crate::identity::cell_id(cx.keys.record, period, &cell.dims);
+            let mut values = Vec::with_capacity(2 + cell.dims.len() + cell.measures.len());
+            values.push(Value::Text(period.clone()));
+            values.extend(cell.dims.into_iter().map(Value::Text));
+            values.extend(cell.measures);
+            values.push(Value::Bool(cell.suppressed));
+            let row = row_json(&values);
+            let hash = sha256_hex(row.as_bytes());
+            if before.get(id.as_str()) != Some(&hash.as_str()) {
+                cells.push(store::PublishedCell {
+                    cell_id: id.clone(),
+                    period: period.clone(),
+                    row_hash: hash,
+                });
+                upsert_rows.push(BatchRow {
+                    record_id: id.clone(),
+                    op: "upsert".into(),
+                    row,
+                    person: None,
+                    doc_key: None,
+                });
+            }
+            now.insert(id);
+        }
+    }
+    let mut gone: Vec<String> = published
+        .iter()
+        .filter(|c| !now.contains(&c.cell_id))
+        .map(|c| c.cell_id.clone())
+        .collect();
+    gone.sort_unstable();
+    let mut batch_rows: Vec<BatchRow> = gone
+        .iter()
+        .map(|id| BatchRow {
+            record_id: id.clone(),
+            op: "retract".into(),
+            row: "[]".into(),
+            person: None,
+            doc_key: None,
+        })
+        .collect();
+    batch_rows.extend(upsert_rows);
+    let staged = if batch_rows.is_empty() {
+        None
+    } else {
+        let seq = timed!(report.store_ns, tx.next_seq(feed))?;
+        // The manifest's counts.held: the input rows held, and the cells
+        // hidden in the batch's periods, under names that state k.
+        let mut held: BTreeMap<String, u64> = change.held.clone();
+        held.insert(format!("cells_suppressed_below_k{}", agg.k), primary);
+        held.insert(
+            format!("cells_suppressed_complementary_k{}", agg.k),
+            complementary,
+        );
+        let held_json = serde_json::to_string(&held).unwrap_or_else(|_| "{}".into());
+        let policy_json = serde_json::json!({
+            "excluded": chunk_excluded(report, change.excluded_before),
+            "exempt": report.exempt - change.exempt_before,
+        })
+        .to_string();
+        let (n_up, n_ret) = (cells.len() as u64, gone.len() as u64);
+        timed!(
+            report.store_ns,
+            tx.insert_batch(
+                &NewBatch {
+                    feed: feed.clone(),
+                    seq,
+                    window_from: (change.window.0 > 0).then_some(change.window.0),
+                    window_to: change.window.1,
+                    upserts: n_up as i64,
+                    retracts: n_ret as i64,
+                    held: held_json,
+                    policy: policy_json,
+                },
+                &batch_rows,
+            )
+        )?;
+        timed!(report.store_ns, tx.publish_cells(feed, &cells, &gone))?;
+        report.upserts += n_up;
+        report.retracts += n_ret;
+        report.staged.push(seq);
+        Some((seq, n_up, n_ret))
+    };
+    // The input rows the feed now holds (the row index's "live" rows).
+    timed!(
+        report.store_ns,
+        tx.apply_rows(
+            feed,
+            staged.map(|(s, _, _)| s).unwrap_or(0),
+            change.upserts,
+            change.retracts
+        )
+    )?;
+    Ok(staged)
 }
 
 /// Keeps a run's resident memory at one chunk's, however many chunks the

@@ -8,6 +8,7 @@
 //! vaccination feed are two files run by the same engine. This module does
 //! not touch the store, keys or policy.
 
+pub mod aggregate;
 pub mod eval;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +34,8 @@ struct RawMapping {
     select: Vec<RawSelect>,
     #[serde(default)]
     column: Vec<RawColumn>,
+    /// Statistics instead of rows (see [`aggregate`]).
+    aggregate: Option<aggregate::RawAggregate>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -384,7 +387,11 @@ pub struct Mapping {
     pub cohort_everyone: bool,
     pub cohort: Vec<Matcher>,
     pub selects: Vec<Select>,
+    /// The rows' columns: delivered by a row feed, the statistics' inputs
+    /// of an aggregate feed.
     pub columns: Vec<Column>,
+    /// An aggregate feed's tables; `None` for a row feed.
+    pub aggregate: Option<aggregate::Aggregate>,
 }
 
 impl Mapping {
@@ -398,7 +405,11 @@ impl Mapping {
             .collect()
     }
 
+    /// The delivered columns, after `record_id` and `op`.
     pub fn feed_columns(&self) -> Vec<crate::feed::Column> {
+        if let Some(a) = &self.aggregate {
+            return a.output_columns();
+        }
         self.columns
             .iter()
             .map(|c| crate::feed::Column {
@@ -806,6 +817,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Mapping, Vec<Problem>> {
         );
     }
 
+    let aggregate = raw.aggregate.as_ref().and_then(|a| {
+        let items: Vec<String> = selects.iter().map(|s| s.item.clone()).collect();
+        aggregate::compile(a, &columns, &items, &mut cx)
+    });
+
     if !cx.problems.is_empty() {
         return Err(cx.problems);
     }
@@ -822,5 +838,6 @@ pub fn parse(text: &str, path: &Path) -> Result<Mapping, Vec<Problem>> {
         cohort,
         selects,
         columns,
+        aggregate,
     })
 }

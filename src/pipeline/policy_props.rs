@@ -462,6 +462,7 @@ fn plan(
         person: &pp,
         at,
         cfg,
+        scope: None,
     };
     let docs: Vec<&store::PersonDoc> = w.docs.iter().collect();
     (

@@ -19,11 +19,13 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Any, AnyPool, Executor as _, Row};
 
+mod aggregate;
 mod lease;
 pub mod locator;
 mod outbox;
 mod quarantine;
 mod sql;
+pub use aggregate::{AggregateInput, PublishedCell};
 pub use lease::{Lease, LeaseError, RunSummary, fenced, for_fire};
 pub use outbox::{Attempt, AttemptEnd, OutboxCounts, OutboxEntry, OutboxSummary, RunTimes};
 pub use policy::{DenialRow, DenialSnapshot, FlagRow, ObjectionRow, PolicyRows, RestrictionRow};
@@ -151,6 +153,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "sealed locators",
         include_str!("migrations/sqlite/0010_sealed_locators.sql"),
     ),
+    (
+        11,
+        "aggregates",
+        include_str!("migrations/sqlite/0011_aggregates.sql"),
+    ),
 ];
 
 /// The PostgreSQL migrations: the SQLite schema up to 0005 in one step, then
@@ -185,6 +192,11 @@ const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "sealed locators",
         include_str!("migrations/postgres/0006_sealed_locators.sql"),
+    ),
+    (
+        7,
+        "aggregates",
+        include_str!("migrations/postgres/0007_aggregates.sql"),
     ),
 ];
 

@@ -34,6 +34,7 @@ mod properties;
 mod replicas;
 mod secrets;
 mod sql_source;
+mod statistics;
 mod store_seen;
 mod synth;
 mod validate;
