@@ -639,7 +639,12 @@ fn county_statistics_on_postgresql() {
 fn story(database_url: Option<&str>) {
     tokio::runtime::Runtime::new().expect("rt").block_on(async {
         let w = world(database_url).await;
-        for feed_name in ["county-rows", "county-stats", "county-stats-k10"] {
+        for feed_name in [
+            "county-rows",
+            "county-stats",
+            "county-stats-k10",
+            "county-statistics",
+        ] {
             let r = w.app.once(feed_name).await.expect("run");
             assert_eq!(r.sealed, vec![1], "{feed_name}");
         }
@@ -673,6 +678,12 @@ fn story(database_url: Option<&str>) {
             BTreeSet::from([LATE_YEAR.to_string()]),
             "only {LATE_YEAR} changed"
         );
+        assert!(up > 0);
+        // The shipped feed, by municipality too: the same.
+        let r = w.app.once("county-statistics").await.expect("shipped again");
+        assert_eq!(r.sealed, vec![2]);
+        let (periods, up, _) = changed_periods(&w, "county-statistics", 2);
+        assert_eq!(periods, BTreeSet::from([LATE_YEAR.to_string()]));
         assert!(up > 0);
         compare_with_golden(&w, "county-stats", 5);
         attack(&published(&w, "county-stats"), 5);
