@@ -4,6 +4,8 @@
 # report the run's own summary (documents, MB, decoding and store time) and
 # the process's peak RSS (getrusage, via GNU time).
 # Usage: benches/feed-run.sh [PATIENTS ...]      (default: 5000 20000)
+# FEEDS="thl-diabetes county-statistics" runs each of those feeds from a
+# fresh store of its own, one after the other (default: thl-diabetes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
@@ -16,7 +18,10 @@ for patients in "${sizes[@]}"; do
   rm -rf "$dir"; mkdir -p "$dir"
   $bin gen --patients "$patients" --seed 1 --out "$dir/corpus"
   $bin demo --dir "$dir/setup" --corpus "$dir/corpus/docs" --setup-only >/dev/null
-  echo "== $patients patients: once --feed thl-diabetes"
-  REGFEED_LOG=warn /usr/bin/time -f "peak RSS %M KiB, wall %e s, user %U s, sys %S s" \
-    $bin once --feed thl-diabetes --config "$dir/setup/regfeed.toml" | grep -v delivered
+  for feed in ${FEEDS:-thl-diabetes}; do
+    rm -rf "$dir/setup/state"
+    echo "== $patients patients: once --feed $feed (fresh store)"
+    REGFEED_LOG=warn /usr/bin/time -f "peak RSS %M KiB, wall %e s, user %U s, sys %S s" \
+      $bin once --feed "$feed" --config "$dir/setup/regfeed.toml" | grep -v delivered
+  done
 done
