@@ -322,21 +322,16 @@ fn suppress(agg: &Aggregate, cube: BTreeMap<Vec<String>, Sums>) -> Table {
                         }
                         MeasureKind::Mean {
                             count, decimals, ..
-                        } => {
-                            let v = &s.values[m];
-                            if hidden[*count][c] || (v.len() as u64) < k {
-                                Value::Null
-                            } else {
-                                let mean = v.iter().sum::<f64>() / v.len() as f64;
-                                Value::Number(round(mean, *decimals))
-                            }
                         }
-                        MeasureKind::Median {
+                        | MeasureKind::Median {
                             count, decimals, ..
                         } => {
                             let v = &s.values[m];
                             if hidden[*count][c] || (v.len() as u64) < k {
                                 Value::Null
+                            } else if matches!(measure.kind, MeasureKind::Mean { .. }) {
+                                let mean = v.iter().sum::<f64>() / v.len() as f64;
+                                Value::Number(round(mean, *decimals))
                             } else {
                                 Value::Number(round(median(v), *decimals))
                             }
