@@ -1766,6 +1766,50 @@ async fn stage_chunk(
     for (reason, n) in &held_counts {
         *report.held.entry(reason.clone()).or_default() += n;
     }
+    if cx.mode == Mode::DryRun
+        && let Some(agg) = &cx.mapping.aggregate
+    {
+        // The cells the run would stage, computed in this transaction and
+        // rolled back with it: a statistics feed's preview shows cells,
+        // never its input rows.
+        if !batch_rows.is_empty() {
+            let (staged, cells) = stage_aggregate(
+                cx,
+                &mut tx,
+                agg,
+                report,
+                AggregateChange {
+                    rows: &batch_rows,
+                    upserts: &upserts,
+                    retracts: &retracts,
+                    held: &held_counts,
+                    excluded_before: &excluded_before,
+                    exempt_before,
+                    window: (cursor, upto),
+                },
+            )
+            .await?;
+            if let Some((_, up, ret)) = staged {
+                report.upserts += up;
+                report.retracts += ret;
+            }
+            report.preview = cells
+                .into_iter()
+                .map(|r| {
+                    let upsert = r.op == "upsert";
+                    PreviewRow {
+                        values: serde_json::from_str(&r.row).unwrap_or_default(),
+                        decision: if upsert { "include" } else { "retract" }.to_owned(),
+                        rule: if upsert { "cell_changed" } else { "cell_gone" }.to_owned(),
+                        record_id: r.record_id,
+                        op: r.op,
+                    }
+                })
+                .collect();
+        }
+        timed!(report.store_ns, tx.rollback())?;
+        return Ok(());
+    }
     if cx.mode == Mode::DryRun {
         report.upserts += upserts.len() as u64;
         report.retracts += retracts.len() as u64;
@@ -1826,8 +1870,12 @@ async fn stage_chunk(
                     window: (cursor, upto),
                 },
             )
-            .await?;
+            .await?
+            .0;
             if let Some((seq, upserts, retracts)) = staged {
+                report.upserts += upserts;
+                report.retracts += retracts;
+                report.staged.push(seq);
                 audit_entries.push(crate::audit::Entry::batch_staged(
                     cx.feed,
                     seq,
@@ -1965,14 +2013,14 @@ struct AggregateChange<'a> {
 /// tables of every period they touch, and stages the cells that differ from
 /// what was published (upserts) and those that are gone (retracts) as one
 /// batch. Returns its (seq, upserts, retracts), or `None` when no cell
-/// changed.
+/// changed, and its rows.
 async fn stage_aggregate(
     cx: &Ctx<'_>,
     tx: &mut store::Tx,
     agg: &crate::mapping::aggregate::Aggregate,
     report: &mut RunReport,
     change: AggregateChange<'_>,
-) -> Result<Option<(i64, u64, u64)>, PipelineError> {
+) -> Result<(Option<(i64, u64, u64)>, Vec<BatchRow>), PipelineError> {
     let feed = &cx.feed.name;
     let mut inputs = Vec::new();
     let mut removed: Vec<String> = change.retracts.to_vec();
@@ -2099,9 +2147,6 @@ async fn stage_aggregate(
             )
         )?;
         timed!(report.store_ns, tx.publish_cells(feed, &cells, &gone))?;
-        report.upserts += n_up;
-        report.retracts += n_ret;
-        report.staged.push(seq);
         Some((seq, n_up, n_ret))
     };
     // The input rows the feed now holds (the row index's "live" rows).
@@ -2114,7 +2159,7 @@ async fn stage_aggregate(
             change.retracts
         )
     )?;
-    Ok(staged)
+    Ok((staged, batch_rows))
 }
 
 /// Keeps a run's resident memory at one chunk's, however many chunks the

@@ -214,7 +214,10 @@ pub fn preview(config: Option<&Path>, feed: &str, limit: usize) -> ExitCode {
     let Some(fc) = app.cfg.feed(feed) else {
         return fail(&anyhow::anyhow!("no feed named {feed:?}"));
     };
-    let masked: Vec<usize> = if fc.legal_basis.identity == IdentityKind::Hetu {
+    // A statistics feed's preview is of its cells (no person column).
+    let masked: Vec<usize> = if fc.legal_basis.identity == IdentityKind::Hetu
+        && fc.mapping.aggregate.is_none()
+    {
         fc.mapping
             .columns
             .iter()
@@ -225,7 +228,12 @@ pub fn preview(config: Option<&Path>, feed: &str, limit: usize) -> ExitCode {
     } else {
         Vec::new()
     };
-    let names: Vec<String> = fc.mapping.columns.iter().map(|c| c.name.clone()).collect();
+    let names: Vec<String> = fc
+        .mapping
+        .feed_columns()
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
     match rt.block_on(app.preview(feed)) {
         Ok(r) => {
             for row in r.preview.iter().take(limit) {

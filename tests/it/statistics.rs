@@ -639,6 +639,23 @@ fn county_statistics_on_postgresql() {
 fn story(database_url: Option<&str>) {
     tokio::runtime::Runtime::new().expect("rt").block_on(async {
         let w = world(database_url).await;
+        // A preview of a statistics feed shows the cells it would stage,
+        // never its input rows, and stages nothing.
+        let preview = w.app.preview("county-stats").await.expect("preview");
+        let width = w
+            .app
+            .cfg
+            .feed("county-stats")
+            .expect("feed")
+            .mapping
+            .feed_columns()
+            .len();
+        assert!(!preview.preview.is_empty());
+        for row in &preview.preview {
+            assert_eq!(row.rule, "cell_changed");
+            assert_eq!(row.values.as_array().map(Vec::len), Some(width));
+        }
+        assert!(preview.staged.is_empty());
         for feed_name in [
             "county-rows",
             "county-stats",
