@@ -215,19 +215,18 @@ pub fn preview(config: Option<&Path>, feed: &str, limit: usize) -> ExitCode {
         return fail(&anyhow::anyhow!("no feed named {feed:?}"));
     };
     // A statistics feed's preview is of its cells (no person column).
-    let masked: Vec<usize> = if fc.legal_basis.identity == IdentityKind::Hetu
-        && fc.mapping.aggregate.is_none()
-    {
-        fc.mapping
-            .columns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.expr == crate::mapping::Expr::PersonId)
-            .map(|(i, _)| i)
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let masked: Vec<usize> =
+        if fc.legal_basis.identity == IdentityKind::Hetu && fc.mapping.aggregate.is_none() {
+            fc.mapping
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.expr == crate::mapping::Expr::PersonId)
+                .map(|(i, _)| i)
+                .collect()
+        } else {
+            Vec::new()
+        };
     let names: Vec<String> = fc
         .mapping
         .feed_columns()
