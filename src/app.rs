@@ -418,7 +418,7 @@ impl App {
                 rule: Some(rule.as_str().to_owned()),
             });
         }
-        audit::append(tx.conn(), &entries).await?;
+        audit::append(&mut tx, &entries).await?;
         tx.commit().await?;
         tracing::info!(rows = parsed.rows, import_sha256 = %sha, "Policy inputs imported.");
         Ok(ImportReport {
@@ -661,7 +661,7 @@ impl App {
         )
         .await?;
         audit::append(
-            tx.conn(),
+            &mut tx,
             &[Entry::BatchSealed {
                 feed: feed.name.clone(),
                 seq: b.seq,

@@ -1371,7 +1371,7 @@ async fn stage_chunk(
         mut new_mapped,
         mut new_snapshots,
     } = input;
-    let mut tx = timed!(report.store_ns, store.begin())?;
+    let mut tx = timed!(report.store_ns, store.begin_run())?;
     // The same document id and version arriving twice: a copy with the same
     // bytes is a duplicate; different bytes are quarantined.
     let ids: Vec<&str> = new_docs.iter().map(|d| d.doc_id.as_str()).collect();
@@ -1986,7 +1986,7 @@ async fn stage_chunk(
     // In the staging transaction: the trail holds what was staged, or neither.
     timed!(
         report.store_ns,
-        crate::audit::append(tx.conn(), &audit_entries)
+        crate::audit::append(&mut tx, &audit_entries)
     )?;
     timed!(report.store_ns, tx.set_cursor(feed, upto))?;
     crate::failpoint::hit("commit");

@@ -23,9 +23,9 @@
 use std::fmt;
 
 use sha2::{Digest, Sha256};
-use sqlx::{AnyConnection, AnyPool, Row};
+use sqlx::{AnyPool, Row};
 
-use crate::store::Store;
+use crate::store::{Store, Tx};
 
 use super::{AuditError, Entry};
 
@@ -135,20 +135,26 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-async fn last(conn: &mut AnyConnection) -> Result<Head, AuditError> {
-    let row = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(match row {
-        Some(r) => Head {
-            entries: u64::try_from(r.get::<i64, _>(0)).unwrap_or(0),
-            hash: r.get(1),
+const HEAD_SQL: &str = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1";
+
+/// The head from the last entry's (seq, hash), or the genesis.
+fn head_of(last: Option<(i64, String)>) -> Head {
+    match last {
+        Some((seq, hash)) => Head {
+            entries: u64::try_from(seq).unwrap_or(0),
+            hash,
         },
         None => Head {
             entries: 0,
             hash: GENESIS.to_owned(),
         },
-    })
+    }
+}
+
+async fn last(tx: &mut Tx) -> Result<Head, AuditError> {
+    let q = tx.builder(HEAD_SQL);
+    let row = tx.fetch_optional(q).await?;
+    Ok(head_of(row.map(|r| (r.get(0), r.get(1)))))
 }
 
 /// Appends `entries` in order, in the caller's transaction, after the head
@@ -157,16 +163,16 @@ async fn last(conn: &mut AnyConnection) -> Result<Head, AuditError> {
 /// The first statement is a write, so a transaction that has not written yet
 /// takes SQLite's write lock (waiting out the busy timeout) before it reads
 /// the head: two appenders never chain onto the same entry.
-pub async fn append(conn: &mut AnyConnection, entries: &[Entry]) -> Result<Head, AuditError> {
+pub async fn append(tx: &mut Tx, entries: &[Entry]) -> Result<Head, AuditError> {
     // PostgreSQL writers hold the store's write lock already; the table
     // lock also keeps out any writer that does not.
-    let lock = if conn.backend_name().eq_ignore_ascii_case("postgresql") {
-        "LOCK TABLE audit IN SHARE ROW EXCLUSIVE MODE"
-    } else {
-        "UPDATE audit SET seq = seq WHERE seq < 0"
+    let lock = match tx.backend() {
+        crate::store::Backend::Postgres => "LOCK TABLE audit IN SHARE ROW EXCLUSIVE MODE",
+        crate::store::Backend::Sqlite => "UPDATE audit SET seq = seq WHERE seq < 0",
     };
-    sqlx::query(lock).execute(&mut *conn).await?;
-    let mut head = last(conn).await?;
+    let q = tx.builder(lock);
+    tx.execute(q).await?;
+    let mut head = last(tx).await?;
     if entries.is_empty() {
         return Ok(head);
     }
@@ -175,18 +181,19 @@ pub async fn append(conn: &mut AnyConnection, entries: &[Entry]) -> Result<Head,
         let seq = head.entries + 1;
         let (kind, feed, data) = e.parts()?;
         let hash = entry_hash(seq, &at, kind, feed.as_deref(), &data, &head.hash);
-        sqlx::query(
+        let mut q = tx.builder(
             "INSERT INTO audit (seq, at, kind, feed, data, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        );
+        q.bind(
+            i64::try_from(seq).map_err(|_| AuditError::Other("audit sequence overflow".into()))?,
         )
-        .bind(i64::try_from(seq).map_err(|_| AuditError::Other("audit sequence overflow".into()))?)
         .bind(&at)
         .bind(kind)
         .bind(feed.as_deref())
         .bind(&data)
         .bind(&head.hash)
-        .bind(&hash)
-        .execute(&mut *conn)
-        .await?;
+        .bind(&hash);
+        tx.execute(q).await?;
         head = Head { entries: seq, hash };
     }
     Ok(head)
@@ -195,15 +202,15 @@ pub async fn append(conn: &mut AnyConnection, entries: &[Entry]) -> Result<Head,
 /// Appends `entries` in a transaction of their own.
 pub async fn record(store: &Store, entries: &[Entry]) -> Result<Head, AuditError> {
     let mut tx = store.begin().await?;
-    let head = append(tx.conn(), entries).await?;
+    let head = append(&mut tx, entries).await?;
     tx.commit().await?;
     Ok(head)
 }
 
 /// The current head, as stored (not verified).
 pub async fn head(pool: &AnyPool) -> Result<Head, AuditError> {
-    let mut conn = pool.acquire().await?;
-    last(&mut conn).await
+    let row = sqlx::query(HEAD_SQL).fetch_optional(pool).await?;
+    Ok(head_of(row.map(|r| (r.get(0), r.get(1)))))
 }
 
 /// Stored entries with `seq > after`, at most `limit`, in order.

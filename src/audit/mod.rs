@@ -390,7 +390,7 @@ pub async fn record_config_if_changed(
     // The store's write lock first, so two processes opening at once append
     // once.
     let mut tx = store.begin().await?;
-    let _ = append(tx.conn(), &[]).await?;
+    let _ = append(&mut tx, &[]).await?;
     let last: Option<String> = sqlx::query_scalar(
         "SELECT data FROM audit WHERE kind = 'config' ORDER BY seq DESC LIMIT 1",
     )
@@ -402,7 +402,7 @@ pub async fn record_config_if_changed(
         tx.rollback().await?;
         return Ok(false);
     }
-    append(tx.conn(), &[entry]).await?;
+    append(&mut tx, &[entry]).await?;
     tx.commit().await?;
     Ok(true)
 }

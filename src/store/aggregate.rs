@@ -4,10 +4,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use sqlx::Row;
-
 use super::sql::{list_chunks, statement_chunks};
-use super::{QueryBuilder, Result, Tx, push_list};
+use super::{Result, Tx, push_list};
 
 /// An input row as stored: a row the feed's mapping made, in its period.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,15 +30,12 @@ impl Tx {
     /// feed judges them again every run, since a policy input that applies
     /// now takes their rows out of the statistics.
     pub async fn aggregate_policy_persons(&mut self, feed: &str) -> Result<Vec<String>> {
-        let mut q = QueryBuilder::for_backend(
-            self.backend,
-            "SELECT DISTINCT person FROM aggregate_inputs WHERE feed = ",
-        );
+        let mut q = self.builder("SELECT DISTINCT person FROM aggregate_inputs WHERE feed = ");
         q.push_bind(feed);
         q.push(
             " AND person IN (SELECT person FROM objections UNION SELECT person FROM restrictions UNION SELECT person FROM person_flags UNION SELECT person FROM denial_snapshots) ORDER BY person",
         );
-        let rows = q.build()?.fetch_all(&mut *self.tx).await?;
+        let rows = self.fetch_all(q).await?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
@@ -57,30 +52,23 @@ impl Tx {
         let mut ids: Vec<&str> = upserts.iter().map(|r| r.record_id.as_str()).collect();
         ids.extend(removed.iter().map(String::as_str));
         for chunk in list_chunks(&ids) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
-                "SELECT DISTINCT period FROM aggregate_inputs WHERE feed = ",
-            );
+            let mut q = self.builder("SELECT DISTINCT period FROM aggregate_inputs WHERE feed = ");
             q.push_bind(feed);
             q.push(" AND record_id IN (");
             push_list(&mut q, chunk);
-            for r in q.build()?.fetch_all(&mut *self.tx).await? {
+            for r in self.fetch_all(q).await? {
                 touched.insert(r.get(0));
             }
         }
         for chunk in list_chunks(removed) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
-                "DELETE FROM aggregate_inputs WHERE feed = ",
-            );
+            let mut q = self.builder("DELETE FROM aggregate_inputs WHERE feed = ");
             q.push_bind(feed);
             q.push(" AND record_id IN (");
             push_list(&mut q, chunk);
-            q.build()?.execute(&mut *self.tx).await?;
+            self.execute(q).await?;
         }
         for chunk in statement_chunks(upserts) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
+            let mut q = self.builder(
                 "INSERT INTO aggregate_inputs (feed, record_id, period, person, row_json) ",
             );
             q.push_values(chunk, |mut b, r| {
@@ -93,7 +81,7 @@ impl Tx {
             q.push(
                 " ON CONFLICT (feed, record_id) DO UPDATE SET period = excluded.period, person = excluded.person, row_json = excluded.row_json",
             );
-            q.build()?.execute(&mut *self.tx).await?;
+            self.execute(q).await?;
         }
         Ok(touched)
     }
@@ -106,15 +94,14 @@ impl Tx {
     ) -> Result<HashMap<String, Vec<AggregateInput>>> {
         let mut out: HashMap<String, Vec<AggregateInput>> = HashMap::new();
         for chunk in list_chunks(periods) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
+            let mut q = self.builder(
                 "SELECT record_id, period, person, row_json FROM aggregate_inputs WHERE feed = ",
             );
             q.push_bind(feed);
             q.push(" AND period IN (");
             push_list(&mut q, chunk);
             q.push(" ORDER BY period, record_id");
-            for r in q.build()?.fetch_all(&mut *self.tx).await? {
+            for r in self.fetch_all(q).await? {
                 let row = AggregateInput {
                     record_id: r.get(0),
                     period: r.get(1),
@@ -135,15 +122,13 @@ impl Tx {
     ) -> Result<Vec<PublishedCell>> {
         let mut out = Vec::new();
         for chunk in list_chunks(periods) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
-                "SELECT cell_id, period, row_hash FROM aggregate_cells WHERE feed = ",
-            );
+            let mut q =
+                self.builder("SELECT cell_id, period, row_hash FROM aggregate_cells WHERE feed = ");
             q.push_bind(feed);
             q.push(" AND period IN (");
             push_list(&mut q, chunk);
             q.push(" ORDER BY cell_id");
-            for r in q.build()?.fetch_all(&mut *self.tx).await? {
+            for r in self.fetch_all(q).await? {
                 out.push(PublishedCell {
                     cell_id: r.get(0),
                     period: r.get(1),
@@ -163,20 +148,15 @@ impl Tx {
         retracts: &[String],
     ) -> Result<()> {
         for chunk in list_chunks(retracts) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
-                "DELETE FROM aggregate_cells WHERE feed = ",
-            );
+            let mut q = self.builder("DELETE FROM aggregate_cells WHERE feed = ");
             q.push_bind(feed);
             q.push(" AND cell_id IN (");
             push_list(&mut q, chunk);
-            q.build()?.execute(&mut *self.tx).await?;
+            self.execute(q).await?;
         }
         for chunk in statement_chunks(upserts) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
-                "INSERT INTO aggregate_cells (feed, cell_id, period, row_hash) ",
-            );
+            let mut q =
+                self.builder("INSERT INTO aggregate_cells (feed, cell_id, period, row_hash) ");
             q.push_values(chunk, |mut b, c| {
                 b.push_bind(feed)
                     .push_bind(&c.cell_id)
@@ -186,7 +166,7 @@ impl Tx {
             q.push(
                 " ON CONFLICT (feed, cell_id) DO UPDATE SET period = excluded.period, row_hash = excluded.row_hash",
             );
-            q.build()?.execute(&mut *self.tx).await?;
+            self.execute(q).await?;
         }
         Ok(())
     }

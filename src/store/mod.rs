@@ -20,12 +20,14 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Any, AnyPool, Executor as _, Row};
 
 mod aggregate;
+pub mod exec;
 mod lease;
 pub mod locator;
 mod outbox;
 mod quarantine;
 mod sql;
 pub use aggregate::{AggregateInput, PublishedCell};
+use exec::ToVal as _;
 pub use lease::{Lease, LeaseError, RunSummary, fenced, for_fire};
 pub use outbox::{Attempt, AttemptEnd, OutboxCounts, OutboxEntry, OutboxSummary, RunTimes};
 pub use policy::{DenialRow, DenialSnapshot, FlagRow, ObjectionRow, PolicyRows, RestrictionRow};
@@ -37,6 +39,8 @@ use sql::{list_chunks, statement_chunks};
 pub enum StoreError {
     #[error("store: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("store migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(
@@ -229,7 +233,7 @@ fn migrator(backend: Backend) -> Migrator {
 /// padded to [`sql::padded_len`] by repeating the last, and closes it.
 fn push_list<'a, T>(q: &mut QueryBuilder<'a>, values: &'a [T])
 where
-    &'a T: sqlx::Encode<'a, Any> + sqlx::Type<Any>,
+    &'a T: sqlx::Encode<'a, Any> + sqlx::Type<Any> + exec::ToVal,
 {
     let mut sep = q.separated(", ");
     for v in values {
@@ -261,6 +265,13 @@ pub fn now() -> String {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// SQLite: the connection transactions run on ([`exec`]), one at a
+    /// time (SQLite has one writer).
+    sqlite: Option<std::sync::Arc<tokio::sync::Mutex<rusqlite::Connection>>>,
+    /// SQLite: a connection for the run's bulk reads outside a transaction
+    /// (a listing against `seen`, a batch's rows at sealing): a reader
+    /// never waits for the writer in WAL mode.
+    sqlite_reader: Option<std::sync::Arc<tokio::sync::Mutex<rusqlite::Connection>>>,
     backend: Backend,
     /// What errors and readiness call the store: its backend and where it
     /// is (a file, or host, port and database; never a user name).
@@ -519,8 +530,21 @@ impl Store {
             }
         };
         migrator(backend).run(&pool).await?;
+        let (sqlite, sqlite_reader) = match backend {
+            Backend::Sqlite => {
+                let opts = SqliteConnectOptions::from_str(url)?;
+                let open = || -> Result<_> {
+                    let conn = exec::open_sqlite(opts.get_filename())?;
+                    Ok(Some(std::sync::Arc::new(tokio::sync::Mutex::new(conn))))
+                };
+                (open()?, open()?)
+            }
+            Backend::Postgres => (None, None),
+        };
         Ok(Store {
             pool,
+            sqlite,
+            sqlite_reader,
             backend,
             label: store_label(backend, url).into(),
         })
@@ -541,7 +565,7 @@ impl Store {
         )
         .bind(holder)
         .bind(chrono::Utc::now().timestamp_millis())
-        .execute(&mut *tx.tx)
+        .execute(tx.conn())
         .await?;
         tx.commit().await
     }
@@ -582,26 +606,70 @@ impl Store {
     /// writes while another writer commits fails with "database is locked"
     /// instead of waiting). PostgreSQL: an advisory transaction lock, so that
     /// documents and cursors commit in the order their keys were drawn.
+    /// A run's staging transaction: on SQLite on the store's own connection
+    /// ([`exec`]: statements prepared once, run on this thread), on
+    /// PostgreSQL as [`Store::begin`]. Its statements go through the
+    /// transaction's methods only ([`Tx::conn`] is for `begin`'s).
+    pub async fn begin_run(&self) -> Result<Tx> {
+        if let Some(sqlite) = &self.sqlite {
+            let conn = std::sync::Arc::clone(sqlite).lock_owned().await;
+            // SQLite's write lock, waited for here, between attempts, and not
+            // inside SQLite: a blocked thread could be the one that would
+            // let another connection of this process finish its transaction.
+            let give_up = std::time::Instant::now() + SQLITE_WRITE_LOCK_WAIT;
+            let mut pause = std::time::Duration::from_millis(1);
+            loop {
+                match conn.execute_batch("BEGIN IMMEDIATE") {
+                    Ok(()) => break,
+                    Err(e)
+                        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                            && std::time::Instant::now() < give_up =>
+                    {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(std::time::Duration::from_millis(50));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            return Ok(Tx {
+                conn: TxConn::Sqlite(conn),
+                backend: self.backend,
+                open: true,
+            });
+        }
+        self.begin().await
+    }
+
     pub async fn begin(&self) -> Result<Tx> {
         let conn = self.pool.acquire().await?;
         let mut tx = Tx {
-            tx: conn,
+            conn: TxConn::Pool(conn),
             backend: self.backend,
             // Until it is known to have begun: a failed BEGIN closes it.
             open: true,
         };
         match self.backend {
-            Backend::Sqlite => {
-                (&mut *tx.tx).execute("BEGIN IMMEDIATE").await?;
-            }
+            Backend::Sqlite => tx.execute_sql("BEGIN IMMEDIATE").await?,
             Backend::Postgres => {
-                (&mut *tx.tx).execute("BEGIN").await?;
-                sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
-                    .bind(PG_WRITE_LOCK)
-                    .fetch_one(&mut *tx.tx)
-                    .await?;
+                tx.execute_sql("BEGIN").await?;
+                let mut q = tx.builder("SELECT 1 FROM pg_advisory_xact_lock($1)");
+                q.bind(PG_WRITE_LOCK);
+                tx.fetch_one(q).await?;
             }
         }
+        Ok(tx)
+    }
+
+    /// A read-only transaction on a pooled connection (no write lock): one
+    /// consistent view for [`Tx`]'s readers.
+    pub async fn begin_read(&self) -> Result<Tx> {
+        let conn = self.pool.acquire().await?;
+        let mut tx = Tx {
+            conn: TxConn::Pool(conn),
+            backend: self.backend,
+            open: true,
+        };
+        tx.execute_sql("BEGIN").await?;
         Ok(tx)
     }
 
@@ -655,15 +723,20 @@ impl Store {
         }
         let list = serde_json::to_string(listed)
             .map_err(|e| StoreError::Other(format!("listing as JSON: {e}")))?;
-        let sql = match self.backend {
-            Backend::Sqlite => SQLITE,
-            Backend::Postgres => POSTGRES,
+        let rows: Vec<exec::Row> = match &self.sqlite_reader {
+            Some(reader) => {
+                let conn = reader.lock().await;
+                exec::sqlite_query(&conn, SQLITE, &[source.to_val(), list.to_val()])?
+            }
+            None => sqlx::query(POSTGRES)
+                .bind(source)
+                .bind(list)
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(exec::Row::Any)
+                .collect(),
         };
-        let rows = sqlx::query(sql)
-            .bind(source)
-            .bind(list)
-            .fetch_all(&self.pool)
-            .await?;
         rows.into_iter()
             .map(|r| {
                 let i: i64 = r.get(0);
@@ -725,15 +798,27 @@ impl Store {
         from: i64,
         limit: i64,
     ) -> Result<Vec<BatchRow>> {
-        let rows = sqlx::query(
-            "SELECT record_id, op, row, person, doc_key FROM batch_rows WHERE feed = $1 AND seq = $2 AND line >= $3 ORDER BY line LIMIT $4",
-        )
-        .bind(feed)
-        .bind(seq)
-        .bind(from)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        const SQL: &str = "SELECT record_id, op, row, person, doc_key FROM batch_rows WHERE feed = $1 AND seq = $2 AND line >= $3 ORDER BY line LIMIT $4";
+        let rows: Vec<exec::Row> = match &self.sqlite_reader {
+            Some(reader) => {
+                let conn = reader.lock().await;
+                exec::sqlite_query(
+                    &conn,
+                    SQL,
+                    &[feed.to_val(), seq.to_val(), from.to_val(), limit.to_val()],
+                )?
+            }
+            None => sqlx::query(SQL)
+                .bind(feed)
+                .bind(seq)
+                .bind(from)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(exec::Row::Any)
+                .collect(),
+        };
         Ok(rows
             .into_iter()
             .map(|r| BatchRow {
@@ -862,12 +947,12 @@ impl Store {
             .bind(if lost.is_some() { "fenced" } else { outcome })
             .bind(counts)
             .bind(id)
-            .execute(&mut *tx.tx)
+            .execute(tx.conn())
             .await?;
         if lost.is_none() {
             let run = sqlx::query("SELECT feed, fire_at, holder FROM runs WHERE id = $1")
                 .bind(id)
-                .fetch_optional(&mut *tx.tx)
+                .fetch_optional(tx.conn())
                 .await?;
             if let Some(r) = run {
                 let (feed, fire_at, holder): (String, Option<String>, Option<String>) =
@@ -881,7 +966,7 @@ impl Store {
                     .bind(feed)
                     .bind(fire_at)
                     .bind(holder)
-                    .execute(&mut *tx.tx)
+                    .execute(tx.conn())
                     .await?;
                 }
             }
@@ -906,7 +991,7 @@ impl Store {
             )
             .bind(now())
             .bind(feed)
-            .execute(&mut *tx.tx)
+            .execute(tx.conn())
             .await?;
         }
         let row = sqlx::query(
@@ -918,7 +1003,7 @@ impl Store {
         // which scheduled fire.
         .bind(fence.map(|l| l.holder))
         .bind(lease::current_fire())
-        .fetch_one(&mut *tx.tx)
+        .fetch_one(tx.conn())
         .await?;
         tx.commit().await?;
         Ok(row.get(0))
@@ -976,38 +1061,144 @@ fn batch_info(r: sqlx::any::AnyRow) -> BatchInfo {
 /// "attempted to call begin_with at non-zero transaction depth".)
 #[derive(Debug)]
 pub struct Tx {
-    tx: PoolConnection<Any>,
+    conn: TxConn,
     backend: Backend,
     open: bool,
+}
+
+/// How long a SQLite transaction waits for the write lock (as the pool's
+/// `busy_timeout`).
+const SQLITE_WRITE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl std::fmt::Debug for TxConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TxConn::Pool(_) => "Pool",
+            TxConn::Sqlite(_) => "Sqlite",
+        })
+    }
+}
+
+enum TxConn {
+    /// PostgreSQL: a pooled sqlx connection.
+    Pool(PoolConnection<Any>),
+    /// SQLite: the store's own connection, held for the transaction.
+    Sqlite(tokio::sync::OwnedMutexGuard<rusqlite::Connection>),
 }
 
 impl Drop for Tx {
     fn drop(&mut self) {
         if self.open {
-            // Unfinished: closing the connection rolls the transaction back
-            // (and frees SQLite's write lock) without waiting for it.
-            self.tx.close_on_drop();
+            match &mut self.conn {
+                // Unfinished: closing the connection rolls the transaction
+                // back (and frees the locks) without waiting for it.
+                TxConn::Pool(c) => c.close_on_drop(),
+                // Rolled back at once: the write lock is freed before the
+                // connection goes back to the next transaction.
+                TxConn::Sqlite(c) => {
+                    let _ = c.execute_batch("ROLLBACK");
+                }
+            }
         }
     }
 }
 
 impl Tx {
-    /// The transaction's connection, for modules that own their own SQL
-    /// (the audit trail) and must write in the same transaction.
+    /// The transaction's sqlx connection, for code that owns its own SQL
+    /// and runs in a transaction from [`Store::begin`]. A run's SQLite
+    /// transaction ([`Store::begin_run`]) has none: its statements go
+    /// through [`Tx::execute`] and [`Tx::fetch_all`].
     pub fn conn(&mut self) -> &mut sqlx::AnyConnection {
-        &mut self.tx
+        match &mut self.conn {
+            TxConn::Pool(c) => c,
+            TxConn::Sqlite(_) => {
+                panic!("a run's SQLite transaction has no sqlx connection (use Tx::execute)")
+            }
+        }
+    }
+
+    /// A statement builder for this transaction's connection.
+    pub fn builder<'a>(&self, init: impl Into<String>) -> QueryBuilder<'a> {
+        match self.conn {
+            TxConn::Sqlite(_) => QueryBuilder::for_sqlite_connection(init),
+            TxConn::Pool(_) => QueryBuilder::for_backend(self.backend, init),
+        }
+    }
+
+    /// Runs a statement that returns no rows; the rows it changed.
+    pub async fn execute(&mut self, mut q: QueryBuilder<'_>) -> Result<u64> {
+        match &mut self.conn {
+            TxConn::Sqlite(c) => {
+                debug_assert!(q.is_for_sqlite_connection());
+                let (sql, vals) = q.sqlite_parts();
+                Ok(exec::sqlite_execute(c, sql, vals)?)
+            }
+            TxConn::Pool(c) => Ok(q.build()?.execute(&mut **c).await?.rows_affected()),
+        }
+    }
+
+    /// Runs a statement and reads every row it returns.
+    pub async fn fetch_all(&mut self, mut q: QueryBuilder<'_>) -> Result<Vec<exec::Row>> {
+        match &mut self.conn {
+            TxConn::Sqlite(c) => {
+                debug_assert!(q.is_for_sqlite_connection());
+                let (sql, vals) = q.sqlite_parts();
+                Ok(exec::sqlite_query(c, sql, vals)?)
+            }
+            TxConn::Pool(c) => Ok(q
+                .build()?
+                .fetch_all(&mut **c)
+                .await?
+                .into_iter()
+                .map(exec::Row::Any)
+                .collect()),
+        }
+    }
+
+    /// The first row a statement returns, if any.
+    pub async fn fetch_optional(&mut self, q: QueryBuilder<'_>) -> Result<Option<exec::Row>> {
+        Ok(self.fetch_all(q).await?.into_iter().next())
+    }
+
+    /// The first row a statement returns; none is an error.
+    pub async fn fetch_one(&mut self, q: QueryBuilder<'_>) -> Result<exec::Row> {
+        self.fetch_optional(q)
+            .await?
+            .ok_or_else(|| StoreError::Sql(sqlx::Error::RowNotFound))
+    }
+
+    /// Runs statement text with no values (`BEGIN`, `COMMIT`, `ROLLBACK`).
+    async fn execute_sql(&mut self, sql: &str) -> Result<()> {
+        match &mut self.conn {
+            TxConn::Sqlite(c) => c.execute_batch(sql)?,
+            TxConn::Pool(c) => {
+                (&mut **c).execute(sql).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Ends the transaction with `sql` (`COMMIT` or `ROLLBACK`); on failure
-    /// the connection is closed, not pooled.
+    /// a pooled connection is closed, not pooled, and SQLite's is rolled
+    /// back.
     async fn end(&mut self, sql: &'static str) -> Result<()> {
-        let r = (&mut *self.tx).execute(sql).await;
-        self.open = false;
+        let r = self.execute_sql(sql).await;
         if r.is_err() {
-            self.tx.close_on_drop();
+            match &mut self.conn {
+                TxConn::Pool(c) => c.close_on_drop(),
+                TxConn::Sqlite(c) => {
+                    if !c.is_autocommit() {
+                        let _ = c.execute_batch("ROLLBACK");
+                    }
+                }
+            }
         }
-        r?;
-        Ok(())
+        self.open = false;
+        r
     }
 
     /// Rolls back at once (a dropped transaction closes its connection).
@@ -1034,9 +1225,7 @@ impl Tx {
         if crate::failpoint::failing("store_full") {
             // What SQLite does when the disk is full at commit: it rolls the
             // transaction back itself and answers SQLITE_FULL.
-            let _ = (&mut *self.tx).execute("ROLLBACK").await;
-            self.open = false;
-            self.tx.close_on_drop();
+            let _ = self.end("ROLLBACK").await;
             return Err(StoreError::Sql(sqlx::Error::Io(std::io::Error::new(
                 std::io::ErrorKind::StorageFull,
                 "database or disk is full (failpoint store_full)",
@@ -1046,42 +1235,38 @@ impl Tx {
     }
 
     async fn holds(&mut self, lease: &Lease) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE leases SET token = token WHERE feed = $1 AND holder = $2 AND token = $3 AND expires_at > $4",
-        )
-        .bind(&lease.feed)
-        .bind(&lease.holder)
-        .bind(lease.token)
-        .bind(self.backend.lease_still_running_after(chrono::Utc::now()))
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let done = {
+            let mut q = self.builder("UPDATE leases SET token = token WHERE feed = $1 AND holder = $2 AND token = $3 AND expires_at > $4");
+            q.bind(&lease.feed);
+            q.bind(&lease.holder);
+            q.bind(lease.token);
+            q.bind(self.backend.lease_still_running_after(chrono::Utc::now()));
+            self.execute(q).await
+        }?;
+        Ok(done == 1)
     }
 
     /// [`Store::mark_sealed`] inside this transaction (with its audit entry).
     pub async fn mark_sealed(&mut self, feed: &str, seq: i64, s: &SealRecord) -> Result<()> {
-        sqlx::query(
-            "UPDATE batches SET state = 'sealed', sealed_at = $1, data_file = $2, data_bytes = $3, data_sha256 = $4, manifest_sha256 = $5 WHERE feed = $6 AND seq = $7 AND state = 'staged'",
-        )
-        .bind(&s.sealed_at)
-        .bind(&s.data_file)
-        .bind(s.data_bytes)
-        .bind(&s.data_sha256)
-        .bind(&s.manifest_sha256)
-        .bind(feed)
-        .bind(seq)
-        .execute(&mut *self.tx)
-        .await?;
+        {
+            let mut q = self.builder("UPDATE batches SET state = 'sealed', sealed_at = $1, data_file = $2, data_bytes = $3, data_sha256 = $4, manifest_sha256 = $5 WHERE feed = $6 AND seq = $7 AND state = 'staged'");
+            q.bind(&s.sealed_at);
+            q.bind(&s.data_file);
+            q.bind(s.data_bytes);
+            q.bind(&s.data_sha256);
+            q.bind(&s.manifest_sha256);
+            q.bind(feed);
+            q.bind(seq);
+            self.execute(q).await
+        }?;
         Ok(())
     }
 
     pub async fn put_seen(&mut self, source: &str, rows: &[Seen]) -> Result<()> {
         let at = now();
         for chunk in statement_chunks(rows) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
-                "INSERT INTO seen (source, path, size, mtime_ns, sha256, seen_at) ",
-            );
+            let mut q =
+                self.builder("INSERT INTO seen (source, path, size, mtime_ns, sha256, seen_at) ");
             q.push_values(chunk, |mut b, s| {
                 b.push_bind(source)
                     .push_bind(&s.path)
@@ -1093,7 +1278,7 @@ impl Tx {
             q.push(
                 " ON CONFLICT (source, path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256, seen_at = excluded.seen_at",
             );
-            q.build()?.execute(&mut *self.tx).await?;
+            self.execute(q).await?;
         }
         Ok(())
     }
@@ -1102,12 +1287,9 @@ impl Tx {
     pub async fn known_documents(&mut self, ids: &[&str]) -> Result<HashMap<String, String>> {
         let mut out = HashMap::new();
         for chunk in list_chunks(ids) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
-                "SELECT doc_id, sha256 FROM documents WHERE doc_id IN (",
-            );
+            let mut q = self.builder("SELECT doc_id, sha256 FROM documents WHERE doc_id IN (");
             push_list(&mut q, chunk);
-            for r in q.build()?.fetch_all(&mut *self.tx).await? {
+            for r in self.fetch_all(q).await? {
                 out.insert(r.get(0), r.get(1));
             }
         }
@@ -1119,8 +1301,7 @@ impl Tx {
         let at = now();
         let mut keys = Vec::with_capacity(docs.len());
         for chunk in statement_chunks(docs) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
+            let mut q = self.builder(
                 "INSERT INTO documents (doc_id, set_id, version, person, source, path, sha256, packaging, controller, service_event, code_system, code, withdrawal, invalidates, sensitive, records, ingested_at) ",
             );
             q.push_values(chunk, |mut b, d| {
@@ -1143,8 +1324,8 @@ impl Tx {
                     .push_bind(&at);
             });
             q.push(" RETURNING doc_key");
-            let rows = q.build()?.fetch_all(&mut *self.tx).await?;
-            keys.extend(rows.into_iter().map(|r| r.get::<i64, _>(0)));
+            let rows = self.fetch_all(q).await?;
+            keys.extend(rows.into_iter().map(|r| r.get::<i64>(0)));
         }
         Ok(keys)
     }
@@ -1152,10 +1333,8 @@ impl Tx {
     pub async fn quarantine(&mut self, rows: &[Quarantined]) -> Result<()> {
         let at = now();
         for chunk in statement_chunks(rows) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
-                "INSERT INTO quarantine (source, path, sha256, class, detail, at) ",
-            );
+            let mut q =
+                self.builder("INSERT INTO quarantine (source, path, sha256, class, detail, at) ");
             q.push_values(chunk, |mut b, r| {
                 b.push_bind(&r.source)
                     .push_bind(&r.path)
@@ -1164,46 +1343,46 @@ impl Tx {
                     .push_bind(&r.detail)
                     .push_bind(&at);
             });
-            q.build()?.execute(&mut *self.tx).await?;
+            self.execute(q).await?;
         }
         Ok(())
     }
 
     pub async fn cursor(&mut self, feed: &str) -> Result<i64> {
-        let row = sqlx::query("SELECT doc_key FROM feed_cursor WHERE feed = $1")
-            .bind(feed)
-            .fetch_optional(&mut *self.tx)
-            .await?;
+        let row = {
+            let mut q = self.builder("SELECT doc_key FROM feed_cursor WHERE feed = $1");
+            q.bind(feed);
+            self.fetch_optional(q).await
+        }?;
         Ok(row.map(|r| r.get(0)).unwrap_or(0))
     }
 
     pub async fn set_cursor(&mut self, feed: &str, doc_key: i64) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO feed_cursor (feed, doc_key) VALUES ($1, $2) ON CONFLICT (feed) DO UPDATE SET doc_key = excluded.doc_key",
-        )
-        .bind(feed)
-        .bind(doc_key)
-        .execute(&mut *self.tx)
-        .await?;
+        {
+            let mut q = self.builder("INSERT INTO feed_cursor (feed, doc_key) VALUES ($1, $2) ON CONFLICT (feed) DO UPDATE SET doc_key = excluded.doc_key");
+            q.bind(feed);
+            q.bind(doc_key);
+            self.execute(q).await
+        }?;
         Ok(())
     }
 
     pub async fn max_doc_key(&mut self) -> Result<i64> {
-        let row = sqlx::query("SELECT COALESCE(MAX(doc_key), 0) FROM documents")
-            .fetch_one(&mut *self.tx)
-            .await?;
+        let row = {
+            let q = self.builder("SELECT COALESCE(MAX(doc_key), 0) FROM documents");
+            self.fetch_one(q).await
+        }?;
         Ok(row.get(0))
     }
 
     /// People with documents in `(after, upto]`.
     pub async fn persons_between(&mut self, after: i64, upto: i64) -> Result<Vec<String>> {
-        let rows = sqlx::query(
-            "SELECT DISTINCT person FROM documents WHERE doc_key > $1 AND doc_key <= $2 AND person IS NOT NULL ORDER BY person",
-        )
-        .bind(after)
-        .bind(upto)
-        .fetch_all(&mut *self.tx)
-        .await?;
+        let rows = {
+            let mut q = self.builder("SELECT DISTINCT person FROM documents WHERE doc_key > $1 AND doc_key <= $2 AND person IS NOT NULL ORDER BY person");
+            q.bind(after);
+            q.bind(upto);
+            self.fetch_all(q).await
+        }?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
@@ -1229,8 +1408,7 @@ impl Tx {
     ) -> Result<Vec<PersonDoc>> {
         let mut out = Vec::new();
         for chunk in list_chunks(persons) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
+            let mut q = self.builder(
                 "SELECT d.doc_key, d.doc_id, d.set_id, d.version, d.person, d.source, d.path, d.sha256, d.withdrawal, d.invalidates, f.evidence, d.controller, d.service_event FROM documents d LEFT JOIN feed_docs f ON f.feed = ",
             );
             q.push_bind(feed);
@@ -1246,7 +1424,7 @@ impl Tx {
             q.push(" AND d.person IN (");
             push_list(&mut q, chunk);
             q.push(" ORDER BY d.doc_key");
-            for r in q.build()?.fetch_all(&mut *self.tx).await? {
+            for r in self.fetch_all(q).await? {
                 out.push(PersonDoc {
                     doc_key: r.get(0),
                     doc_id: r.get(1),
@@ -1256,9 +1434,9 @@ impl Tx {
                     source: r.get(5),
                     path: r.get(6),
                     sha256: r.get(7),
-                    withdrawal: r.get::<i64, _>(8) != 0,
+                    withdrawal: r.get::<i64>(8) != 0,
                     invalidates: r.get(9),
-                    evidence: r.get::<Option<i64>, _>(10).map(|e| e != 0),
+                    evidence: r.get::<Option<i64>>(10).map(|e| e != 0),
                     controller: r.get(11),
                     service_event: r.get(12),
                 });
@@ -1270,15 +1448,14 @@ impl Tx {
     pub async fn doc_rows(&mut self, feed: &str, doc_keys: &[i64]) -> Result<Vec<DocRow>> {
         let mut out = Vec::new();
         for chunk in list_chunks(doc_keys) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
+            let mut q = self.builder(
                 "SELECT doc_key, ordinal, record_id, row_hash, event_date, held FROM feed_doc_rows WHERE feed = ",
             );
             q.push_bind(feed);
             q.push(" AND doc_key IN (");
             push_list(&mut q, chunk);
             q.push(" ORDER BY doc_key, ordinal");
-            for r in q.build()?.fetch_all(&mut *self.tx).await? {
+            for r in self.fetch_all(q).await? {
                 out.push(DocRow {
                     doc_key: r.get(0),
                     ordinal: r.get(1),
@@ -1300,10 +1477,7 @@ impl Tx {
         rows: &[DocRow],
     ) -> Result<()> {
         for chunk in statement_chunks(docs) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
-                "INSERT INTO feed_docs (feed, doc_key, person, evidence)",
-            );
+            let mut q = self.builder("INSERT INTO feed_docs (feed, doc_key, person, evidence)");
             q.push_values(chunk, |mut b, (k, p, e)| {
                 b.push_bind(feed)
                     .push_bind(*k)
@@ -1311,11 +1485,10 @@ impl Tx {
                     .push_bind(i64::from(*e));
             });
             q.push(" ON CONFLICT (feed, doc_key) DO UPDATE SET person = excluded.person, evidence = excluded.evidence");
-            q.build()?.execute(&mut *self.tx).await?;
+            self.execute(q).await?;
         }
         for chunk in statement_chunks(rows) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
+            let mut q = self.builder(
                 "INSERT INTO feed_doc_rows (feed, doc_key, ordinal, record_id, row_hash, event_date, held)",
             );
             q.push_values(chunk, |mut b, r| {
@@ -1328,7 +1501,7 @@ impl Tx {
                     .push_bind(&r.held);
             });
             q.push(" ON CONFLICT (feed, doc_key, ordinal) DO UPDATE SET record_id = excluded.record_id, row_hash = excluded.row_hash, event_date = excluded.event_date, held = excluded.held");
-            q.build()?.execute(&mut *self.tx).await?;
+            self.execute(q).await?;
         }
         Ok(())
     }
@@ -1340,8 +1513,7 @@ impl Tx {
             // Without statistics SQLite prefers the primary key (feed,
             // record_id) and scans the whole feed; the person index is the
             // right one. PostgreSQL's planner has statistics.
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
+            let mut q = self.builder(
                 match self.backend {
                     Backend::Sqlite => {
                         "SELECT record_id, person, row_hash FROM feed_rows INDEXED BY feed_rows_person WHERE live = 1 AND feed = "
@@ -1354,7 +1526,7 @@ impl Tx {
             q.push_bind(feed);
             q.push(" AND person IN (");
             push_list(&mut q, chunk);
-            for r in q.build()?.fetch_all(&mut *self.tx).await? {
+            for r in self.fetch_all(q).await? {
                 out.push(LiveRow {
                     record_id: r.get(0),
                     person: r.get(1),
@@ -1374,8 +1546,7 @@ impl Tx {
         retracts: &[String],
     ) -> Result<()> {
         for chunk in statement_chunks(upserts) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
+            let mut q = self.builder(
                 "INSERT INTO feed_rows (feed, record_id, person, row_hash, live, batch_seq) ",
             );
             q.push_values(chunk, |mut b, r| {
@@ -1389,19 +1560,16 @@ impl Tx {
             q.push(
                 " ON CONFLICT (feed, record_id) DO UPDATE SET person = excluded.person, row_hash = excluded.row_hash, live = 1, batch_seq = excluded.batch_seq",
             );
-            q.build()?.execute(&mut *self.tx).await?;
+            self.execute(q).await?;
         }
         for chunk in list_chunks(retracts) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
-                "UPDATE feed_rows SET live = 0, batch_seq = ",
-            );
+            let mut q = self.builder("UPDATE feed_rows SET live = 0, batch_seq = ");
             q.push_bind(seq);
             q.push(" WHERE feed = ");
             q.push_bind(feed);
             q.push(" AND record_id IN (");
             push_list(&mut q, chunk);
-            q.build()?.execute(&mut *self.tx).await?;
+            self.execute(q).await?;
         }
         Ok(())
     }
@@ -1418,23 +1586,20 @@ impl Tx {
         // began: `held list` reports the oldest hold's age.
         let mut since_of: HashMap<(String, String), String> = HashMap::new();
         for chunk in list_chunks(persons) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
-                "SELECT record_id, reason, since FROM held WHERE feed = ",
-            );
+            let mut q = self.builder("SELECT record_id, reason, since FROM held WHERE feed = ");
             q.push_bind(feed);
             q.push(" AND person IN (");
             push_list(&mut q, chunk);
-            for r in q.build()?.fetch_all(&mut *self.tx).await? {
+            for r in self.fetch_all(q).await? {
                 since_of.insert((r.get(0), r.get(1)), r.get(2));
             }
         }
         for chunk in list_chunks(persons) {
-            let mut q = QueryBuilder::for_backend(self.backend, "DELETE FROM held WHERE feed = ");
+            let mut q = self.builder("DELETE FROM held WHERE feed = ");
             q.push_bind(feed);
             q.push(" AND person IN (");
             push_list(&mut q, chunk);
-            q.build()?.execute(&mut *self.tx).await?;
+            self.execute(q).await?;
         }
         let at = now();
         // One row per record id (the last wins): PostgreSQL refuses a
@@ -1450,10 +1615,7 @@ impl Tx {
             .map(|(_, h)| h)
             .collect();
         for chunk in statement_chunks(&held) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
-                "INSERT INTO held (feed, record_id, person, reason, since)",
-            );
+            let mut q = self.builder("INSERT INTO held (feed, record_id, person, reason, since)");
             q.push_values(chunk, |mut b, (id, p, r)| {
                 let since = since_of
                     .get(&(id.clone(), r.clone()))
@@ -1466,7 +1628,7 @@ impl Tx {
                     .push_bind(since);
             });
             q.push(" ON CONFLICT (feed, record_id) DO UPDATE SET person = excluded.person, reason = excluded.reason, since = CASE WHEN held.reason = excluded.reason THEN held.since ELSE excluded.since END");
-            q.build()?.execute(&mut *self.tx).await?;
+            self.execute(q).await?;
         }
         Ok(())
     }
@@ -1479,15 +1641,12 @@ impl Tx {
     ) -> Result<HashMap<String, bool>> {
         let mut out = HashMap::new();
         for chunk in list_chunks(persons) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
-                "SELECT person, member FROM cohort WHERE feed = ",
-            );
+            let mut q = self.builder("SELECT person, member FROM cohort WHERE feed = ");
             q.push_bind(feed);
             q.push(" AND person IN (");
             push_list(&mut q, chunk);
-            for r in q.build()?.fetch_all(&mut *self.tx).await? {
-                out.insert(r.get(0), r.get::<i64, _>(1) != 0);
+            for r in self.fetch_all(q).await? {
+                out.insert(r.get(0), r.get::<i64>(1) != 0);
             }
         }
         Ok(out)
@@ -1496,10 +1655,7 @@ impl Tx {
     pub async fn set_cohort(&mut self, feed: &str, changes: &[(String, bool)]) -> Result<()> {
         let at = now();
         for chunk in statement_chunks(changes) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
-                "INSERT INTO cohort (feed, person, member, changed_at) ",
-            );
+            let mut q = self.builder("INSERT INTO cohort (feed, person, member, changed_at) ");
             q.push_values(chunk, |mut b, (p, m)| {
                 b.push_bind(feed)
                     .push_bind(p)
@@ -1507,38 +1663,38 @@ impl Tx {
                     .push_bind(&at);
             });
             q.push(" ON CONFLICT (feed, person) DO UPDATE SET member = excluded.member, changed_at = excluded.changed_at");
-            q.build()?.execute(&mut *self.tx).await?;
+            self.execute(q).await?;
         }
         Ok(())
     }
 
     pub async fn next_seq(&mut self, feed: &str) -> Result<i64> {
-        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE feed = $1")
-            .bind(feed)
-            .fetch_one(&mut *self.tx)
-            .await?;
+        let row = {
+            let mut q =
+                self.builder("SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE feed = $1");
+            q.bind(feed);
+            self.fetch_one(q).await
+        }?;
         Ok(row.get(0))
     }
 
     pub async fn insert_batch(&mut self, b: &NewBatch, rows: &[BatchRow]) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO batches (feed, seq, state, created_at, window_from, window_to, upserts, retracts, held, policy) VALUES ($1, $2, 'staged', $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&b.feed)
-        .bind(b.seq)
-        .bind(now())
-        .bind(b.window_from)
-        .bind(b.window_to)
-        .bind(b.upserts)
-        .bind(b.retracts)
-        .bind(&b.held)
-        .bind(&b.policy)
-        .execute(&mut *self.tx)
-        .await?;
+        {
+            let mut q = self.builder("INSERT INTO batches (feed, seq, state, created_at, window_from, window_to, upserts, retracts, held, policy) VALUES ($1, $2, 'staged', $3, $4, $5, $6, $7, $8, $9)");
+            q.bind(&b.feed);
+            q.bind(b.seq);
+            q.bind(now());
+            q.bind(b.window_from);
+            q.bind(b.window_to);
+            q.bind(b.upserts);
+            q.bind(b.retracts);
+            q.bind(&b.held);
+            q.bind(&b.policy);
+            self.execute(q).await
+        }?;
         let mut line = 0i64;
         for chunk in statement_chunks(rows) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
+            let mut q = self.builder(
                 "INSERT INTO batch_rows (feed, seq, line, record_id, op, row, person, doc_key) ",
             );
             q.push_values(chunk, |mut bld, r| {
@@ -1552,7 +1708,7 @@ impl Tx {
                     .push_bind(&r.person)
                     .push_bind(r.doc_key);
             });
-            q.build()?.execute(&mut *self.tx).await?;
+            self.execute(q).await?;
         }
         Ok(())
     }

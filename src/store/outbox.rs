@@ -98,7 +98,7 @@ impl Store {
         .bind(kind)
         .bind(data_sha256)
         .bind(&started)
-        .fetch_one(&mut *tx.tx)
+        .fetch_one(tx.conn())
         .await?
         .get(0);
         if kind == "send" {
@@ -108,14 +108,14 @@ impl Store {
             .bind(&started)
             .bind(feed)
             .bind(seq)
-            .execute(&mut *tx.tx)
+            .execute(tx.conn())
             .await?;
         }
         let first: Option<String> =
             sqlx::query("SELECT first_attempt_at FROM batches WHERE feed = $1 AND seq = $2")
                 .bind(feed)
                 .bind(seq)
-                .fetch_optional(&mut *tx.tx)
+                .fetch_optional(tx.conn())
                 .await?
                 .and_then(|r| r.get(0));
         tx.commit().await?;

@@ -80,22 +80,20 @@ fn in_list<'a>(q: &mut QueryBuilder<'a>, persons: &'a [String]) {
 
 impl Tx {
     pub async fn insert_import(&mut self, sha256: &str, rows: i64, counts: &str) -> Result<i64> {
-        let r = sqlx::query(
-            "INSERT INTO imports (at, sha256, rows, counts) VALUES ($1, $2, $3, $4) RETURNING id",
-        )
-        .bind(now())
-        .bind(sha256)
-        .bind(rows)
-        .bind(counts)
-        .fetch_one(&mut *self.tx)
-        .await?;
+        let r = {
+            let mut q = self.builder("INSERT INTO imports (at, sha256, rows, counts) VALUES ($1, $2, $3, $4) RETURNING id");
+            q.bind(now());
+            q.bind(sha256);
+            q.bind(rows);
+            q.bind(counts);
+            self.fetch_one(q).await
+        }?;
         Ok(r.get(0))
     }
 
     pub async fn insert_objections(&mut self, import_id: i64, rows: &[ObjectionRow]) -> Result<()> {
         for chunk in statement_chunks(rows) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
+            let mut q = self.builder(
                 "INSERT INTO objections (person, made_to, purposes, received_at, effective_from, withdrawn_at, source, reference, import_id) ",
             );
             q.push_values(chunk, |mut b, o| {
@@ -109,7 +107,7 @@ impl Tx {
                     .push_bind(&o.reference)
                     .push_bind(import_id);
             });
-            q.build()?.execute(&mut *self.tx).await?;
+            self.execute(q).await?;
         }
         Ok(())
     }
@@ -120,8 +118,7 @@ impl Tx {
         rows: &[RestrictionRow],
     ) -> Result<()> {
         for chunk in statement_chunks(rows) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
+            let mut q = self.builder(
                 "INSERT INTO restrictions (person, controller, start_at, end_at, source, reference, import_id) ",
             );
             q.push_values(chunk, |mut b, r| {
@@ -133,15 +130,14 @@ impl Tx {
                     .push_bind(&r.reference)
                     .push_bind(import_id);
             });
-            q.build()?.execute(&mut *self.tx).await?;
+            self.execute(q).await?;
         }
         Ok(())
     }
 
     pub async fn upsert_flags(&mut self, import_id: i64, rows: &[FlagRow]) -> Result<()> {
         for chunk in statement_chunks(rows) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
+            let mut q = self.builder(
                 "INSERT INTO person_flags (person, flag, since, until, source, reference, import_id) ",
             );
             q.push_values(chunk, |mut b, f| {
@@ -154,29 +150,26 @@ impl Tx {
                     .push_bind(import_id);
             });
             q.push(" ON CONFLICT (person, flag) DO UPDATE SET since = excluded.since, until = excluded.until, source = excluded.source, reference = excluded.reference, import_id = excluded.import_id");
-            q.build()?.execute(&mut *self.tx).await?;
+            self.execute(q).await?;
         }
         Ok(())
     }
 
     pub async fn insert_denial_snapshots(&mut self, snaps: &[DenialSnapshot]) -> Result<()> {
         for s in snaps {
-            let r = sqlx::query(
-                "INSERT INTO denial_snapshots (person, origin, doc_key, effective_at, none_valid, emergency) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            )
-            .bind(&s.person)
-            .bind(&s.origin)
-            .bind(s.doc_key)
-            .bind(&s.effective_at)
-            .bind(i64::from(s.none_valid))
-            .bind(s.emergency.map(i64::from))
-            .fetch_one(&mut *self.tx)
-            .await?;
+            let r = {
+                let mut q = self.builder("INSERT INTO denial_snapshots (person, origin, doc_key, effective_at, none_valid, emergency) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id");
+                q.bind(&s.person);
+                q.bind(&s.origin);
+                q.bind(s.doc_key);
+                q.bind(&s.effective_at);
+                q.bind(i64::from(s.none_valid));
+                q.bind(s.emergency.map(i64::from));
+                self.fetch_one(q).await
+            }?;
             let id: i64 = r.get(0);
             for chunk in statement_chunks(&s.denials) {
-                let mut q = QueryBuilder::for_backend(
-                    self.backend,
-                    "INSERT INTO denials (snapshot_id, service_event, provider, all_registers, from_at, to_at) ",
+                let mut q = self.builder("INSERT INTO denials (snapshot_id, service_event, provider, all_registers, from_at, to_at) ",
                 );
                 q.push_values(chunk, |mut b, d| {
                     b.push_bind(id)
@@ -186,7 +179,7 @@ impl Tx {
                         .push_bind(&d.from_at)
                         .push_bind(&d.to_at);
                 });
-                q.build()?.execute(&mut *self.tx).await?;
+                self.execute(q).await?;
             }
         }
         Ok(())
@@ -203,22 +196,18 @@ impl Tx {
         record_ids: &[String],
     ) -> Result<()> {
         for chunk in list_chunks(record_ids) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
-                "UPDATE batch_rows SET op = 'removed' WHERE feed = ",
-            );
+            let mut q = self.builder("UPDATE batch_rows SET op = 'removed' WHERE feed = ");
             q.push_bind(feed);
             q.push(" AND seq = ");
             q.push_bind(seq);
             q.push(" AND record_id IN (");
             push_list(&mut q, chunk);
-            q.build()?.execute(&mut *self.tx).await?;
-            let mut q =
-                QueryBuilder::for_backend(self.backend, "DELETE FROM feed_rows WHERE feed = ");
+            self.execute(q).await?;
+            let mut q = self.builder("DELETE FROM feed_rows WHERE feed = ");
             q.push_bind(feed);
             q.push(" AND record_id IN (");
             push_list(&mut q, chunk);
-            q.build()?.execute(&mut *self.tx).await?;
+            self.execute(q).await?;
         }
         Ok(())
     }
@@ -233,15 +222,12 @@ impl Tx {
         if reasons.is_empty() {
             return Ok(Vec::new());
         }
-        let mut q = QueryBuilder::for_backend(
-            self.backend,
-            "SELECT DISTINCT person FROM held WHERE feed = ",
-        );
+        let mut q = self.builder("SELECT DISTINCT person FROM held WHERE feed = ");
         q.push_bind(feed);
         q.push(" AND reason IN (");
         push_list(&mut q, reasons);
         q.push(" ORDER BY person");
-        let rows = q.build()?.fetch_all(&mut *self.tx).await?;
+        let rows = self.fetch_all(q).await?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
@@ -255,13 +241,12 @@ impl Tx {
     ) -> Result<Vec<(String, i64, String, Option<String>, Option<String>)>> {
         let mut out = Vec::new();
         for chunk in list_chunks(persons) {
-            let mut q = QueryBuilder::for_backend(
-                self.backend,
+            let mut q = self.builder(
                 "SELECT DISTINCT r.feed, r.seq, r.person, d.controller, d.service_event FROM batch_rows r JOIN batches b ON b.feed = r.feed AND b.seq = r.seq JOIN documents d ON d.doc_key = r.doc_key WHERE b.state IN ('sealed', 'sending', 'delivered', 'dead') AND r.op = 'upsert' AND r.person IN (",
             );
             push_list(&mut q, chunk);
             q.push(" ORDER BY r.feed, r.seq");
-            for r in q.build()?.fetch_all(&mut *self.tx).await? {
+            for r in self.fetch_all(q).await? {
                 out.push((r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)));
             }
         }
@@ -270,14 +255,16 @@ impl Tx {
 
     /// The stored policy of these people.
     pub async fn policy_rows(&mut self, persons: &[String]) -> Result<HashMap<String, PolicyRows>> {
-        load_policy(&mut self.tx, self.backend, persons).await
+        load_policy(self, persons).await
     }
 }
 
 impl Store {
     pub async fn policy_rows(&self, persons: &[String]) -> Result<HashMap<String, PolicyRows>> {
-        let mut conn = self.pool.acquire().await?;
-        load_policy(&mut conn, self.backend, persons).await
+        let mut tx = self.begin_read().await?;
+        let rows = load_policy(&mut tx, persons).await?;
+        tx.rollback().await?;
+        Ok(rows)
     }
 
     /// `held list`: per feed and reason, how many records are held and
@@ -328,19 +315,13 @@ impl Store {
     }
 }
 
-async fn load_policy(
-    conn: &mut sqlx::AnyConnection,
-    backend: super::Backend,
-    persons: &[String],
-) -> Result<HashMap<String, PolicyRows>> {
+async fn load_policy(tx: &mut Tx, persons: &[String]) -> Result<HashMap<String, PolicyRows>> {
     let mut out: HashMap<String, PolicyRows> = HashMap::new();
     for chunk in list_chunks(persons) {
-        let mut q = QueryBuilder::for_backend(
-            backend,
-            "SELECT person, made_to, purposes, received_at, effective_from, withdrawn_at, source, reference FROM objections WHERE",
+        let mut q = tx.builder("SELECT person, made_to, purposes, received_at, effective_from, withdrawn_at, source, reference FROM objections WHERE",
         );
         in_list(&mut q, chunk);
-        for r in q.build()?.fetch_all(&mut *conn).await? {
+        for r in tx.fetch_all(q).await? {
             let o = ObjectionRow {
                 person: r.get(0),
                 made_to: r.get(1),
@@ -353,12 +334,10 @@ async fn load_policy(
             };
             out.entry(o.person.clone()).or_default().objections.push(o);
         }
-        let mut q = QueryBuilder::for_backend(
-            backend,
-            "SELECT person, controller, start_at, end_at, source, reference FROM restrictions WHERE",
+        let mut q = tx.builder("SELECT person, controller, start_at, end_at, source, reference FROM restrictions WHERE",
         );
         in_list(&mut q, chunk);
-        for r in q.build()?.fetch_all(&mut *conn).await? {
+        for r in tx.fetch_all(q).await? {
             let x = RestrictionRow {
                 person: r.get(0),
                 controller: r.get(1),
@@ -372,12 +351,11 @@ async fn load_policy(
                 .restrictions
                 .push(x);
         }
-        let mut q = QueryBuilder::for_backend(
-            backend,
+        let mut q = tx.builder(
             "SELECT person, flag, since, until, source, reference FROM person_flags WHERE",
         );
         in_list(&mut q, chunk);
-        for r in q.build()?.fetch_all(&mut *conn).await? {
+        for r in tx.fetch_all(q).await? {
             let f = FlagRow {
                 person: r.get(0),
                 flag: r.get(1),
@@ -389,30 +367,26 @@ async fn load_policy(
             out.entry(f.person.clone()).or_default().flags.push(f);
         }
         // The latest snapshot per person: by effective time, then insertion.
-        let mut q = QueryBuilder::for_backend(
-            backend,
-            "SELECT id, person, origin, doc_key, effective_at, none_valid, emergency FROM denial_snapshots WHERE",
+        let mut q = tx.builder("SELECT id, person, origin, doc_key, effective_at, none_valid, emergency FROM denial_snapshots WHERE",
         );
         in_list(&mut q, chunk);
         q.push(" ORDER BY person, effective_at, id");
         let mut latest: HashMap<String, (i64, DenialSnapshot)> = HashMap::new();
-        for r in q.build()?.fetch_all(&mut *conn).await? {
+        for r in tx.fetch_all(q).await? {
             let snap = DenialSnapshot {
                 person: r.get(1),
                 origin: r.get(2),
                 doc_key: r.get(3),
                 effective_at: r.get(4),
-                none_valid: r.get::<i64, _>(5) != 0,
-                emergency: r.get::<Option<i64>, _>(6).map(|e| e != 0),
+                none_valid: r.get::<i64>(5) != 0,
+                emergency: r.get::<Option<i64>>(6).map(|e| e != 0),
                 denials: Vec::new(),
             };
             latest.insert(snap.person.clone(), (r.get(0), snap));
         }
         if !latest.is_empty() {
             let ids: Vec<i64> = latest.values().map(|(id, _)| *id).collect();
-            let mut q = QueryBuilder::for_backend(
-                backend,
-                "SELECT snapshot_id, service_event, provider, all_registers, from_at, to_at FROM denials WHERE snapshot_id IN (",
+            let mut q = tx.builder("SELECT snapshot_id, service_event, provider, all_registers, from_at, to_at FROM denials WHERE snapshot_id IN (",
             );
             let mut sep = q.separated(", ");
             for id in &ids {
@@ -420,11 +394,11 @@ async fn load_policy(
             }
             q.push(")");
             let mut by_id: HashMap<i64, Vec<DenialRow>> = HashMap::new();
-            for r in q.build()?.fetch_all(&mut *conn).await? {
+            for r in tx.fetch_all(q).await? {
                 by_id.entry(r.get(0)).or_default().push(DenialRow {
                     service_event: r.get(1),
                     provider: r.get(2),
-                    all_registers: r.get::<i64, _>(3) != 0,
+                    all_registers: r.get::<i64>(3) != 0,
                     from_at: r.get(4),
                     to_at: r.get(5),
                 });

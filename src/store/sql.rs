@@ -13,6 +13,7 @@
 
 use std::fmt::{Display, Write as _};
 
+use super::exec::{ToVal, Val};
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, Arguments as _, Encode, Type};
@@ -20,6 +21,10 @@ use sqlx::{Any, Arguments as _, Encode, Type};
 pub struct QueryBuilder<'a> {
     sql: String,
     args: AnyArguments<'a>,
+    /// The values, for a statement run on the run's own SQLite connection
+    /// (`exec`): then `args` stays empty.
+    vals: Vec<Val>,
+    sqlite_connection: bool,
     n: usize,
     anonymous: bool,
     error: Option<sqlx::error::BoxDynError>,
@@ -82,6 +87,8 @@ impl<'a> QueryBuilder<'a> {
         QueryBuilder {
             sql: init.into(),
             args: AnyArguments::default(),
+            vals: Vec::new(),
+            sqlite_connection: false,
             n: 0,
             anonymous: false,
             error: None,
@@ -96,6 +103,41 @@ impl<'a> QueryBuilder<'a> {
         q
     }
 
+    /// A builder for a statement run on the store's own SQLite connection
+    /// ([`super::exec`]): anonymous `?`, values kept as [`Val`]s.
+    pub(super) fn for_sqlite_connection(init: impl Into<String>) -> QueryBuilder<'a> {
+        let mut q = QueryBuilder::new(init);
+        q.anonymous = true;
+        q.sqlite_connection = true;
+        q
+    }
+
+    /// The text and values of a statement built [`Self::for_sqlite_connection`].
+    pub(super) fn sqlite_parts(&self) -> (&str, &[Val]) {
+        (&self.sql, &self.vals)
+    }
+
+    pub(super) fn is_for_sqlite_connection(&self) -> bool {
+        self.sqlite_connection
+    }
+
+    /// Binds a value for a `$n` the statement's text already holds (the
+    /// n-th value bound).
+    pub fn bind<T>(&mut self, value: T) -> &mut Self
+    where
+        T: 'a + Encode<'a, Any> + Type<Any> + ToVal,
+    {
+        if self.sqlite_connection {
+            self.vals.push(value.to_val());
+        } else if let Err(e) = self.args.add(value)
+            && self.error.is_none()
+        {
+            self.error = Some(e);
+        }
+        self.n += 1;
+        self
+    }
+
     pub fn push(&mut self, sql: impl Display) -> &mut Self {
         // Writing to a String cannot fail.
         let _ = write!(self.sql, "{sql}");
@@ -104,9 +146,11 @@ impl<'a> QueryBuilder<'a> {
 
     pub fn push_bind<T>(&mut self, value: T) -> &mut Self
     where
-        T: 'a + Encode<'a, Any> + Type<Any>,
+        T: 'a + Encode<'a, Any> + Type<Any> + ToVal,
     {
-        if let Err(e) = self.args.add(value)
+        if self.sqlite_connection {
+            self.vals.push(value.to_val());
+        } else if let Err(e) = self.args.add(value)
             && self.error.is_none()
         {
             self.error = Some(e);
@@ -184,7 +228,7 @@ impl<'a> Separated<'_, 'a> {
 
     pub fn push_bind<T>(&mut self, value: T) -> &mut Self
     where
-        T: 'a + Encode<'a, Any> + Type<Any>,
+        T: 'a + Encode<'a, Any> + Type<Any> + ToVal,
     {
         self.sep();
         self.builder.push_bind(value);
