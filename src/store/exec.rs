@@ -183,9 +183,16 @@ impl Row {
 /// of a run fit, so each is parsed once.
 const STATEMENT_CACHE: usize = 256;
 
-/// Opens the run's SQLite connection to the store at `path`, set up as the
-/// pool's connections are.
-pub fn open_sqlite(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+/// Page cache of the run's writing connection, KiB (as the pool's): a
+/// chunk's writes touch more index pages than SQLite's default 2 MiB.
+pub const WRITER_CACHE_KIB: i64 = 16 * 1024;
+/// Page cache of the connection for bulk reads, KiB: it reads a listing's
+/// `seen` rows and a batch's rows once each, in key order.
+pub const READER_CACHE_KIB: i64 = 2 * 1024;
+
+/// Opens a connection of the run's to the SQLite store at `path`, set up
+/// as the pool's connections are, with a page cache of `cache_kib`.
+pub fn open_sqlite(path: &Path, cache_kib: i64) -> rusqlite::Result<rusqlite::Connection> {
     let conn = rusqlite::Connection::open_with_flags(
         path,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -194,11 +201,11 @@ pub fn open_sqlite(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
     )?;
     // A short busy timeout: `Store::begin_run` waits for the write lock
     // itself, between attempts, instead of blocking its thread in SQLite.
-    conn.execute_batch(
+    conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
          PRAGMA busy_timeout = 20; PRAGMA foreign_keys = ON; \
-         PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;",
-    )?;
+         PRAGMA cache_size = -{cache_kib}; PRAGMA temp_store = MEMORY;"
+    ))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }

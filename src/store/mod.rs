@@ -533,11 +533,11 @@ impl Store {
         let (sqlite, sqlite_reader) = match backend {
             Backend::Sqlite => {
                 let opts = SqliteConnectOptions::from_str(url)?;
-                let open = || -> Result<_> {
-                    let conn = exec::open_sqlite(opts.get_filename())?;
+                let open = |cache_kib| -> Result<_> {
+                    let conn = exec::open_sqlite(opts.get_filename(), cache_kib)?;
                     Ok(Some(std::sync::Arc::new(tokio::sync::Mutex::new(conn))))
                 };
-                (open()?, open()?)
+                (open(exec::WRITER_CACHE_KIB)?, open(exec::READER_CACHE_KIB)?)
             }
             Backend::Postgres => (None, None),
         };
