@@ -17,8 +17,8 @@
 //!   suppression.
 //! - [`identity`]: keys from files or systemd credentials; person index,
 //!   pseudonyms and record ids (keyed HMAC-SHA-256).
-//! - [`store`]: SQLite state: seen files, documents, cohort, row index,
-//!   held records, runs, the outbox.
+//! - [`store`]: SQLite or PostgreSQL state: seen files, documents, cohort,
+//!   row index, held records, runs, the outbox, statistics cells.
 //! - [`policy`]: the objection/exception decision table, one pure function.
 //! - [`pipeline`]: one feed run, source to staged batch.
 //! - [`preflight`]: what a run will need (sources readable, sinks writable

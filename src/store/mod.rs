@@ -1,7 +1,12 @@
-//! The store: SQLite (a file in the state directory, WAL) behind sqlx, with
-//! its own migrations. It keeps what regfeed has seen, the header facts and
-//! locators of every document version, per-feed cohort state and row index,
-//! held records, runs, and the outbox of staged and sealed batches.
+//! The store: SQLite (a file in the state directory, WAL) or PostgreSQL,
+//! with its own migrations. It keeps what regfeed has seen, the header facts
+//! and locators of every document version, per-feed cohort state and row
+//! index, held records, runs, and the outbox of staged and sealed batches.
+//!
+//! Statements run through sqlx (its `Any` driver), except on SQLite a run's
+//! staging transaction ([`Store::begin_run`]) and its bulk reads, which run
+//! on connections of the store's own ([`exec`]): one SQL text for both
+//! backends, each transaction method written once against [`Tx`].
 //!
 //! People appear only as index pseudonyms. Writes go in multi-row statements
 //! (never one row per statement in a hot loop). This module knows SQL and

@@ -144,18 +144,12 @@ impl<'a> QueryBuilder<'a> {
         self
     }
 
+    /// Binds a value and writes its placeholder.
     pub fn push_bind<T>(&mut self, value: T) -> &mut Self
     where
         T: 'a + Encode<'a, Any> + Type<Any> + ToVal,
     {
-        if self.sqlite_connection {
-            self.vals.push(value.to_val());
-        } else if let Err(e) = self.args.add(value)
-            && self.error.is_none()
-        {
-            self.error = Some(e);
-        }
-        self.n += 1;
+        self.bind(value);
         if self.anonymous {
             self.sql.push('?');
         } else {
