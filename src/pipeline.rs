@@ -1766,6 +1766,16 @@ async fn stage_chunk(
     for (reason, n) in &held_counts {
         *report.held.entry(reason.clone()).or_default() += n;
     }
+    // What the chunk changed in a statistics feed's inputs.
+    let aggregate_change = AggregateChange {
+        rows: &batch_rows,
+        upserts: &upserts,
+        retracts: &retracts,
+        held: &held_counts,
+        excluded_before: &excluded_before,
+        exempt_before,
+        window: (cursor, upto),
+    };
     if cx.mode == Mode::DryRun
         && let Some(agg) = &cx.mapping.aggregate
     {
@@ -1773,22 +1783,8 @@ async fn stage_chunk(
         // rolled back with it: a statistics feed's preview shows cells,
         // never its input rows.
         if !batch_rows.is_empty() {
-            let (staged, cells) = stage_aggregate(
-                cx,
-                &mut tx,
-                agg,
-                report,
-                AggregateChange {
-                    rows: &batch_rows,
-                    upserts: &upserts,
-                    retracts: &retracts,
-                    held: &held_counts,
-                    excluded_before: &excluded_before,
-                    exempt_before,
-                    window: (cursor, upto),
-                },
-            )
-            .await?;
+            let (staged, cells) =
+                stage_aggregate(cx, &mut tx, agg, report, aggregate_change).await?;
             if let Some((_, up, ret)) = staged {
                 report.upserts += up;
                 report.retracts += ret;
@@ -1855,23 +1851,9 @@ async fn stage_chunk(
     timed!(report.store_ns, tx.set_cohort(feed, &cohort_changes))?;
     if let Some(agg) = &cx.mapping.aggregate {
         if !batch_rows.is_empty() {
-            let staged = stage_aggregate(
-                cx,
-                &mut tx,
-                agg,
-                report,
-                AggregateChange {
-                    rows: &batch_rows,
-                    upserts: &upserts,
-                    retracts: &retracts,
-                    held: &held_counts,
-                    excluded_before: &excluded_before,
-                    exempt_before,
-                    window: (cursor, upto),
-                },
-            )
-            .await?
-            .0;
+            let staged = stage_aggregate(cx, &mut tx, agg, report, aggregate_change)
+                .await?
+                .0;
             if let Some((seq, upserts, retracts)) = staged {
                 report.upserts += upserts;
                 report.retracts += retracts;
