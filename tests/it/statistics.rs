@@ -22,7 +22,7 @@ use regfeed::feed::{self, Op, Value};
 use regfeed::loaded::Config;
 use regfeed::synth;
 
-const PATIENTS: u32 = 2500;
+const PATIENTS: u32 = 1500;
 const SEED: u64 = 20261208;
 /// The county the demo's statistics feed is for (Pirkanmaa).
 const COUNTY: &str = "org-32213086";
