@@ -337,7 +337,7 @@ const FIRE_TRIES: u32 = 2;
 /// fire over meanwhile, it is run again (at most [`FIRE_TRIES`] times).
 async fn run_fire(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str, at: DateTime<Utc>) {
     for attempt in 1..=FIRE_TRIES {
-        match crate::store::for_fire(at, run_feed(ctx, app, feed, trigger)).await {
+        match crate::store::for_fire(at, run_feed(ctx, app, feed, trigger, at)).await {
             RunEnd::Ended => break,
             RunEnd::Stopped => return,
             RunEnd::LeaseLost => match app.store.fire_is_held_by(feed, at, &ctx.holder).await {
@@ -361,8 +361,14 @@ async fn run_fire(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str, at: D
     }
 }
 
-/// Runs the feed under its lease.
-async fn run_feed(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str) -> RunEnd {
+/// Runs the feed under its lease, for the fire at `at`.
+async fn run_feed(
+    ctx: &Ctx,
+    app: &App,
+    feed: &str,
+    trigger: &'static str,
+    at: DateTime<Utc>,
+) -> RunEnd {
     let lease = match acquire(
         &app.store,
         feed,
@@ -384,6 +390,25 @@ async fn run_feed(ctx: &Ctx, app: &App, feed: &str, trigger: &'static str) -> Ru
             };
         }
     };
+    // The fire may have been taken over between this replica's decision to
+    // run it (again) and its lease: another replica took it while this one
+    // was silent and held no live lease. Holding the lease now, no one can
+    // take it any more; if it is already another's, it is theirs to run.
+    match app.store.fire_is_held_by(feed, at, &ctx.holder).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!(feed = %feed, trigger, fire = %at.to_rfc3339(), "Run not started: the fire was taken over by another replica.");
+            if let Err(e) = app.store.release_lease(&lease).await {
+                tracing::warn!(feed = %feed, error = %e, "Could not release the feed's lease; it expires by itself.");
+            }
+            return RunEnd::Ended;
+        }
+        // Unknown: run it (as before this check) rather than leave a fire
+        // nobody runs.
+        Err(e) => {
+            tracing::warn!(feed = %feed, error = %e, "Could not read the fire's holder; running it.");
+        }
+    }
     tracing::info!(feed = %feed, trigger, "Run started.");
     let started = Instant::now();
     let outcome = under_lease(&app.store, lease, &ctx.hard_stop, app.stage_run(feed)).await;
