@@ -181,6 +181,20 @@ pub struct DecisionCount {
     pub records: u64,
 }
 
+/// A staged batch's policy counts (its manifest's `excluded` and `exempt`):
+/// what the chunk's evaluation added to the run's.
+fn chunk_policy(
+    report: &RunReport,
+    excluded_before: &BTreeMap<String, u64>,
+    exempt_before: u64,
+) -> String {
+    serde_json::json!({
+        "excluded": chunk_excluded(report, excluded_before),
+        "exempt": report.exempt - exempt_before,
+    })
+    .to_string()
+}
+
 fn chunk_excluded(report: &RunReport, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     report
         .excluded
@@ -1873,11 +1887,7 @@ async fn stage_chunk(
     } else if !batch_rows.is_empty() {
         let seq = timed!(report.store_ns, tx.next_seq(feed))?;
         let held_json = serde_json::to_string(&held_counts).unwrap_or_else(|_| "{}".into());
-        let policy_json = serde_json::json!({
-            "excluded": chunk_excluded(report, &excluded_before),
-            "exempt": report.exempt - exempt_before,
-        })
-        .to_string();
+        let policy_json = chunk_policy(report, &excluded_before, exempt_before);
         timed!(
             report.store_ns,
             tx.insert_batch(
@@ -2106,11 +2116,7 @@ async fn stage_aggregate(
             complementary,
         );
         let held_json = serde_json::to_string(&held).unwrap_or_else(|_| "{}".into());
-        let policy_json = serde_json::json!({
-            "excluded": chunk_excluded(report, change.excluded_before),
-            "exempt": report.exempt - change.exempt_before,
-        })
-        .to_string();
+        let policy_json = chunk_policy(report, change.excluded_before, change.exempt_before);
         let (n_up, n_ret) = (cells.len() as u64, gone.len() as u64);
         timed!(
             report.store_ns,
